@@ -1,0 +1,103 @@
+"""Boxes from CAMs, computed at the CAM's own low resolution.
+
+A map is upsampled a few times (bilinear, still tiny: e.g. 7x12 -> 28x48),
+thresholded relative to its maximum, split into 8-connected components, and
+each component's bounding box is kept with the CAM mass it holds. Boxes are in
+CAM cell units (x in [0, w], y in [0, h], right/bottom exclusive) until
+``scale_boxes`` maps them to frame pixels: the full frame never goes through
+connected components.
+
+Rules (``rule``): ``"mass"`` orders components by the CAM mass they hold and
+keeps further separate strong regions as extra boxes; ``"largest"`` is the CAM
+paper's single largest component; ``"merge"`` is one box around every component.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["BOX_RULES", "boxes_from_cam", "scale_boxes"]
+
+BOX_RULES = ("mass", "largest", "merge")
+
+
+def _components(cam: np.ndarray, threshold: float, upsample: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes in upsampled pixels [n,4], masses [n], peaks [n]) of the thresholded map."""
+    h, w = cam.shape
+    up = cam if upsample == 1 else cv2.resize(cam, (w * upsample, h * upsample),
+                                              interpolation=cv2.INTER_LINEAR)
+    peak = float(up.max())
+    if not peak > 0.0:
+        empty = np.zeros((0,), np.float64)
+        return np.zeros((0, 4), np.float64), empty, empty
+    mask = (up >= threshold * peak).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    flat = labels.ravel()
+    masses = np.bincount(flat, weights=up.ravel(), minlength=n)[1:]
+    peaks = np.zeros(n, np.float64)
+    np.maximum.at(peaks, flat, up.ravel())
+    x, y, bw, bh = (stats[1:, i].astype(np.float64) for i in range(4))
+    return np.stack([x, y, x + bw, y + bh], axis=1), masses, peaks[1:] / peak
+
+
+def boxes_from_cam(cam: np.ndarray, threshold: float = 0.5, rule: str = "mass",
+                   min_area: float = 0.01, max_boxes: int = 3, strong: float = 0.8,
+                   upsample: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes of one CAM [h, w] (values >= 0), best first: (boxes [n, 4] float in CAM
+    cell units, masses [n]).
+
+    ``threshold`` is relative to the map's maximum; components smaller than
+    ``min_area`` (fraction of the map) are dropped. With ``rule="mass"`` a second
+    or third box is kept only for a separate *strong* region: one whose peak
+    reaches ``strong`` times the map's maximum. An all-zero map has no boxes.
+    """
+    if cam.ndim != 2:
+        raise ValueError(f"cam must be a 2-D map, got shape {cam.shape}")
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+    if rule not in BOX_RULES:
+        raise ValueError(f"box rule must be one of {', '.join(BOX_RULES)}, got {rule!r}")
+    if upsample < 1 or max_boxes < 1:
+        raise ValueError(f"upsample and max_boxes must be >= 1, got {upsample}, {max_boxes}")
+    boxes, masses, peaks = _components(np.asarray(cam, np.float32), threshold, upsample)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    big = area >= min_area * cam.size * upsample * upsample
+    if not big.any() and len(area):
+        big = masses == masses.max()  # never lose the map's main region to min_area
+    boxes, masses, peaks, area = boxes[big], masses[big], peaks[big], area[big]
+    if rule == "merge":
+        if not len(boxes):
+            return boxes / upsample, masses
+        merged = np.array([[boxes[:, 0].min(), boxes[:, 1].min(),
+                            boxes[:, 2].max(), boxes[:, 3].max()]])
+        return merged / upsample, np.array([masses.sum()])
+    order = np.argsort(-(area if rule == "largest" else masses), kind="stable")
+    if rule == "largest":
+        order = order[:1]
+    else:
+        keep = [i for j, i in enumerate(order) if j == 0 or peaks[i] >= strong]
+        order = np.array(keep[:max_boxes], dtype=np.int64)
+    return boxes[order] / upsample, masses[order]
+
+
+def scale_boxes(boxes: np.ndarray, cam_shape: tuple[int, int], frame_h: int, frame_w: int
+                ) -> np.ndarray:
+    """CAM cell units -> int frame pixels [x1, y1, x2, y2], x2/y2 exclusive, clipped.
+
+    The CAM covers the whole frame (no padding), so a cell is frame_w / w pixels
+    wide; the box is rounded outwards so it never shrinks.
+    """
+    h, w = cam_shape
+    sx, sy = frame_w / w, frame_h / h
+    out = np.empty((len(boxes), 4), np.int64)
+    if not len(boxes):
+        return out
+    out[:, 0] = np.floor(boxes[:, 0] * sx + 1e-6)
+    out[:, 1] = np.floor(boxes[:, 1] * sy + 1e-6)
+    out[:, 2] = np.ceil(boxes[:, 2] * sx - 1e-6)
+    out[:, 3] = np.ceil(boxes[:, 3] * sy - 1e-6)
+    np.clip(out[:, 0::2], 0, frame_w, out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, frame_h, out=out[:, 1::2])
+    return out

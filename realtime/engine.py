@@ -1,0 +1,241 @@
+"""Localizer: one ONNX Runtime session, CAMs and boxes for each frame; and Result.
+
+The work is split so a pipeline can time each stage and run it in its own
+thread: ``prepare`` (frame -> tensor, on the CPU), ``infer`` (the session; any
+batch size), ``postprocess`` (one image's logits and features -> Result).
+``Localizer(frame)`` chains the three for one frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from realtime import providers as prov
+from realtime.boxes import BOX_RULES, boxes_from_cam, scale_boxes
+from realtime.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
+from realtime.draw import PALETTE, draw_boxes, draw_heatmap, draw_hud
+from realtime.errors import DeviceError, ModelError
+from realtime.meta import (
+    FRAME_OUTPUTS,
+    WEIGHT_OUTPUTS,
+    ModelInfo,
+    check_outputs,
+    parse_metadata,
+)
+from realtime.preprocess import Geometry, prepare_frame
+from realtime.zoo import DEFAULT_MODEL, resolve_model
+
+__all__ = ["DEFAULT_IMGSZ_SCALE", "DEFAULT_MIN_AREA", "DEFAULT_THRESHOLD", "Localizer",
+           "Result", "default_imgsz"]
+
+log = logging.getLogger(__name__)
+
+# Defaults chosen on the labelled set of tools/eval_localization.py (docs/LOCALIZATION.md).
+DEFAULT_IMGSZ_SCALE = 1.0  # working size's shorter side = this x the native input size
+DEFAULT_THRESHOLD = 0.5    # of each CAM's maximum
+DEFAULT_MIN_AREA = 0.01    # fraction of the frame
+DEFAULT_RULE = "mass"
+
+
+def default_imgsz(info: ModelInfo, frame_h: int, frame_w: int) -> int:
+    """Default longer side: the shorter side gets the model's native size, so objects
+    filling the frame appear at the scale the network was trained on."""
+    short = DEFAULT_IMGSZ_SCALE * min(info.input_size)
+    return max(info.stride, round(short * max(frame_h, frame_w) / min(frame_h, frame_w)))
+
+
+@dataclass
+class Result:
+    """One frame's localization: top-k classes (best first), their CAMs and boxes."""
+
+    class_ids: np.ndarray          # int64 [k]
+    scores: np.ndarray             # float32 [k], softmax probabilities
+    labels: list[str]
+    cams: np.ndarray               # float32 [k, h, w] in [0, 1], CAM resolution
+    boxes: list[list[list[int]]]   # per class, its boxes [x1, y1, x2, y2] best first
+    frame_shape: tuple[int, int]   # (H, W) of the source frame
+    provider: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def detections(self) -> list[dict[str, Any]]:
+        """Per-frame ``detections`` of the JSONL schema: one dict per box, best first."""
+        return [{"class_id": int(cid), "label": label, "score": round(float(score), 4),
+                 "box": [int(v) for v in box]}
+                for cid, label, score, boxes in zip(self.class_ids, self.labels, self.scores,
+                                                    self.boxes)
+                for box in boxes]
+
+    def draw(self, frame: np.ndarray, heatmap: bool = True, boxes: bool = True,
+             index: int | None = None, alpha: float = 0.4, hud: str | None = None) -> np.ndarray:
+        """Draw on ``frame`` in place and return it: the heatmap of class ``index`` (default
+        the best), boxes of every class (or only of ``index``), optional HUD text."""
+        if index is not None and not 0 <= index < len(self.class_ids):
+            raise ValueError(f"index must be between 0 and {len(self.class_ids) - 1}, got {index}")
+        if frame.shape[:2] != self.frame_shape:
+            raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]} but the result is for "
+                             f"{self.frame_shape[1]}x{self.frame_shape[0]}")
+        if heatmap and len(self.class_ids):
+            draw_heatmap(frame, self.cams[index or 0], alpha=alpha)
+        if boxes:
+            ranks = range(len(self.class_ids)) if index is None else [index]
+            all_boxes, texts, colors = [], [], []
+            for r in ranks:
+                for j, box in enumerate(self.boxes[r]):
+                    all_boxes.append(box)
+                    texts.append(f"{self.labels[r]} {self.scores[r]:.2f}" if j == 0 else "")
+                    colors.append(PALETTE[r % len(PALETTE)])
+            # best last, so its label ends up on top where labels overlap
+            draw_boxes(frame, all_boxes[::-1], texts[::-1], colors[::-1])
+        if hud:
+            draw_hud(frame, hud)
+        return frame
+
+
+def _open_session(path: str, device: str, threads: int | None
+                  ) -> tuple[ort.InferenceSession, list[str]]:
+    """An InferenceSession on the best providers for ``device``; (session, granted)."""
+    available = ort.get_available_providers()
+    gpu = prov.gpu_present()
+    plan = prov.plan_providers(device, available, gpu, prov.tensorrt_present() if gpu else False)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if any(not isinstance(p, str) for p in plan):
+        prov.preload_cuda()
+    try:
+        session = ort.InferenceSession(path, sess_options=opts, providers=plan)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if plan == ["CPUExecutionProvider"]:
+            raise ModelError(f"cannot load model {path}: {first}") from exc
+        try:  # loadable on the CPU? then it is the device that failed, not the file
+            session = ort.InferenceSession(path, sess_options=opts,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc2:
+            raise ModelError(f"cannot load model {path}: {first}") from exc2
+        if prov.parse_device(device)[0] != "auto":
+            raise DeviceError(f"device {device!r} could not start: {first}") from exc
+        log.warning("GPU providers failed (%s); running on the CPU", first)
+        plan = ["CPUExecutionProvider"]
+    granted = session.get_providers()
+    prov.check_granted(device, plan, granted)
+    return session, granted
+
+
+class Localizer:
+    """Classify a frame with a GAP-CNN (.onnx) and localize its top-k classes with CAMs.
+
+    ``model``: zoo name or .onnx path. ``device``: auto, cpu, cuda[:N], tensorrt[:N],
+    openvino, coreml, directml. ``imgsz``: the working size's longer side (None: the
+    shorter side gets the model's native size). ``threshold``: box threshold relative
+    to each CAM's maximum. ``smooth``: EMA weight of the previous frame's CAM (video).
+    ``threads``: ONNX Runtime intra-op threads (None: its default).
+    """
+
+    def __init__(self, model: str | os.PathLike[str] = DEFAULT_MODEL, device: str = "auto",
+                 imgsz: int | None = None, topk: int = 1, threshold: float | None = None,
+                 smooth: float = 0.0, threads: int | None = None, *,
+                 box_rule: str = DEFAULT_RULE, min_area: float = DEFAULT_MIN_AREA,
+                 max_boxes: int = 3, normalize: str = "max"):
+        prov.parse_device(device)  # unknown names fail before any loading
+        self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+        if box_rule not in BOX_RULES:
+            raise ValueError(f"box_rule must be one of {', '.join(BOX_RULES)}, got {box_rule!r}")
+        if normalize not in ("max", "minmax"):
+            raise ValueError(f"normalize must be 'max' or 'minmax', got {normalize!r}")
+        if imgsz is not None and (not isinstance(imgsz, int) or isinstance(imgsz, bool)
+                                  or imgsz < 1):
+            raise ValueError(f"imgsz must be a positive integer or None, got {imgsz!r}")
+        self.smoother = CamSmoother(smooth)
+        self.imgsz, self.box_rule, self.min_area = imgsz, box_rule, float(min_area)
+        self.max_boxes, self.normalize, self.device = int(max_boxes), normalize, device
+        path = str(resolve_model(model))
+        self.session, granted = _open_session(path, device, threads)
+        self.provider = granted[0]
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        check_outputs(outputs, inputs, path, meta.get("camloc.arch", "<model>"))
+        self.info = parse_metadata(meta, path)
+        self.weight, self.bias = self._fetch_weights()
+        num = self.info.num_classes
+        if not isinstance(topk, int) or not 1 <= topk <= num:
+            raise ValueError(f"topk must be between 1 and the number of classes ({num}), "
+                             f"got {topk!r}")
+        self.topk = topk
+        log.info("camloc: %s (%s, %d classes) running on %s (asked: %s; available: %s)",
+                 os.path.basename(path), self.info.arch, num, ", ".join(granted), device,
+                 ", ".join(ort.get_available_providers()))
+
+    def _fetch_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The classifier's constant weight [K, C] and bias [K], read once."""
+        s = self.info.stride
+        tiny = np.zeros((1, 3, s, s), np.float32)
+        weight, bias = self.session.run(list(WEIGHT_OUTPUTS), {"images": tiny})
+        weight, bias = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
+        k = self.info.num_classes
+        if weight.ndim != 2 or weight.shape[0] != k or bias.shape != (k,):
+            raise ModelError(f"{self.info.path}: cam_weight {weight.shape} / cam_bias "
+                             f"{bias.shape} do not match the {k} labels in the metadata")
+        return weight, bias
+
+    def working_size_for(self, frame_h: int, frame_w: int) -> int:
+        """The ``imgsz`` (longer side) used for frames of this size."""
+        return self.imgsz or default_imgsz(self.info, frame_h, frame_w)
+
+    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        """BGR frame -> (float32 [1, 3, H, W] input, geometry back to the frame)."""
+        h, w = frame.shape[:2] if isinstance(frame, np.ndarray) and frame.ndim >= 2 else (1, 1)
+        i = self.info
+        return prepare_frame(frame, self.working_size_for(h, w), i.stride, i.mean, i.std,
+                             i.color == "RGB")
+
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the network on a batch [N, 3, H, W]: (logits [N, K], features [N, C, h, w])."""
+        logits, feats = self.session.run(list(FRAME_OUTPUTS), {"images": x})
+        return logits, feats
+
+    def postprocess(self, logits: np.ndarray, features: np.ndarray, geo: Geometry) -> Result:
+        """One image's logits [K] and features [C, h, w] -> Result (top-k, CAMs, boxes).
+
+        Applies temporal smoothing when ``smooth > 0``: call it in frame order.
+        """
+        logits = logits[0] if logits.ndim == 2 and logits.shape[0] == 1 else logits
+        features = features[0] if features.ndim == 4 and features.shape[0] == 1 else features
+        probs = softmax(logits)
+        ids = top_k(probs, self.topk)
+        cams = normalize_cams(compute_cams(features, self.weight, ids), self.normalize)
+        cams = self.smoother(ids, cams)
+        boxes = []
+        for cam in cams:
+            cells, _ = boxes_from_cam(cam, self.threshold, self.box_rule, self.min_area,
+                                      self.max_boxes)
+            boxes.append(scale_boxes(cells, cam.shape, geo.frame_h, geo.frame_w).tolist())
+        return Result(class_ids=ids.astype(np.int64), scores=probs[ids].astype(np.float32),
+                      labels=[self.info.labels[i] for i in ids], cams=cams, boxes=boxes,
+                      frame_shape=(geo.frame_h, geo.frame_w), provider=self.provider)
+
+    def reset(self) -> None:
+        """Forget the smoothing history (between unrelated videos)."""
+        self.smoother.reset()
+
+    def localize(self, frame: np.ndarray) -> Result:
+        """prepare + infer + postprocess for one BGR frame."""
+        x, geo = self.prepare(frame)
+        logits, feats = self.infer(x)
+        return self.postprocess(logits[0], feats[0], geo)
+
+    __call__ = localize

@@ -1,0 +1,75 @@
+"""Model name -> cached .onnx path (building it through ``export`` on first use).
+
+Cache: ``$CAMLOC_HOME/models/<name>.onnx`` (default ``~/.cache/camloc``). A
+``.onnx`` path is returned as is. Building needs PyTorch, which the runtime
+never imports otherwise: ``export`` is imported here, lazily, only when a zoo
+model is asked for and not cached yet.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+from pathlib import Path
+
+from realtime.errors import ModelError
+
+__all__ = ["DEFAULT_MODEL", "cache_path", "camloc_home", "resolve_model"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "efficientnet_lite0"
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
+
+
+def camloc_home() -> Path:
+    """Root of camloc's cache: ``$CAMLOC_HOME`` or ``~/.cache/camloc``."""
+    return Path(os.environ.get("CAMLOC_HOME", "~/.cache/camloc")).expanduser()
+
+
+def cache_path(name: str) -> Path:
+    """Where the zoo model ``name`` is (or will be) cached."""
+    return camloc_home() / "models" / f"{name}.onnx"
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.lower().endswith(".onnx") or os.sep in model or "/" in model
+
+
+def _build(name: str, target: Path) -> None:
+    """Export zoo model ``name`` to ``target`` via ``export`` (torch), atomically."""
+    if importlib.util.find_spec("torch") is None:
+        raise ModelError(f"model {name!r} is not in the cache ({target}) and building it needs "
+                         "PyTorch: pip install torch torchvision, or pass the path of a .onnx "
+                         f"made elsewhere with: python -m export --model {name} --output FILE")
+    import export
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.onnx")
+    log.info("building %s into %s (first use; needs torch, takes a while)", name, target)
+    try:
+        export.export_model(name, output=tmp)
+        os.replace(tmp, target)
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"cannot build model {name!r}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def resolve_model(model: str | os.PathLike[str]) -> Path:
+    """A .onnx path for ``model``: an existing path as is, a zoo name from the cache
+    (built on first use). Raises ModelError for a missing file or a bad name."""
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if _looks_like_path(text) or path.exists():
+        raise ModelError(f"model file not found: {text}")
+    if not _NAME.fullmatch(text):
+        raise ModelError(f"not a model name or .onnx path: {text!r}")
+    cached = cache_path(text)
+    if not cached.is_file():
+        _build(text, cached)
+    return cached
