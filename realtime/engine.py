@@ -37,15 +37,18 @@ __all__ = ["DEFAULT_IMGSZ_SCALE", "DEFAULT_MIN_AREA", "DEFAULT_THRESHOLD", "Loca
 log = logging.getLogger(__name__)
 
 # Defaults chosen on the labelled set of tools/eval_localization.py (docs/LOCALIZATION.md).
-DEFAULT_IMGSZ_SCALE = 1.0  # working size's shorter side = this x the native input size
-DEFAULT_THRESHOLD = 0.5    # of each CAM's maximum
+DEFAULT_IMGSZ_SCALE = 256 / 224  # shorter side = this x the native size (256 for Lite0)
+DEFAULT_THRESHOLD = 0.3          # of each CAM's maximum
 DEFAULT_MIN_AREA = 0.01    # fraction of the frame
 DEFAULT_RULE = "mass"
 
 
 def default_imgsz(info: ModelInfo, frame_h: int, frame_w: int) -> int:
-    """Default longer side: the shorter side gets the model's native size, so objects
-    filling the frame appear at the scale the network was trained on."""
+    """Default longer side, such that the shorter side is ``DEFAULT_IMGSZ_SCALE`` times
+    the model's native size (256 px for EfficientNet-Lite0: 448x256 for a 16:9 frame).
+
+    Tied to the native size so that objects appear near the scale the network was
+    trained on; the factor was the best of 160..320 px in docs/LOCALIZATION.md."""
     short = DEFAULT_IMGSZ_SCALE * min(info.input_size)
     return max(info.stride, round(short * max(frame_h, frame_w) / min(frame_h, frame_w)))
 
@@ -137,8 +140,8 @@ class Localizer:
     """Classify a frame with a GAP-CNN (.onnx) and localize its top-k classes with CAMs.
 
     ``model``: zoo name or .onnx path. ``device``: auto, cpu, cuda[:N], tensorrt[:N],
-    openvino, coreml, directml. ``imgsz``: the working size's longer side (None: the
-    shorter side gets the model's native size). ``threshold``: box threshold relative
+    openvino, coreml, directml. ``imgsz``: the working size's longer side (None: a shorter
+    side of 8/7 the model's native size, see ``default_imgsz``). ``threshold``: box threshold relative
     to each CAM's maximum. ``smooth``: EMA weight of the previous frame's CAM (video).
     ``threads``: ONNX Runtime intra-op threads (None: its default).
     """
