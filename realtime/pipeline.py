@@ -1,0 +1,366 @@
+"""The pipeline: reader, inference and render/write threads joined by bounded queues.
+
+::
+
+    source thread --Frame--> infer thread --(Frame, Result)--> render thread --Processed--> you
+    (decode)                 (preprocess, infer, cam+boxes)    (draw, encode, JSONL)
+
+Each stage reads like a sentence (take a frame, localize it, hand it on); the
+plumbing around it guarantees that
+
+- queues are bounded and no ``put``/``get`` blocks for more than a tick
+  without checking whether the run was stopped or aborted;
+- ``stop()`` (Ctrl-C, SIGTERM, q in the window, ``--max-frames``) stops
+  *reading*: what is in flight is still drawn and written, so the video and the
+  JSONL always hold the same frames;
+- an exception in any stage aborts all of them and is raised once, from the
+  iteration in the caller's thread, after every thread has been joined;
+- per-frame stage timings (milliseconds) travel with each frame, for the
+  summary and the benchmark.
+
+The caller iterates the pipeline in its own (main) thread, which is where a
+window must live, and gets each frame once it has been written.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Protocol, Self
+
+import numpy as np
+
+from .errors import CamlocError
+from .sources import Frame, Source
+
+__all__ = ["STAGES", "FpsMeter", "Pipeline", "PipelineError", "Processed", "RenderOptions",
+           "RunStats", "record"]
+
+log = logging.getLogger(__name__)
+
+# per-frame timings collected (ms); "postprocess" is CAMs + boxes (one engine call)
+STAGES = ("decode", "preprocess", "infer", "postprocess", "draw", "encode", "json")
+_POLL_S = 0.1
+
+
+class PipelineError(RuntimeError):
+    """A stage failed unexpectedly; the message names the stage and the cause."""
+
+
+class _Localizer(Protocol):  # what the pipeline needs of realtime.engine.Localizer
+    provider: str
+
+    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, Any]: ...
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def postprocess(self, logits: np.ndarray, features: np.ndarray, geo: Any) -> Any: ...
+
+
+class _Writer(Protocol):
+    def write(self, item: Any) -> None: ...
+
+
+@dataclass
+class RenderOptions:
+    """What the render stage draws; the window's keys change it while running."""
+
+    heatmap: bool = True
+    boxes: bool = True
+    index: int | None = None  # which of the top-k classes (None: best heatmap, all boxes)
+
+    def apply(self, action: str, topk: int) -> None:
+        """Apply a window action: heatmap, boxes, next, prev (others are ignored)."""
+        if action == "heatmap":
+            self.heatmap = not self.heatmap
+        elif action == "boxes":
+            self.boxes = not self.boxes
+        elif action in ("next", "prev"):
+            cycle: list[int | None] = [None, *range(topk)]
+            step = 1 if action == "next" else -1
+            self.index = cycle[(cycle.index(self.index) + step) % len(cycle)]
+
+
+@dataclass
+class Processed:
+    """One frame after the pipeline: its result, the annotated image, stage timings."""
+
+    frame: Frame
+    result: Any
+    image: np.ndarray | None
+    times: dict[str, float]
+
+
+class FpsMeter:
+    """Frames per second from ``time.monotonic()`` stamps: N stamps are N-1 intervals.
+
+    ``fps`` covers the last ``window`` stamps (for a live display), ``mean_fps``
+    the whole run from the first stamp to the last.
+    """
+
+    def __init__(self, window: int = 30) -> None:
+        if window < 2:
+            raise ValueError(f"window must be >= 2 stamps, got {window}")
+        self._stamps: deque[float] = deque(maxlen=window)
+        self.count = 0
+        self.first: float | None = None
+
+    def tick(self, t: float | None = None) -> None:
+        t = time.monotonic() if t is None else t
+        self._stamps.append(t)
+        self.first = t if self.first is None else self.first
+        self.count += 1
+
+    @staticmethod
+    def _rate(n: int, span: float) -> float:
+        return (n - 1) / span if n >= 2 and span > 0 else 0.0
+
+    @property
+    def fps(self) -> float:
+        s = self._stamps
+        return self._rate(len(s), s[-1] - s[0]) if s else 0.0
+
+    @property
+    def mean_fps(self) -> float:
+        return self._rate(self.count, self._stamps[-1] - self.first) if self.count else 0.0
+
+
+@dataclass
+class RunStats:
+    """What a run did, for the summary (and the benchmark)."""
+
+    source: str = ""
+    provider: str = ""
+    frames_read: int = 0
+    processed: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    elapsed_s: float = 0.0
+    mean_fps: float = 0.0
+    stopped_by: str | None = None  # "SIGINT", "q", "--max-frames"... None: ran to the end
+    ended_because: str | None = None  # a live source that went away
+    stage_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def medians(self) -> dict[str, float]:
+        """Median milliseconds per frame of each stage that ran."""
+        return {k: float(np.median(v)) for k, v in self.stage_ms.items() if v}
+
+
+def record(frame: Frame, result: Any) -> dict[str, Any]:
+    """The JSONL object of one processed frame (schema in ARCHITECTURE.md)."""
+    return {"frame": frame.index, "source": frame.source, "time_ms": round(frame.time_ms, 3),
+            "detections": result.detections()}
+
+
+class _End:
+    """Sentinel at the end of a queue."""
+
+
+def _batched(frames: Iterable[Frame], n: int) -> Iterator[list[Frame]]:
+    it = iter(frames)
+    while batch := list(islice(it, n)):
+        yield batch
+
+
+class Pipeline:
+    """Run ``localizer`` on every frame of ``source`` in threads; iterate for the results.
+
+    ``video`` gets annotated images, ``jsonl`` the per-frame records; ``draw``
+    False skips drawing when nobody looks at pixels. ``batch`` > 1 sends that
+    many frames per inference (files: throughput). Use as a context manager::
+
+        with Pipeline(source, loc, video=sink) as run:
+            for item in run:
+                ...
+    """
+
+    def __init__(self, source: Source, localizer: _Localizer, *, video: _Writer | None = None,
+                 jsonl: _Writer | None = None, draw: bool = True,
+                 options: RenderOptions | None = None, max_frames: int | None = None,
+                 batch: int = 1, queue_size: int = 4) -> None:
+        if batch < 1 or queue_size < 1 or (max_frames is not None and max_frames < 1):
+            raise ValueError("batch, queue_size and max_frames must be >= 1")
+        self.source, self.localizer = source, localizer
+        self.video, self.jsonl = video, jsonl
+        self.draw = draw or video is not None
+        self.options = options or RenderOptions()
+        self.max_frames, self.batch = max_frames, batch
+        self.stats = RunStats(source=source.name, provider=getattr(localizer, "provider", ""))
+        self.meter = FpsMeter()
+        self._q_results: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._q_done: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._abort = threading.Event()
+        self._error: tuple[str, BaseException] | None = None
+        self._threads: list[threading.Thread] = []
+        self._started = 0.0
+        self._finished = False
+
+    # -- control -------------------------------------------------------------------------
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop reading; frames in flight are still processed and written."""
+        if self.stats.stopped_by is None:
+            self.stats.stopped_by = reason
+        self.source.stop()
+
+    def abort(self) -> None:
+        """Stop every stage at its next frame boundary (written frames stay consistent)."""
+        self._abort.set()
+        self.source.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self.source.stopped or self._abort.is_set()
+
+    # -- the stages ----------------------------------------------------------------------
+    def _infer_stage(self) -> None:
+        frames: Iterable[Frame] = self.source
+        if self.max_frames is not None:
+            frames = islice(frames, self.max_frames)
+        for batch in _batched(frames, self.batch):
+            for item in self._localize(batch):
+                if not self._put(self._q_results, item):
+                    return
+            if self._abort.is_set():
+                return
+        if self.max_frames is not None and not self.source.stopped:
+            self.stop("--max-frames")
+
+    def _localize(self, batch: list[Frame]) -> Iterator[tuple[Frame, Any, dict[str, float]]]:
+        """prepare, infer (one call per batch of equal shapes), postprocess; timed."""
+        loc, n = self.localizer, len(batch)
+        t0 = time.perf_counter()
+        prepared = [loc.prepare(f.image) for f in batch]
+        t1 = time.perf_counter()
+        shapes = {x.shape for x, _ in prepared}
+        if len(shapes) == 1:
+            x = prepared[0][0] if n == 1 else np.concatenate([x for x, _ in prepared])
+            logits, feats = loc.infer(x)
+            outputs = [(logits[i], feats[i]) for i in range(n)]
+        else:  # frames of different sizes (an image folder): one by one
+            outputs = [tuple(o[0] for o in loc.infer(x)) for x, _ in prepared]
+        t2 = time.perf_counter()
+        for frame, (_, geo), (logit, feat) in zip(batch, prepared, outputs):
+            t3 = time.perf_counter()
+            result = loc.postprocess(logit, feat, geo)
+            times = {"decode": frame.decode_ms, "preprocess": (t1 - t0) * 1e3 / n,
+                     "infer": (t2 - t1) * 1e3 / n,
+                     "postprocess": (time.perf_counter() - t3) * 1e3}
+            times.update(getattr(result, "extra", {}).get("times_ms", {}))
+            yield frame, result, times
+
+    def _render_stage(self) -> None:
+        while (item := self._get(self._q_results, self._threads[0])) is not _End:
+            frame, result, times = item
+            image = None
+            if self.draw:
+                t0 = time.perf_counter()
+                o = self.options
+                index = o.index if o.index is not None and o.index < len(result.class_ids) \
+                    else None
+                image = result.draw(frame.image, heatmap=o.heatmap, boxes=o.boxes, index=index)
+                times["draw"] = (time.perf_counter() - t0) * 1e3
+            if self.video is not None:  # video then JSONL: both or neither for each frame
+                t0 = time.perf_counter()
+                self.video.write(image)
+                times["encode"] = (time.perf_counter() - t0) * 1e3
+            if self.jsonl is not None:
+                t0 = time.perf_counter()
+                self.jsonl.write(record(frame, result))
+                times["json"] = (time.perf_counter() - t0) * 1e3
+            if not self._put(self._q_done, Processed(frame, result, image, times)):
+                return
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
+        """Put, waiting for room while the run is not aborted; False when aborted."""
+        while not self._abort.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _get(self, q: queue.Queue[Any], upstream: threading.Thread) -> Any:
+        """Next item, or _End once aborted or when ``upstream`` died with ``q`` empty."""
+        while not self._abort.is_set():
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not upstream.is_alive() and q.empty():
+                    return _End
+        return _End
+
+    def _stage(self, name: str, work: Any, out: queue.Queue[Any]) -> None:
+        try:
+            work()
+        except BaseException as exc:  # every failure must stop the run
+            if self._error is None:
+                self._error = (name, exc)
+            log.debug("%s stage failed", name, exc_info=True)
+            self.abort()
+        finally:
+            self._put(out, _End)
+
+    def start(self) -> Self:
+        if not self._threads:
+            self._started = time.monotonic()
+            self.source.start()
+            for name, work, out in (("infer", self._infer_stage, self._q_results),
+                                    ("render", self._render_stage, self._q_done)):
+                t = threading.Thread(target=self._stage, args=(name, work, out),
+                                     name=f"camloc-{name}", daemon=True)
+                self._threads.append(t)
+            for t in self._threads:
+                t.start()
+        return self
+
+    def __iter__(self) -> Iterator[Processed]:
+        self.start()
+        while (item := self._get(self._q_done, self._threads[-1])) is not _End:
+            self.meter.tick()
+            self.stats.processed += 1
+            for k, v in item.times.items():
+                self.stats.stage_ms.setdefault(k, []).append(v)
+            yield item
+        self.close()
+
+    def close(self) -> None:
+        """Join every thread (aborting them if still running), fill in the stats and
+        raise the first stage error, once."""
+        if self._finished:
+            return
+        self._finished = True
+        if any(t.is_alive() for t in self._threads) and not self.source.stopped:
+            self.abort()
+        for t in self._threads:
+            while t.is_alive():
+                t.join(_POLL_S)
+        s, src = self.stats, self.source
+        s.elapsed_s = time.monotonic() - self._started if self._started else 0.0
+        s.mean_fps = self.meter.mean_fps
+        s.frames_read, s.dropped, s.corrupt = src.frames_read, src.frames_dropped, \
+            src.frames_corrupt
+        s.ended_because = getattr(src, "ended_because", None)
+        if self._error is not None:
+            stage, exc = self._error
+            if isinstance(exc, CamlocError):
+                raise exc
+            raise PipelineError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.abort()
+            try:
+                self.close()
+            except Exception:  # the exception already on its way matters more
+                log.debug("pipeline error while handling another", exc_info=True)
+        else:
+            self.close()

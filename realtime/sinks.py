@@ -1,0 +1,222 @@
+"""Where results go: an annotated video file, a JSON Lines file, a window.
+
+Each sink is its own small object (a writer never touches the window, the
+window never writes files) and a context manager. Output paths are checked
+when a sink is made, before any frame is read, so an unwritable ``--save``
+fails at once with a one-line :class:`SinkError`.
+
+The window is opened only where one can be: :func:`gui_available` says why not
+otherwise (no display, or an OpenCV build without GUI such as
+``opencv-python-headless``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Self
+
+import cv2
+import numpy as np
+
+from .errors import CamlocError
+
+__all__ = ["KEYS", "VIDEO_FOURCC", "JsonlSink", "SinkError", "VideoSink", "Window",
+           "check_output_path", "gui_available"]
+
+log = logging.getLogger(__name__)
+
+# container suffix -> codec OpenCV's bundled FFmpeg can write without extra libraries
+VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+
+# key code -> action, for the window (q or Esc quit; space pause; h, b, n, p toggles)
+KEYS = {ord("q"): "quit", 27: "quit", ord(" "): "pause", ord("h"): "heatmap",
+        ord("b"): "boxes", ord("n"): "next", ord("p"): "prev"}
+
+
+class SinkError(CamlocError, ValueError):
+    """An output that cannot be written (bad path, folder, permission, extension)."""
+
+
+def check_output_path(path: str | os.PathLike[str], flag: str,
+                      suffixes: tuple[str, ...] | None = None) -> Path:
+    """Make sure ``path`` can be written (creating its folder); raise SinkError if not.
+
+    ``flag`` names the option in messages (``--save``). Nothing is left behind:
+    a file created to prove the path writable is removed again.
+    """
+    p = Path(path).expanduser()
+    if str(path).endswith(("/", os.sep)) or p.is_dir():
+        raise SinkError(f"{flag} {path}: is a folder; give a file name")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise SinkError(f"{flag} {path}: unsupported extension {p.suffix or '(none)'!r}; "
+                        f"use {', '.join(suffixes)}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(f"{flag} {path}: cannot create folder {p.parent}: "
+                        f"{exc.strerror or exc}") from None
+    existed = p.exists()
+    try:
+        with open(p, "ab"):
+            pass
+    except OSError as exc:
+        raise SinkError(f"{flag} {path}: cannot write: {exc.strerror or exc}") from None
+    if not existed:
+        p.unlink(missing_ok=True)
+    return p
+
+
+def _letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Fit ``image`` into (width, height) keeping its aspect ratio, black borders."""
+    w, h = size
+    ih, iw = image.shape[:2]
+    s = min(w / iw, h / ih)
+    nw, nh = max(1, round(iw * s)), max(1, round(ih * s))
+    out = np.zeros((h, w, 3), np.uint8)
+    x0, y0 = (w - nw) // 2, (h - nh) // 2
+    out[y0:y0 + nh, x0:x0 + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+    return out
+
+
+class VideoSink:
+    """Annotated frames into a video file (mp4v in .mp4), at the first frame's size.
+
+    The writer opens on the first frame; later frames of another size (an image
+    folder) are letterboxed into it. ``frames`` counts what was written.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float, flag: str = "--save") -> None:
+        self.path = check_output_path(path, flag, tuple(VIDEO_FOURCC))
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps!r}")
+        self.fps = float(fps)
+        self.fourcc = VIDEO_FOURCC[self.path.suffix.lower()]
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one BGR uint8 frame."""
+        if self._writer is None:
+            self.size = (image.shape[1], image.shape[0])
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
+                                           self.fps, self.size)
+            if not self._writer.isOpened():
+                self._writer = None
+                raise SinkError(f"cannot open a {self.fourcc} video writer for {self.path}")
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = _letterbox(image, self.size)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file (it is playable from here on)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            log.debug("wrote %d frames to %s", self.frames, self.path)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays in records -> plain JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+class JsonlSink:
+    """One JSON object per line, flushed line by line (a killed run leaves whole lines)."""
+
+    def __init__(self, path: str | os.PathLike[str], flag: str = "--save-json") -> None:
+        self.path = check_output_path(path, flag)
+        self.lines = 0
+        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, default=_json_default) + "\n")
+        self._file.flush()
+        self.lines += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _gui_backend() -> str:
+    """The GUI line of OpenCV's build information ('NONE' for headless builds)."""
+    m = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    return m.group(1) if m else "NONE"
+
+
+def gui_available() -> tuple[bool, str]:
+    """(True, "") when a window can be opened; otherwise (False, why and what to do)."""
+    if _gui_backend().upper() == "NONE":
+        return False, ("this OpenCV has no GUI (opencv-python-headless?); "
+                       "for --show: pip uninstall opencv-python-headless && "
+                       "pip install opencv-python")
+    if sys.platform.startswith(("linux", "freebsd", "openbsd")) and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "no display (DISPLAY and WAYLAND_DISPLAY are not set)"
+    return True, ""
+
+
+class Window:
+    """A resizable OpenCV window; ``show`` returns the action of a key pressed, if any.
+
+    Keys: q or Esc quit, space pause, h heatmap, b boxes, n/p next/previous class.
+    Closing the window counts as quit. Must be used from the main thread.
+    """
+
+    def __init__(self, title: str = "camloc") -> None:
+        ok, why = gui_available()
+        if not ok:
+            raise SinkError(f"--show: {why}")
+        self.title = title
+        self._open = False
+
+    def show(self, image: np.ndarray, wait_ms: int = 1) -> str | None:
+        """Display ``image`` and poll the keyboard for ``wait_ms``."""
+        if not self._open:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+            cv2.resizeWindow(self.title, image.shape[1], image.shape[0])
+            self._open = True
+        cv2.imshow(self.title, image)
+        return self.poll(wait_ms)
+
+    def poll(self, wait_ms: int = 30) -> str | None:
+        """Wait up to ``wait_ms`` for a key; the action, "quit" if the window was closed."""
+        key = cv2.waitKey(max(1, wait_ms))
+        if self._open and cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            return "quit"
+        return KEYS.get(key & 0xFF) if key >= 0 else None
+
+    def close(self) -> None:
+        if self._open:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+            self._open = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
