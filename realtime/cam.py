@@ -17,9 +17,8 @@ _EPS = 1e-7
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable softmax over the last axis (float32)."""
-    z = np.asarray(logits, dtype=np.float32)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
+    z = np.asarray(logits)
+    e = np.exp((z - z.max(axis=-1, keepdims=True)).astype(np.float32))
     return e / e.sum(axis=-1, keepdims=True)
 
 

@@ -52,7 +52,7 @@ def _build(name: str, target: Path) -> None:
     try:
         export.export_model(name, output=tmp)
         os.replace(tmp, target)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, RuntimeError, OSError) as exc:  # ExportError is a RuntimeError
         raise ModelError(f"cannot build model {name!r}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
