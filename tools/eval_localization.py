@@ -219,7 +219,10 @@ def _row(name: str, m: dict) -> str:
 def report(out: dict) -> tuple[str, dict]:
     """Markdown tables and the best setting (chosen on the tune split)."""
     res = out["results"]
-    key = lambda k: (res["tune"][k]["loc_acc"], res["tune"][k]["miou"])
+
+    def key(k: tuple) -> tuple[float, float]:
+        return (res["tune"][k]["loc_acc"], res["tune"][k]["miou"])
+
     grid = [k for k in res["tune"] if k != "baseline"]
     best = max(grid, key=key)
     head = ("| setting | top-1 loc acc | mean IoU | class acc | GT-known loc |\n"
