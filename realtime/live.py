@@ -53,6 +53,7 @@ class LiveSource(Source):
         self._cond = threading.Condition()
         self._latest: tuple[int, np.ndarray, float, float] | None = None  # id, image, t, ms
         self._grabbed = 0   # id of the newest frame read
+        self._seen = 0      # id of the newest frame handed out
         self._done = False  # the reader thread has finished
         self._t0 = time.monotonic()
         self._cap = self._open()
@@ -132,17 +133,16 @@ class LiveSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         """The newest frame each time, each at most once; ends when the reader ends."""
         self.start()
-        last = 0
         while True:
             with self._cond:
-                self._cond.wait_for(lambda seen=last: self._grabbed != seen or self._done
+                self._cond.wait_for(lambda: self._grabbed != self._seen or self._done
                                     or self._stop.is_set(), _POLL_S)
                 latest = self._latest
                 done = self._done or self._stop.is_set()
-            if latest is not None and latest[0] != last:
+            if latest is not None and latest[0] != self._seen:
                 fid, image, t, ms = latest
-                self.frames_dropped += fid - last - 1
-                last = fid
+                self.frames_dropped += fid - self._seen - 1
+                self._seen = fid
                 self.frames_read += 1
                 yield Frame(fid - 1, image, self.name, t * 1e3, ms)
             elif done:
@@ -158,7 +158,8 @@ class LiveSource(Source):
                             self.kind, self.name)
                 return
         with self._cond:  # frames read but never handed out count as dropped
-            self.frames_dropped += max(0, self._grabbed - self.frames_read - self.frames_dropped)
+            self.frames_dropped += self._grabbed - self._seen
+            self._seen = self._grabbed
         self._release()
 
     def _release(self) -> None:

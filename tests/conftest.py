@@ -41,3 +41,12 @@ def lite0_onnx() -> Path:
     from realtime.zoo import resolve_model
 
     return resolve_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3->8->16 conv + GAP + linear model with random weights in the camloc .onnx
+    layout (5 classes), built with onnx.helper: for pipeline and CLI behaviour."""
+    from media import tiny_camloc_onnx
+
+    return tiny_camloc_onnx(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
