@@ -1,0 +1,235 @@
+"""Sources: every frame of files in order, image folders, corrupt frames, live newest-frame
+behaviour and stream reconnection (with a fake cv2.VideoCapture)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from media import corrupt_mjpeg_frame, read_stamp, write_clip
+
+from realtime import live
+from realtime.sources import (
+    DEFAULT_FPS,
+    ImageSource,
+    SourceError,
+    VideoFileSource,
+    classify_source,
+    open_source,
+)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, photos):
+    """A real 40-frame mp4v video of real photos, 25 fps, frame numbers as barcodes."""
+    return write_clip(tmp_path_factory.mktemp("src") / "clip.mp4", photos, 40, fps=25.0)
+
+
+@pytest.mark.parametrize("spec, kind", [
+    ("0", "camera"), ("/dev/video2", "camera"), ("rtsp://cam.local/live", "stream"),
+    ("http://host:8080/video", "stream"), ("https://host/clip.mp4", "video"),
+    ("clip.mp4", "video"), ("photo.JPG", "image"), ("shots/*.png", "glob"),
+])
+def test_classify_source(spec, kind):
+    assert classify_source(spec) == kind
+
+
+def test_video_file_delivers_every_frame_in_order(clip):
+    with open_source(str(clip)) as src:
+        assert isinstance(src, VideoFileSource)
+        assert (src.fps, src.size, src.total) == (25.0, (320, 240), 40)
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(40))
+    assert [read_stamp(f.image) for f in frames] == list(range(40))
+    assert [f.time_ms for f in frames] == [i * 40.0 for i in range(40)]
+    assert {f.source for f in frames} == {str(clip)}
+    assert (src.frames_read, src.frames_dropped, src.frames_corrupt) == (40, 0, 0)
+
+
+def test_vid_stride_keeps_every_nth_frame(clip):
+    with open_source(str(clip), stride=3) as src:
+        assert src.total == 14
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(0, 40, 3))
+    assert [read_stamp(f.image) for f in frames] == list(range(0, 40, 3))
+
+
+def test_small_read_ahead_still_delivers_everything(clip):
+    with VideoFileSource(str(clip), read_ahead=1) as src:
+        assert [read_stamp(f.image) for f in src] == list(range(40))
+
+
+def test_corrupt_frame_mid_file_is_skipped_counted_and_logged(tmp_path, photos, caplog):
+    path = write_clip(tmp_path / "clip.avi", photos, 20, fourcc="MJPG")
+    corrupt_mjpeg_frame(path, 10)
+    with caplog.at_level(logging.WARNING, "realtime"), open_source(str(path)) as src:
+        frames = list(src)
+    assert [f.index for f in frames] == [i for i in range(20) if i != 10]
+    assert [read_stamp(f.image) for f in frames] == [f.index for f in frames]
+    assert src.frames_corrupt == 1
+    assert "skipped 1 undecodable frame(s) before frame 11" in caplog.text
+
+
+def test_stop_ends_iteration_and_close_joins_the_reader(clip):
+    src = open_source(str(clip), read_ahead=2)
+    with src:
+        seen = []
+        for f in src:
+            seen.append(f.index)
+            if f.index == 5:
+                src.stop()
+    assert seen[:6] == list(range(6)) and len(seen) <= 6 + 3  # what was read ahead drains
+    assert seen == list(range(len(seen)))
+    assert not src._thread.is_alive()
+
+
+def test_image_folder_sorted_unreadable_skipped(tmp_path, photos, caplog):
+    for name, key in (("b.png", "cat"), ("a.jpg", "espresso"), ("c.jpg", "motorcycle")):
+        cv2.imwrite(str(tmp_path / name), np.ascontiguousarray(photos[key][:, :, ::-1]))
+    (tmp_path / "b2.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "notes.txt").write_text("ignored")
+    with caplog.at_level(logging.WARNING, "realtime"), open_source(str(tmp_path)) as src:
+        assert isinstance(src, ImageSource)
+        frames = list(src)
+    assert [f.source for f in frames] == [str(tmp_path / n) for n in ("a.jpg", "b.png", "c.jpg")]
+    assert [f.image.shape for f in frames] == [(400, 600, 3), (300, 451, 3), (500, 741, 3)]
+    assert src.frames_corrupt == 1 and "b2.jpg" in caplog.text
+    with open_source(str(tmp_path / "*.jpg")) as src:  # a glob, sorted too
+        assert [f.source for f in src] == [str(tmp_path / n) for n in ("a.jpg", "c.jpg")]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.mp4", "source not found"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "no images in"),
+    (lambda d: (d / "x.mp4").write_text("hello") and d / "x.mp4", "cannot open .* as a video"),
+    (lambda d: (d / "x.jpg").write_bytes(b"\xff\xd8junk") and d / "x.jpg",
+     "cannot read .* as an image"),
+    (lambda d: d / "nothing-*.png", "no images match"),
+])
+def test_bad_sources_raise_one_clear_error(tmp_path, make, message):
+    with pytest.raises(SourceError, match=message):
+        open_source(str(make(tmp_path)))
+
+
+# -- live sources, with a fake capture -----------------------------------------------------
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture. Each instance takes its script from ``plans``:
+    None = fails to open; otherwise a queue of frames (an int n gives an image filled
+    with n; None makes read() fail). ``calls`` counts read() calls entered, so a test
+    can wait until the reader has published frame k (it then enters read() k+1 times)."""
+
+    plans: list[queue.Queue | None] = []
+    opened: list[tuple] = []
+    calls = 0
+    cond = threading.Condition()
+
+    def __init__(self, *args):
+        FakeCapture.opened.append(args)
+        self.script = FakeCapture.plans.pop(0) if FakeCapture.plans else None
+
+    def isOpened(self):  # noqa: N802 (OpenCV's name)
+        return self.script is not None
+
+    def set(self, prop, value):
+        return True
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FPS: 30.0, cv2.CAP_PROP_FRAME_WIDTH: 8.0,
+                cv2.CAP_PROP_FRAME_HEIGHT: 6.0}.get(prop, 0.0)
+
+    def read(self):
+        with FakeCapture.cond:
+            FakeCapture.calls += 1
+            FakeCapture.cond.notify_all()
+        n = self.script.get()
+        if n is None:
+            return False, None
+        return True, np.full((6, 8, 3), n, np.uint8)
+
+    def release(self):
+        pass
+
+    @classmethod
+    def wait_calls(cls, n: int) -> None:
+        with cls.cond:
+            cls.cond.wait_for(lambda: cls.calls >= n)
+
+
+@pytest.fixture
+def fake_capture(monkeypatch):
+    FakeCapture.plans, FakeCapture.opened, FakeCapture.calls = [], [], 0
+    monkeypatch.setattr(live.cv2, "VideoCapture", FakeCapture)
+    return FakeCapture
+
+
+def test_live_source_hands_out_only_the_newest_frame(fake_capture):
+    script: queue.Queue = queue.Queue()
+    fake_capture.plans = [script]
+    with open_source("0") as cam:
+        assert cam.live and cam.size == (8, 6) and cam.fps == 30.0
+        frames = iter(cam)
+        for n in (1, 2, 3, 4, 5):
+            script.put(n)
+        fake_capture.wait_calls(6)  # frames 1..5 read and published; waiting for a 6th
+        first = next(frames)  # the newest (5), not the oldest buffered one
+        script.put(6)
+        second = next(frames)
+        assert (first.image[0, 0, 0], first.index) == (5, 4)
+        assert (second.image[0, 0, 0], second.index) == (6, 5)
+        assert cam.frames_dropped == 4 and cam.frames_read == 2
+        script.put(None)  # the camera goes away: iteration ends cleanly
+        assert list(frames) == []
+    assert cam.ended_because == "camera 0 stopped delivering frames"
+    args = fake_capture.opened[0]
+    assert args[0] == 0 and cv2.CAP_PROP_READ_TIMEOUT_MSEC in args[2]
+
+
+def test_stream_reconnects_with_backoff_and_logs_each_attempt(fake_capture, caplog):
+    first, third = queue.Queue(), queue.Queue()
+    for n in (1, 2):
+        first.put(n)
+    first.put(None)  # the stream ends...
+    third.put(9)     # ...the 2nd reconnection attempt succeeds
+    third.put(None)
+    fake_capture.plans = [first, None, third, None, None]
+    with caplog.at_level(logging.WARNING, "realtime"), \
+            live.LiveSource("rtsp://cam/x", stream=True, backoff_s=0.001, reconnects=3) as s:
+        got = [int(f.image[0, 0, 0]) for f in s]
+    assert got[-1] == 9 and set(got) <= {1, 2, 9}
+    attempts = [r.getMessage() for r in caplog.records if "reconnecting" in r.getMessage()]
+    assert [a.split("(attempt ")[1] for a in attempts] == [
+        "1 of 3)", "2 of 3)", "1 of 3)", "2 of 3)", "3 of 3)"]
+    assert "reconnected" in caplog.text
+    assert s.ended_because == "stream rtsp://cam/x lost after 3 reconnection attempts"
+    opened = fake_capture.opened
+    assert opened[0][1] == cv2.CAP_FFMPEG and cv2.CAP_PROP_OPEN_TIMEOUT_MSEC in opened[0][2]
+
+
+def test_missing_camera_and_live_stride_are_user_errors(fake_capture):
+    fake_capture.plans = [None]
+    with pytest.raises(SourceError, match="cannot open camera 3"):
+        open_source("3")
+    with pytest.raises(SourceError, match="--vid-stride applies to files"):
+        open_source("rtsp://cam/x", stride=2)
+
+
+def test_stopping_a_live_source_ends_iteration(fake_capture):
+    script: queue.Queue = queue.Queue()
+    fake_capture.plans = [script]
+    src = open_source("0")
+    with src:
+        script.put(1)
+        assert next(iter(src)).index == 0
+        src.stop()
+        script.put(2)  # unblocks the reader's read() so it sees the stop
+        assert [f.index for f in src] in ([], [1])
+    assert not src._thread.is_alive()
+
+
+def test_default_fps_when_the_container_says_nothing():
+    assert DEFAULT_FPS == 30.0
