@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--topk", type=_int_at_least(1), default=1, metavar="K",
       help="classes localized per frame (default: %(default)s)")
     a("--threshold", type=_fraction, default=None, metavar="T",
-      help="box threshold, a fraction of each CAM's maximum (default: the engine's, 0.5)")
+      help="box threshold, a fraction of each CAM's maximum (default: the engine's)")
     a("--smooth", type=_fraction, default=0.0, metavar="S",
       help="temporal smoothing of CAMs across frames, 0 = off (default: %(default)s)")
     a("--show", action="store_true", help="show a live window (skipped without a display)")
@@ -157,9 +157,13 @@ def _plan_outputs(args: argparse.Namespace) -> _Outputs:
         return _Outputs(video, jsonl, None)
     name = _run_name(args.source)
     folder = _fresh_folder(Path(args.runs_dir), name)
-    video = check_output_path(folder / f"{name}.mp4", "--runs-dir")
-    jsonl = check_output_path(folder / f"{name}.jsonl", "--runs-dir")
-    return _Outputs(video, jsonl, folder)
+    base = folder
+    while not base.exists():  # created only once the run starts: nothing left on errors
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise UsageError(f"--runs-dir {args.runs_dir}: cannot create {folder} "
+                         f"({base} is not a writable folder)")
+    return _Outputs(folder / f"{name}.mp4", folder / f"{name}.jsonl", folder)
 
 
 def _open_window(args: argparse.Namespace) -> Any:
@@ -251,6 +255,17 @@ def _summary(stats: Any, outputs: _Outputs, video: Any, jsonl: Any) -> str:
     return "\n".join(lines)
 
 
+def _logging_state() -> tuple[list[logging.Handler], bool, int]:
+    root = logging.getLogger("realtime")
+    return list(root.handlers), root.propagate, root.level
+
+
+def _restore_logging(state: tuple[list[logging.Handler], bool, int]) -> None:
+    """Leave logging as it was (main() may be called in-process, e.g. by tests)."""
+    root = logging.getLogger("realtime")
+    root.handlers[:], root.propagate, root.level = state[0], state[1], state[2]
+
+
 def _setup_logging(verbose: int) -> None:
     class _Fmt(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
@@ -291,9 +306,6 @@ def _run(args: argparse.Namespace) -> int:
     args.show = window is not None
     outputs = _plan_outputs(args)
     with contextlib.ExitStack() as stack:
-        if outputs.folder is not None:  # leave no empty run folder behind on failure
-            stack.callback(lambda f=outputs.folder: f.is_dir() and not any(f.iterdir())
-                           and f.rmdir())
         source = open_source(args.source, stride=args.vid_stride)
         loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
                         threshold=args.threshold, smooth=args.smooth, threads=args.threads)
@@ -325,9 +337,9 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 failure, 2 user error, 128+N signal)."""
     from .errors import CamlocError
-    from .pipeline import PipelineError
 
     verbose = 0
+    saved = _logging_state()
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose
@@ -343,9 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("camloc: interrupted", file=sys.stderr)
         return 130
-    except (PipelineError, Exception) as exc:  # one line, not a traceback
+    except Exception as exc:  # a stage failed (PipelineError) or a bug: one line, no traceback
         if verbose >= 2:
             log.exception("failed")
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"camloc: error: {type(exc).__name__}: {first}", file=sys.stderr)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        prefix = "" if type(exc).__name__ == "PipelineError" else f"{type(exc).__name__}: "
+        print(f"camloc: error: {prefix}{text}", file=sys.stderr)
         return 1
+    finally:
+        _restore_logging(saved)

@@ -87,7 +87,8 @@ class VideoSink:
     """Annotated frames into a video file (mp4v in .mp4), at the first frame's size.
 
     The writer opens on the first frame; later frames of another size (an image
-    folder) are letterboxed into it. ``frames`` counts what was written.
+    folder) are letterboxed into it. MPEG-4 needs even sizes: an odd last row or
+    column is cropped. ``frames`` counts what was written.
     """
 
     def __init__(self, path: str | os.PathLike[str], fps: float, flag: str = "--save") -> None:
@@ -103,14 +104,19 @@ class VideoSink:
     def write(self, image: np.ndarray) -> None:
         """Append one BGR uint8 frame."""
         if self._writer is None:
-            self.size = (image.shape[1], image.shape[0])
+            w, h = image.shape[1], image.shape[0]
+            self.size = (w - w % 2, h - h % 2) if self.fourcc == "mp4v" else (w, h)
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
                                            self.fps, self.size)
             if not self._writer.isOpened():
                 self._writer = None
                 raise SinkError(f"cannot open a {self.fourcc} video writer for {self.path}")
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = _letterbox(image, self.size)
+        w, h = self.size
+        if image.shape[:2] != (h, w):
+            if image.shape[0] - h in (0, 1) and image.shape[1] - w in (0, 1):
+                image = image[:h, :w]  # the odd row/column MPEG-4 cannot hold
+            else:
+                image = _letterbox(image, self.size)
         self._writer.write(image)
         self.frames += 1
 

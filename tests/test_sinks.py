@@ -116,3 +116,13 @@ def test_window_maps_keys_to_actions(monkeypatch):
     monkeypatch.setattr(sinks.cv2, "waitKey", lambda ms: -1)
     with Window("t") as w:
         assert w.show(img) == "quit"
+
+
+def test_mpeg4_odd_sizes_lose_one_row_and_column_not_the_picture(tmp_path, photos):
+    cat = np.ascontiguousarray(photos["cat"][:, :, ::-1])  # 451 x 300
+    with VideoSink(tmp_path / "v.mp4", fps=5) as sink:
+        sink.write(cat)
+        sink.write(cat)
+    out = read_video(sink.path)
+    assert sink.size == (450, 300) and [f.shape for f in out] == [(300, 450, 3)] * 2
+    assert np.abs(out[0].astype(int) - cat[:, :450]).mean() < 6  # cropped, not rescaled
