@@ -197,7 +197,7 @@ def test_no_arguments_runs_the_demo_into_a_new_runs_folder(lite0_onnx, tmp_path,
     first = read_jsonl(tmp_path / "runs/demo/demo.jsonl")[0]
     best = first["detections"][0]
     assert best["label"] in ("Egyptian cat", "tabby", "tiger cat")
-    x1, y1, x2, y2 = best["box"]  # the cat photo sits around x 105..555, y 65..395
+    x1, y1, x2, y2 = best["box"]  # the cat photo sits around x 90..630, y 120..480
     assert x1 < 330 < x2 and y1 < 230 < y2
     assert cli.main(["--max-frames", "2"]) == 0
     assert len(read_jsonl(tmp_path / "runs/demo2/demo.jsonl")) == 2
