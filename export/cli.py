@@ -35,6 +35,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, default=None,
                    help="text file with one class name per line, for --checkpoint")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    q = p.add_argument_group("INT8 / FP16 variants (docs/EDGE.md)")
+    prec = q.add_mutually_exclusive_group()
+    prec.add_argument("--int8", action="store_true",
+                      help="static INT8 (QDQ, per-channel weights) for CPUs and edge boards; "
+                           "needs --calib")
+    prec.add_argument("--fp16", action="store_true",
+                      help="float16 weights/activations, float32 inputs/outputs (GPUs)")
+    q.add_argument("--calib", default=None, metavar="SOURCE",
+                   help="folder of images or a video like those the model will see: INT8 "
+                        "ranges are calibrated on frames sampled evenly from it (1 in 4 held "
+                        "out to verify)")
+    q.add_argument("--calib-frames", type=int, default=64,
+                   help="how many frames to sample from --calib (at least 16)")
+    q.add_argument("--float-first", type=int, default=None,
+                   help="convolutions kept float from the input side (default: the stem and "
+                        "first two blocks, 6 convs; measured in docs/EDGE.md)")
+    q.add_argument("--float-last", type=int, default=0,
+                   help="convolutions kept float before the features output")
+    q.add_argument("--min-agreement", type=float, default=0.8,
+                   help="fail when top-1 agreement with FP32 on held-out frames is lower")
     p.add_argument("--list", action="store_true", help="list the zoo names and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     return p
@@ -49,6 +69,37 @@ def _read_labels(path: Path) -> list[str]:
     if not labels:
         raise ValueError(f"labels file {path} is empty")
     return labels
+
+
+def _variant(args: argparse.Namespace, weights: str | None, labels: list[str] | None):
+    """--int8 / --fp16: export FP32 to a temporary file (or take a .onnx), convert, verify."""
+    from .onnx_export import ExportError, default_output
+    from .quantize import DEFAULT_FLOAT_FIRST, QuantizeError, quantize_zoo_model
+
+    precision = "int8" if args.int8 else "fp16"
+    if args.int8 and args.calib is None:
+        raise ValueError("--int8 needs --calib SOURCE (a folder of images or a video, at least "
+                         "16 frames, like those the model will see)")
+    if args.calib_frames < 16:
+        raise ValueError(f"--calib-frames must be at least 16, got {args.calib_frames}")
+    if args.float_first is not None and args.float_first < 0 or args.float_last < 0:
+        raise ValueError("--float-first and --float-last must be >= 0")
+    output = args.output
+    if output is None:
+        if str(args.model).lower().endswith(".onnx"):
+            raise ValueError("--output is needed when --model is a .onnx file")
+        output = default_output(f"{args.model}.{precision}")
+    options = dict(calib_frames=args.calib_frames, float_last=args.float_last,
+                   min_agreement=args.min_agreement,
+                   float_first=DEFAULT_FLOAT_FIRST if args.float_first is None
+                   else args.float_first)
+    if not str(args.model).lower().endswith(".onnx"):
+        options.update(weights=weights, checkpoint=args.checkpoint, labels=labels,
+                       opset=args.opset)
+    try:
+        return quantize_zoo_model(args.model, output, precision, args.calib, **options)
+    except QuantizeError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     weights = None if str(args.weights).lower() == "none" else args.weights
     try:
         labels = _read_labels(args.labels) if args.labels else None
-        report = export_model(args.model, args.output, weights=weights,
-                              checkpoint=args.checkpoint, labels=labels, opset=args.opset)
+        if args.int8 or args.fp16:
+            report = _variant(args, weights, labels)
+        else:
+            if args.calib is not None:
+                raise ValueError("--calib is for --int8 (or to verify --fp16 on your frames)")
+            report = export_model(args.model, args.output, weights=weights,
+                                  checkpoint=args.checkpoint, labels=labels, opset=args.opset)
     except (ZooError, NotGapError, ExportError, ValueError, OSError) as exc:
         print(f"export: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,587 @@
+"""INT8 and FP16 variants of a camloc .onnx, self-verifying against the FP32 model.
+
+INT8 (CPU, edge boards): ONNX Runtime static quantisation: the pre-processing
+pass (``quant_pre_process``: shape inference and graph optimisation), QDQ
+format, per-channel symmetric INT8 weights, UINT8 activations whose ranges are
+calibrated on real frames prepared exactly as the runtime prepares them.
+The classifier head (global pooling, Flatten, Gemm) stays float so the CAM
+identity ``GAP(features) . W^T + b == logits`` still holds exactly in the INT8
+model; its weight is stored as per-class INT8 with one DequantizeLinear
+(weight-only), and ``cam_weight`` is that dequantized tensor, the very weight
+the Gemm uses. Layers that quantise badly can be kept float as well
+(``float_first`` / ``float_last`` convolutions; see docs/EDGE.md for the
+measurements behind the defaults).
+
+FP16 (GPUs): float16 weights and activations with float32 inputs and outputs
+(``onnxruntime.transformers.float16`` with ``keep_io_types``); the classifier
+head again stays float32.
+
+Either way the file keeps the FP32 model's ``camloc.*`` metadata with
+``camloc.precision`` set, is written to a temporary file, verified (CAM
+identity, classifier, top-1 agreement with FP32 on held-out frames) and only
+then moved into place: a failed step leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, prepare_frames, read_frames
+
+__all__ = ["DEFAULT_FLOAT_FIRST", "DEFAULT_FLOAT_LAST", "MIN_CALIB_FRAMES", "QuantizeError",
+           "QuantizeReport", "compare", "quantize_onnx", "quantize_zoo_model"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FLOAT_FIRST = 6      # convolutions kept float from the input side: stem + 2 blocks
+DEFAULT_FLOAT_LAST = 0       # ... and before ``features``
+DEFAULT_MIN_AGREEMENT = 0.8  # below this top-1 agreement with FP32 the export fails
+IDENTITY_TOLERANCE = 1e-3    # CAM identity inside the quantized model (relative)
+HELDOUT_EVERY = 4            # every 4th calibration frame is held out for verification
+_HEAD_OPS = ("GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm", "MatMul",
+             "Add", "Identity")
+
+
+class QuantizeError(RuntimeError):
+    """Quantisation or its verification failed; nothing was left at the output path."""
+
+
+@dataclass
+class QuantizeReport:
+    """How the variant compares with its FP32 source."""
+
+    path: Path
+    precision: str
+    arch: str
+    calib_frames: int = 0
+    heldout_frames: int = 0
+    float_nodes: list[str] = field(default_factory=list)
+    agreement: float = 0.0          # top-1 agreement with FP32 on held-out frames
+    agreement_calib: float | None = None  # ... on the calibration frames themselves
+    cam_corr: float = 0.0           # mean Pearson correlation of the FP32 top class's CAM
+    cam_corr_min: float = 0.0
+    identity_err: float = 0.0       # GAP(features) . W^T + b vs logits, inside the variant
+    size_bytes: int = 0
+    fp32_bytes: int = 0
+    speed: float = 0.0              # FP32 median ms / variant median ms (> 1: faster)
+    ms: tuple[float, float] = (0.0, 0.0)  # (fp32, variant) median ms per run
+    bench_shape: tuple[int, ...] = ()
+
+    def summary(self) -> str:
+        lines = [f"wrote {self.precision.upper()} {self.arch} -> {self.path} "
+                 f"[{self.size_bytes / 1e6:.1f} MB, {self.fp32_bytes / self.size_bytes:.1f}x "
+                 f"smaller than FP32]"]
+        if self.calib_frames:
+            lines.append(f"  calibrated on {self.calib_frames} frames; float layers: "
+                         + (", ".join(self.float_nodes) or "none"))
+        calib = (f" (calibration frames: {self.agreement_calib:.3f})"
+                 if self.agreement_calib is not None else "")
+        lines += [
+            f"  top-1 agreement with FP32 on {self.heldout_frames} held-out frames: "
+            f"{self.agreement:.3f}{calib}",
+            f"  CAM correlation (FP32 top class): mean {self.cam_corr:.4f}, min "
+            f"{self.cam_corr_min:.4f}",
+            f"  CAM identity inside the model: rel. error {self.identity_err:.1e}  ok "
+            f"(< {IDENTITY_TOLERANCE:g})",
+            f"  speed on this machine (CPU, input {'x'.join(map(str, self.bench_shape))}): "
+            f"FP32 {self.ms[0]:.1f} ms, {self.precision.upper()} {self.ms[1]:.1f} ms "
+            f"-> {self.speed:.2f}x",
+        ]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- graph helpers
+
+def _load(path: Path):
+    import onnx
+
+    return onnx.load(str(path))
+
+
+def _metadata(proto) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def _set_metadata(proto, meta: dict[str, str], precision: str) -> None:
+    meta = dict(meta, **{"camloc.precision": precision})
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "camloc"
+
+
+def _head_nodes(graph) -> list:
+    """Nodes downstream of ``features`` up to ``logits`` (pooling + classifier) and the
+    Identity nodes that expose ``cam_weight``/``cam_bias``: kept float."""
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    head, frontier, seen = [], ["features"], set()
+    while frontier:
+        t = frontier.pop()
+        for n in consumers.get(t, []):
+            if n.name in seen:
+                continue
+            seen.add(n.name)
+            head.append(n)
+            frontier.extend(n.output)
+    head += [n for n in graph.node if set(n.output) & {"cam_weight", "cam_bias"}
+             and n.name not in seen]
+    return head
+
+
+def _convs(graph) -> list:
+    """Conv nodes in graph (topological) order, up to the one feeding ``features``."""
+    return [n for n in graph.node if n.op_type == "Conv"]
+
+
+def float_node_names(graph, float_first: int, float_last: int) -> tuple[list[str], list[str]]:
+    """(names to exclude from quantisation, a short human description)."""
+    convs = _convs(graph)
+    keep = [n.name for n in _head_nodes(graph)]
+    desc = ["classifier head (pooling + Gemm; Gemm weight INT8 weight-only)"]
+    if float_first:
+        keep += [n.name for n in convs[:float_first]]
+        desc.append(f"first {float_first} conv" + ("s" if float_first > 1 else ""))
+    if float_last:
+        keep += [n.name for n in convs[-float_last:]]
+        desc.append(f"last {float_last} conv" + ("s" if float_last > 1 else ""))
+    # the activation right after a float conv stays float with it (no Q/DQ in between)
+    outs = {o for n in graph.node if n.name in keep and n.op_type == "Conv" for o in n.output}
+    keep += [n.name for n in graph.node if n.op_type in ("Clip", "Relu") and n.input[0] in outs]
+    return keep, desc
+
+
+def _int8_classifier_weight(proto) -> None:
+    """Store the classifier weight as per-class INT8 + one DequantizeLinear (weight-only).
+
+    The Gemm that makes ``logits`` and the ``cam_weight`` output then both read the
+    dequantized tensor (stored once), so the CAM identity stays exact and the
+    runtime's CAMs use the very weight the logits use. The optimisation pass may have
+    turned the ``cam_weight``/``cam_bias`` Identity outputs into copies of the
+    initializers; those copies are dropped here.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    gemm = next((n for n in graph.node if n.op_type == "Gemm" and "logits" in n.output), None)
+    if gemm is None or len(gemm.input) != 3 or gemm.input[1] not in inits \
+            or gemm.input[2] not in inits \
+            or next((a.i for a in gemm.attribute if a.name == "transB"), 0) != 1:
+        return  # an unusual head: leave the float classifier outputs as they are
+    name, bias_name = gemm.input[1], gemm.input[2]
+    w = numpy_helper.to_array(inits[name]).astype(np.float32)
+
+    def source_of(out: str) -> np.ndarray | None:
+        if out in inits:
+            return numpy_helper.to_array(inits[out])
+        node = next((n for n in graph.node if out in n.output), None)
+        if node is not None and node.op_type == "Identity" and node.input[0] in inits:
+            return numpy_helper.to_array(inits[node.input[0]])
+        return None
+
+    cw, cb = source_of("cam_weight"), source_of("cam_bias")
+    if cw is None or cb is None or not np.array_equal(cw, w) \
+            or not np.array_equal(cb, numpy_helper.to_array(inits[bias_name])):
+        return
+    for out in ("cam_weight", "cam_bias"):
+        if out in inits:
+            graph.initializer.remove(inits[out])
+        for node in [n for n in graph.node if out in n.output]:
+            graph.node.remove(node)
+    scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
+    q = np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8)
+    graph.initializer.remove(inits[name])
+    graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
+                              numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"),
+                              numpy_helper.from_array(np.zeros(len(scale), np.int8),
+                                                      f"{name}_zero")])
+    deq = f"{name}_dequantized"
+    gemm.input[1] = deq
+    graph.node.insert(0, helper.make_node(
+        "DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"], [deq],
+        name="cam_weight_dequantize", axis=0))
+    graph.node.extend([helper.make_node("Identity", [deq], ["cam_weight"], name="cam_weight_output"),
+                       helper.make_node("Identity", [bias_name], ["cam_bias"],
+                                        name="cam_bias_output")])
+    onnx.checker.check_model(proto)
+
+
+# ----------------------------------------------------------------------------- the variants
+
+class _Reader:
+    """CalibrationDataReader over prepared tensors (batch 1, varying H, W)."""
+
+    def __init__(self, tensors: list[np.ndarray]):
+        self._it = iter(tensors)
+
+    def get_next(self):
+        x = next(self._it, None)
+        return None if x is None else {"images": x}
+
+
+def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
+               float_last: int, method: str, extra: dict | None = None,
+               select=None) -> list[str]:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    meta = _metadata(_load(fp32))
+    pre = out.with_name(out.name + ".pre.onnx")
+    quiet = contextlib.redirect_stdout(io.StringIO())  # the tools print progress and
+    logging.disable(logging.INFO)                      # log each bias-scale adjustment
+    try:
+        quiet.__enter__()
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
+        exclude, desc = float_node_names(_load(pre).graph, float_first, float_last)
+        if select is not None:  # tuning hook: graph -> more node names to keep float
+            exclude += select(_load(pre).graph)
+        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                   "percentile": CalibrationMethod.Percentile}
+        quantize_static(str(pre), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                        calibrate_method=methods[method],
+                        extra_options={"WeightSymmetric": True, **(extra or {})})
+    finally:
+        quiet.__exit__(None, None, None)
+        logging.disable(logging.NOTSET)
+        pre.unlink(missing_ok=True)
+        for extra in out.parent.glob("augmented_model*.onnx"):
+            extra.unlink(missing_ok=True)
+    import onnx
+
+    proto = onnx.load(str(out))
+    _int8_classifier_weight(proto)
+    _set_metadata(proto, meta, "int8")
+    onnx.save(proto, str(out))
+    return desc
+
+
+def _drop_cast_pairs(graph) -> None:
+    """Remove fp32 -> fp16 -> fp32 Cast round trips the converter puts between float32
+    nodes (here: inside the classifier head), which would round pooled features and
+    logits to float16 for nothing."""
+    from onnx import TensorProto
+
+    def to(n) -> int:
+        return next((a.i for a in n.attribute if a.name == "to"), -1)
+
+    producer = {o: n for n in graph.node for o in n.output}
+    users: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    drop = []
+    for second in graph.node:
+        first = producer.get(second.input[0]) if second.op_type == "Cast" else None
+        if (first is None or first.op_type != "Cast" or to(first) != TensorProto.FLOAT16
+                or to(second) != TensorProto.FLOAT):
+            continue
+        src = first.input[0]
+        producer_src = producer.get(src)
+        if producer_src is not None and producer_src.op_type == "Cast":
+            continue  # the source itself came from float16: the round trip is a real cast
+        if second.output[0] in outputs:  # a graph output keeps its name: Identity instead
+            second.op_type = "Identity"
+            second.input[0] = src
+            del second.attribute[:]
+            if all(u is second for u in users.get(first.output[0], [])):
+                drop.append(first)
+            continue
+        for n in users.get(second.output[0], []):
+            for k, i in enumerate(n.input):
+                if i == second.output[0]:
+                    n.input[k] = src
+        drop.append(second)
+        if all(u is second or u in drop for u in users.get(first.output[0], [])) \
+                and first.output[0] not in outputs:
+            drop.append(first)
+    for n in drop:
+        if n in graph.node:
+            graph.node.remove(n)
+
+
+def _toposort(graph) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise QuantizeError("fp16 conversion produced a graph with a cycle")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _make_fp16(fp32: Path, out: Path) -> list[str]:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = onnx.load(str(fp32))
+    meta = _metadata(proto)
+    head = [n.name for n in _head_nodes(proto.graph)]
+    proto = convert_float_to_float16(proto, keep_io_types=True, node_block_list=head)
+    _drop_cast_pairs(proto.graph)
+    _toposort(proto.graph)  # the converter appends its input/output casts at the end
+    _set_metadata(proto, meta, "fp16")
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+    return ["classifier head (pooling + Gemm, float32)"]
+
+
+# ----------------------------------------------------------------------------- verification
+
+def _session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _run_all(session, tensors: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    logits, feats = [], []
+    for x in tensors:
+        lo, fe = session.run(["logits", "features"], {"images": x})
+        logits.append(lo[0].astype(np.float32))
+        feats.append(fe[0].astype(np.float32))
+    return logits, feats
+
+
+def _weights(session, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    w, b = session.run(["cam_weight", "cam_bias"],
+                       {"images": np.zeros((1, 3, stride, stride), np.float32)})
+    return np.asarray(w, np.float32), np.asarray(b, np.float32)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float(np.allclose(a, b))
+
+
+@dataclass
+class Comparison:
+    agreement: float
+    cam_corr: float
+    cam_corr_min: float
+    identity_err: float
+    disagree: list[int]
+
+
+def compare(fp32: Path | object, variant: Path | object, tensors: list[np.ndarray], stride: int,
+            reference: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> Comparison:
+    """Top-1 agreement and CAM correlation of ``variant`` against ``fp32`` on ``tensors``.
+
+    Either argument may be a path or an open session; ``reference`` (FP32 logits and
+    features) skips running the FP32 model again."""
+    s32 = _session(fp32) if isinstance(fp32, (str, Path)) else fp32
+    sq = _session(variant) if isinstance(variant, (str, Path)) else variant
+    lo32, fe32 = reference if reference is not None else _run_all(s32, tensors)
+    w32, _ = _weights(s32, stride)
+    loq, feq = _run_all(sq, tensors)
+    wq, bq = _weights(sq, stride)
+    top32 = [int(np.argmax(v)) for v in lo32]
+    disagree = [i for i, v in enumerate(loq) if int(np.argmax(v)) != top32[i]]
+    corrs = [_corr(np.tensordot(w32[c], f32, axes=(0, 0)), np.tensordot(wq[c], fq, axes=(0, 0)))
+             for c, f32, fq in zip(top32, fe32, feq)]
+    ident = max(float(np.max(np.abs(f.mean(axis=(1, 2)) @ wq.T + bq - lo))
+                      / max(float(np.max(np.abs(lo))), 1e-12)) for f, lo in zip(feq, loq))
+    return Comparison(1 - len(disagree) / len(tensors), float(np.mean(corrs)),
+                      float(np.min(corrs)), ident, disagree)
+
+
+def speed_ratio(fp32: Path, variant: Path, x: np.ndarray, runs: int = 30,
+                threads: int | None = None) -> tuple[float, float, float]:
+    """(fp32 median ms, variant median ms, fp32/variant), runs interleaved so both see
+    the same machine load; warm-up excluded."""
+    s32, sq = _session(fp32, threads), _session(variant, threads)
+    for s in (s32, sq, s32, sq, s32, sq):
+        s.run(["logits", "features"], {"images": x})
+    t32, tq = [], []
+    for _ in range(runs):
+        for s, acc in ((s32, t32), (sq, tq)):
+            t0 = time.perf_counter()
+            s.run(["logits", "features"], {"images": x})
+            acc.append((time.perf_counter() - t0) * 1e3)
+    a, b = statistics.median(t32), statistics.median(tq)
+    return a, b, a / b
+
+
+# ----------------------------------------------------------------------------- entry points
+
+def _info(fp32: Path):
+    from realtime.errors import ModelError
+    from realtime.meta import check_outputs, parse_metadata
+
+    session = _session(fp32)
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        check_outputs([o.name for o in session.get_outputs()],
+                      [i.name for i in session.get_inputs()], fp32, meta.get("camloc.arch", "<model>"))
+        info = parse_metadata(meta, fp32)
+    except ModelError as exc:
+        raise QuantizeError(str(exc)) from exc
+    if info.precision != "fp32":
+        raise QuantizeError(f"{fp32} is already {info.precision}; quantize from the FP32 export")
+    return session, info
+
+
+def split_frames(frames: list, every: int = HELDOUT_EVERY) -> tuple[list, list]:
+    """(calibration, held-out): every ``every``-th frame (starting with the 2nd) is held out."""
+    held = [f for i, f in enumerate(frames) if i % every == 1]
+    cal = [f for i, f in enumerate(frames) if i % every != 1]
+    return cal, held
+
+
+def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
+                  calib: str | Path | list[CalibFrame] | None = None, calib_frames: int = 64,
+                  heldout: list[CalibFrame] | None = None, float_first: int = DEFAULT_FLOAT_FIRST,
+                  float_last: int = DEFAULT_FLOAT_LAST, method: str = "minmax",
+                  min_agreement: float = DEFAULT_MIN_AGREEMENT, bench_runs: int = 20
+                  ) -> QuantizeReport:
+    """Write the INT8 or FP16 variant of the camloc FP32 model ``fp32`` to ``output``.
+
+    ``calib``: a folder of images, a video, or frames already read (INT8 needs it;
+    FP16 uses it only to verify). ``heldout``: frames to verify on; by default every
+    4th calibration frame is held out of calibration for that. Raises QuantizeError
+    (or CalibError) and leaves nothing at ``output`` when a step or check fails.
+    """
+    fp32, output = Path(fp32), Path(output)
+    if precision not in ("int8", "fp16"):
+        raise ValueError(f"precision must be int8 or fp16, got {precision!r}")
+    if method not in ("minmax", "entropy", "percentile"):
+        raise ValueError(f"method must be minmax, entropy or percentile, got {method!r}")
+    frames = (read_frames(calib, calib_frames) if isinstance(calib, (str, Path))
+              else list(calib or []))
+    if precision == "int8" and len(frames) < MIN_CALIB_FRAMES:
+        raise CalibError(f"INT8 calibration needs at least {MIN_CALIB_FRAMES} frames "
+                         f"(--calib), got {len(frames)}")
+    session32, info = _info(fp32)
+    if heldout is None:
+        cal, held = split_frames(frames) if frames else ([], [])
+    else:
+        cal, held = frames, list(heldout)
+    if not held:
+        from .photos import real_photos
+        import cv2
+
+        held = [CalibFrame(k, cv2.cvtColor(v, cv2.COLOR_RGB2BGR)) for k, v in real_photos().items()]
+    prep = dict(stride=info.stride, mean=info.mean, std=info.std, rgb=info.color == "RGB",
+                input_size=info.input_size)
+    cal_x, held_x = prepare_frames(cal, **prep), prepare_frames(held, **prep)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}-",
+                                    suffix=".onnx.tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        tmp.chmod(0o666 & ~umask)
+        try:
+            if precision == "int8":
+                desc = _make_int8(fp32, tmp, cal_x, float_first, float_last, method)
+            else:
+                desc = _make_fp16(fp32, tmp)
+        except (CalibError, QuantizeError):
+            raise
+        except Exception as exc:  # the quantisation tools raise anything from deep inside
+            raise QuantizeError(f"{precision} conversion failed: {type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                                ) from exc
+        report = QuantizeReport(output, precision, info.arch, len(cal_x) if precision == "int8"
+                                else 0, len(held_x), desc)
+        ref = _run_all(session32, held_x)
+        c = compare(session32, tmp, held_x, info.stride, reference=ref)
+        report.agreement, report.cam_corr, report.cam_corr_min = (c.agreement, c.cam_corr,
+                                                                  c.cam_corr_min)
+        report.identity_err = c.identity_err
+        if precision == "int8" and cal_x:
+            report.agreement_calib = compare(session32, tmp, cal_x, info.stride).agreement
+        if not c.identity_err < IDENTITY_TOLERANCE:
+            raise QuantizeError(f"verification failed: CAM identity rel. error "
+                                f"{c.identity_err:.2e} >= {IDENTITY_TOLERANCE:g}")
+        if c.agreement < min_agreement:
+            raise QuantizeError(f"verification failed: top-1 agreement with FP32 "
+                                f"{c.agreement:.3f} < {min_agreement:g} on {len(held_x)} "
+                                "held-out frames (calibrate on more varied frames, or keep "
+                                "more layers float with --float-last)")
+        if bench_runs:
+            bench = held_x[0] if held_x else cal_x[0]
+            a, b, r = speed_ratio(fp32, tmp, bench, bench_runs)
+            report.ms, report.speed, report.bench_shape = (a, b), r, tuple(bench.shape)
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    report.size_bytes = output.stat().st_size
+    report.fp32_bytes = fp32.stat().st_size
+    return report
+
+
+def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
+                       calib: str | Path | None = None, **options) -> QuantizeReport:
+    """Export zoo model ``model`` (FP32, verified against PyTorch) to a temporary file,
+    then write its ``precision`` variant to ``output`` (see ``quantize_onnx``).
+
+    A ``.onnx`` path as ``model`` is quantised directly (no torch needed)."""
+    frames = None
+    if precision == "int8":
+        if calib is None:
+            raise CalibError("--int8 needs --calib SOURCE: a folder of images or a video "
+                             f"with at least {MIN_CALIB_FRAMES} frames like those it will see")
+        frames = read_frames(calib, options.pop("calib_frames", 64))  # fail before exporting
+    elif calib is not None:
+        frames = read_frames(calib, options.pop("calib_frames", 64))
+    options.pop("calib_frames", None)
+    output = Path(output)
+    if str(model).lower().endswith(".onnx"):
+        if not Path(model).is_file():
+            raise QuantizeError(f"model file not found: {model}")
+        return quantize_onnx(model, output, precision, frames, **options)
+    from .onnx_export import ExportError, _check_writable, export_model
+
+    _check_writable(output)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".camloc-fp32-") as tmpdir:
+        fp32 = Path(tmpdir) / f"{model}.fp32.onnx"
+        try:
+            export_model(model, fp32, **{k: options.pop(k) for k in ("weights", "checkpoint",
+                                                                        "labels", "opset")
+                                         if k in options})
+        except ExportError as exc:
+            raise QuantizeError(f"the FP32 export of {model} failed, so there is nothing to "
+                                f"convert to {precision}: {exc}") from exc
+        return quantize_onnx(fp32, output, precision, frames, **options)
