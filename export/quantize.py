@@ -445,7 +445,11 @@ def _info(fp32: Path):
     from realtime.errors import ModelError
     from realtime.meta import check_outputs, parse_metadata
 
-    session = _session(fp32)
+    try:
+        session = _session(fp32)
+    except Exception as exc:  # onnxruntime raises its own types for corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QuantizeError(f"cannot load model {fp32}: {first}") from exc
     meta = session.get_modelmeta().custom_metadata_map
     try:
         check_outputs([o.name for o in session.get_outputs()],
