@@ -498,8 +498,9 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
     else:
         cal, held = frames, list(heldout)
     if not held:
-        from .photos import real_photos
         import cv2
+
+        from .photos import real_photos
 
         held = [CalibFrame(k, cv2.cvtColor(v, cv2.COLOR_RGB2BGR)) for k, v in real_photos().items()]
     prep = dict(stride=info.stride, mean=info.mean, std=info.std, rgb=info.color == "RGB",

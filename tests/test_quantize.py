@@ -106,7 +106,7 @@ def test_fp16_export_agrees(lite0_onnx, heldout, tmp_path):
 def test_read_frames_samples_a_video_evenly(photos, tmp_path):
     video = tmp_path / "v.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
-    for i in range(40):
+    for _ in range(40):
         f = cv2.resize(photos["cat"][:, :, ::-1], (160, 120))
         writer.write(np.ascontiguousarray(f))
     writer.release()
