@@ -166,17 +166,14 @@ def _plan_outputs(args: argparse.Namespace) -> _Outputs:
     return _Outputs(folder / f"{name}.mp4", folder / f"{name}.jsonl", folder)
 
 
-def _open_window(args: argparse.Namespace) -> Any:
-    """A Window for --show, or None (with a warning) where none can be opened."""
+def _window_or_why(args: argparse.Namespace) -> tuple[Any, str]:
+    """(Window, "") for --show where one can be opened, else (None, why not)."""
     if not args.show:
-        return None
+        return None, ""
     from .sinks import Window, gui_available
 
     ok, why = gui_available()
-    if not ok:
-        log.warning("--show skipped: %s", why)
-        return None
-    return Window(f"camloc - {args.source}")
+    return (Window(f"camloc - {args.source}"), "") if ok else (None, why)
 
 
 def _progress(items: Iterable[Any], total: int | None, live: bool) -> Iterable[Any]:
@@ -186,7 +183,8 @@ def _progress(items: Iterable[Any], total: int | None, live: bool) -> Iterable[A
     try:
         from tqdm import tqdm
     except ImportError:
-        log.info("no progress bar: pip install tqdm")
+        if sys.stderr.isatty():
+            log.warning("no progress bar: tqdm is not installed (pip install tqdm)")
         return items
     return tqdm(items, total=total, unit="frame", dynamic_ncols=True, disable=None, leave=False)
 
@@ -302,13 +300,16 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--batch applies to files; live sources run one frame at a time")
     if args.no_heatmap and args.no_boxes and args.save:
         log.warning("--no-heatmap and --no-boxes: the saved video will have no overlay")
-    window = _open_window(args)
+    window, no_window = _window_or_why(args)
     args.show = window is not None
     outputs = _plan_outputs(args)
     with contextlib.ExitStack() as stack:
         source = open_source(args.source, stride=args.vid_stride)
         loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
                         threshold=args.threshold, smooth=args.smooth, threads=args.threads)
+        if no_window:  # said only now: a bad source or model is the one line to see
+            log.warning("--show skipped: %s%s", no_window, "; saving under "
+                        f"{outputs.folder} instead" if outputs.folder else "")
         video = jsonl = None
         if outputs.video is not None:
             video = stack.enter_context(VideoSink(outputs.video, source.fps / (

@@ -44,7 +44,8 @@ __all__ = ["STAGES", "FpsMeter", "Pipeline", "PipelineError", "Processed", "Rend
 
 log = logging.getLogger(__name__)
 
-# per-frame timings collected (ms); "postprocess" is CAMs + boxes (one engine call)
+# per-frame timings collected (ms); "postprocess" is CAMs + boxes (one engine call), which
+# the engine may split further in ``result.extra["times_ms"]`` (e.g. "cam", "boxes")
 STAGES = ("decode", "preprocess", "infer", "postprocess", "draw", "encode", "json")
 _POLL_S = 0.1
 

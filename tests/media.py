@@ -9,6 +9,8 @@ barcode in the bottom strip, so a test can read back which frame a decoded
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from pathlib import Path
 
 import cv2
@@ -144,3 +146,56 @@ def tiny_camloc_onnx(path: Path, classes: int = 5, seed: int = 0) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture. Each instance takes its script from ``plans``:
+    None = fails to open; otherwise a queue of frames (an int n gives an image filled
+    with n; None makes read() fail). ``calls`` counts read() calls entered, so a test
+    can wait until the reader has published frame k (it then enters read() k+1 times)."""
+
+    plans: list[queue.Queue | None] = []
+    opened: list[tuple] = []
+    calls = 0
+    cond = threading.Condition()
+
+    def __init__(self, *args):
+        FakeCapture.opened.append(args)
+        self.script = FakeCapture.plans.pop(0) if FakeCapture.plans else None
+
+    def isOpened(self):  # noqa: N802 (OpenCV's name)
+        return self.script is not None
+
+    def set(self, prop, value):
+        return True
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FPS: 30.0, cv2.CAP_PROP_FRAME_WIDTH: 8.0,
+                cv2.CAP_PROP_FRAME_HEIGHT: 6.0}.get(prop, 0.0)
+
+    def read(self):
+        with FakeCapture.cond:
+            FakeCapture.calls += 1
+            FakeCapture.cond.notify_all()
+        n = self.script.get()
+        if n is None:
+            return False, None
+        return True, np.full((6, 8, 3), n, np.uint8)
+
+    def release(self):
+        pass
+
+    @classmethod
+    def wait_calls(cls, n: int) -> None:
+        """Wait for the n-th read() call (a bound so that a broken reader fails, not hangs)."""
+        with cls.cond:
+            assert cls.cond.wait_for(lambda: cls.calls >= n, timeout=60), f"no read() #{n}"
+
+
+def use_fake_capture(monkeypatch) -> type[FakeCapture]:
+    """Replace cv2.VideoCapture for live sources by a fresh scripted FakeCapture."""
+    from realtime import live
+
+    FakeCapture.plans, FakeCapture.opened, FakeCapture.calls = [], [], 0
+    monkeypatch.setattr(live.cv2, "VideoCapture", FakeCapture)
+    return FakeCapture

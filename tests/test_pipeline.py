@@ -43,8 +43,9 @@ def test_every_frame_in_order_video_and_jsonl_agree(clip, loc, tmp_path):
     s = run.stats
     assert (s.frames_read, s.processed, s.dropped, s.corrupt, s.stopped_by) == (30, 30, 0, 0, None)
     assert s.provider == "CPUExecutionProvider" and s.mean_fps > 0
-    assert set(s.medians()) == {"decode", "preprocess", "infer", "postprocess", "draw",
-                                "encode", "json"}
+    assert set(s.medians()) >= {"decode", "preprocess", "infer", "postprocess", "draw",
+                                "encode", "json"}  # plus what the engine times inside
+    assert all(v >= 0 for v in s.medians().values())
 
 
 def test_batches_give_the_same_results_as_single_frames(clip, loc, tmp_path):
@@ -174,3 +175,49 @@ def test_render_options_follow_the_window_keys():
     assert seen == [0, 1, 2, None, 0]
     o.apply("prev", 3)
     assert o.index is None
+
+
+def test_a_live_camera_through_the_pipeline_drops_stale_frames_and_ends_cleanly(
+        loc, monkeypatch):
+    """A fake camera delivers 1..6 while inference is held back, then 7, then vanishes:
+    the pipeline sees the newest frame each time, counts the rest, and ends cleanly."""
+    import queue
+
+    from media import use_fake_capture
+
+    fake = use_fake_capture(monkeypatch)
+    script: queue.Queue = queue.Queue()
+    fake.plans = [script]
+    gate, held = threading.Event(), threading.Event()
+
+    class Held:  # a Localizer whose prepare() waits for the test
+        provider = loc.provider
+
+        def prepare(self, frame):
+            held.set()
+            gate.wait()
+            return loc.prepare(frame)
+
+        def infer(self, x):
+            return loc.infer(x)
+
+        def postprocess(self, *a):
+            return loc.postprocess(*a)
+
+    with open_source("0") as cam, Pipeline(cam, Held(), draw=False) as run:
+        items = iter(run)
+        script.put(1)
+        assert held.wait(60)     # the pipeline took frame 1 and waits in prepare
+        for n in (2, 3, 4, 5, 6):
+            script.put(n)
+        fake.wait_calls(7)       # 2..6 published while frame 1 is held
+        gate.set()
+        first, second = next(items), next(items)
+        script.put(7)
+        script.put(None)         # the camera vanishes
+        rest = list(items)
+    values = [int(i.frame.image[0, 0, 0]) for i in (first, second, *rest)]
+    assert values[:2] == [1, 6] and values[2:] in ([], [7])  # 2..5 never processed
+    s = run.stats
+    assert s.processed == len(values) and s.frames_read == len(values)
+    assert s.dropped == 7 - len(values) and s.ended_because == "camera 0 stopped delivering frames"

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 
 import cv2
 import numpy as np
 import pytest
-from media import corrupt_mjpeg_frame, read_stamp, write_clip
+from media import corrupt_mjpeg_frame, read_stamp, use_fake_capture, write_clip
 
 from realtime import live
 from realtime.sources import (
@@ -117,54 +116,9 @@ def test_bad_sources_raise_one_clear_error(tmp_path, make, message):
 
 # -- live sources, with a fake capture -----------------------------------------------------
 
-class FakeCapture:
-    """Stands in for cv2.VideoCapture. Each instance takes its script from ``plans``:
-    None = fails to open; otherwise a queue of frames (an int n gives an image filled
-    with n; None makes read() fail). ``calls`` counts read() calls entered, so a test
-    can wait until the reader has published frame k (it then enters read() k+1 times)."""
-
-    plans: list[queue.Queue | None] = []
-    opened: list[tuple] = []
-    calls = 0
-    cond = threading.Condition()
-
-    def __init__(self, *args):
-        FakeCapture.opened.append(args)
-        self.script = FakeCapture.plans.pop(0) if FakeCapture.plans else None
-
-    def isOpened(self):  # noqa: N802 (OpenCV's name)
-        return self.script is not None
-
-    def set(self, prop, value):
-        return True
-
-    def get(self, prop):
-        return {cv2.CAP_PROP_FPS: 30.0, cv2.CAP_PROP_FRAME_WIDTH: 8.0,
-                cv2.CAP_PROP_FRAME_HEIGHT: 6.0}.get(prop, 0.0)
-
-    def read(self):
-        with FakeCapture.cond:
-            FakeCapture.calls += 1
-            FakeCapture.cond.notify_all()
-        n = self.script.get()
-        if n is None:
-            return False, None
-        return True, np.full((6, 8, 3), n, np.uint8)
-
-    def release(self):
-        pass
-
-    @classmethod
-    def wait_calls(cls, n: int) -> None:
-        with cls.cond:
-            cls.cond.wait_for(lambda: cls.calls >= n)
-
-
 @pytest.fixture
 def fake_capture(monkeypatch):
-    FakeCapture.plans, FakeCapture.opened, FakeCapture.calls = [], [], 0
-    monkeypatch.setattr(live.cv2, "VideoCapture", FakeCapture)
-    return FakeCapture
+    return use_fake_capture(monkeypatch)
 
 
 def test_live_source_hands_out_only_the_newest_frame(fake_capture):
