@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol, Self
 
+import cv2
 import numpy as np
 
 from .errors import CamlocError
@@ -172,7 +173,11 @@ class Pipeline:
 
     ``video`` gets annotated images, ``jsonl`` the per-frame records; ``draw``
     False skips drawing when nobody looks at pixels. ``batch`` > 1 sends that
-    many frames per inference (files: throughput). Use as a context manager::
+    many frames per inference (files: throughput). ``opencv_threads`` sizes
+    OpenCV's own thread pool while the run lasts (FFmpeg's codec threads follow
+    it): every stage already has its own thread, and on a small CPU nested
+    pools only steal cores from the model (None: leave it). Use as a context
+    manager::
 
         with Pipeline(source, loc, video=sink) as run:
             for item in run:
@@ -182,7 +187,7 @@ class Pipeline:
     def __init__(self, source: Source, localizer: _Localizer, *, video: _Writer | None = None,
                  jsonl: _Writer | None = None, draw: bool = True,
                  options: RenderOptions | None = None, max_frames: int | None = None,
-                 batch: int = 1, queue_size: int = 4) -> None:
+                 batch: int = 1, queue_size: int = 4, opencv_threads: int | None = 1) -> None:
         if batch < 1 or queue_size < 1 or (max_frames is not None and max_frames < 1):
             raise ValueError("batch, queue_size and max_frames must be >= 1")
         self.source, self.localizer = source, localizer
@@ -190,6 +195,8 @@ class Pipeline:
         self.draw = draw or video is not None
         self.options = options or RenderOptions()
         self.max_frames, self.batch = max_frames, batch
+        self.opencv_threads = opencv_threads
+        self._saved_cv_threads: int | None = None
         self.stats = RunStats(source=source.name, provider=getattr(localizer, "provider", ""))
         self.meter = FpsMeter()
         self._q_results: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -309,6 +316,9 @@ class Pipeline:
 
     def start(self) -> Self:
         if not self._threads:
+            if self.opencv_threads is not None:  # restored in close()
+                self._saved_cv_threads = cv2.getNumThreads()
+                cv2.setNumThreads(self.opencv_threads)
             self._started = time.monotonic()
             self.source.start()
             for name, work, out in (("infer", self._infer_stage, self._q_results),
@@ -341,6 +351,9 @@ class Pipeline:
         for t in self._threads:
             while t.is_alive():
                 t.join(_POLL_S)
+        if self._saved_cv_threads is not None:
+            cv2.setNumThreads(self._saved_cv_threads)
+            self._saved_cv_threads = None
         s, src = self.stats, self.source
         s.elapsed_s = time.monotonic() - self._started if self._started else 0.0
         s.mean_fps = self.meter.mean_fps

@@ -221,3 +221,13 @@ def test_a_live_camera_through_the_pipeline_drops_stale_frames_and_ends_cleanly(
     s = run.stats
     assert s.processed == len(values) and s.frames_read == len(values)
     assert s.dropped == 7 - len(values) and s.ended_because == "camera 0 stopped delivering frames"
+
+
+def test_opencv_threads_are_limited_during_the_run_and_restored(clip, loc):
+    import cv2
+
+    before = cv2.getNumThreads()
+    seen = []
+    with open_source(str(clip)) as src, Pipeline(src, loc, max_frames=2) as run:
+        seen += [cv2.getNumThreads() for _ in run]
+    assert seen == [1, 1] and cv2.getNumThreads() == before
