@@ -233,7 +233,7 @@ def _interact(window: Any, item: Any, run: Any, topk: int) -> None:
         action = window.poll(30)
 
 
-def _summary(stats: Any, outputs: _Outputs, video: Any, jsonl: Any) -> str:
+def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     s = stats
     head = (f"camloc: {s.source}: {s.frames_read} frames read, {s.processed} processed, "
             f"{s.dropped} dropped, {s.corrupt} corrupt skipped; {s.mean_fps:.1f} fps "
@@ -305,6 +305,7 @@ def _run(args: argparse.Namespace) -> int:
     outputs = _plan_outputs(args)
     with contextlib.ExitStack() as stack:
         source = open_source(args.source, stride=args.vid_stride)
+        stack.callback(source.close)  # its reader starts with the pipeline
         loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
                         threshold=args.threshold, smooth=args.smooth, threads=args.threads)
         if no_window:  # said only now: a bad source or model is the one line to see
@@ -312,13 +313,12 @@ def _run(args: argparse.Namespace) -> int:
                         f"{outputs.folder} instead" if outputs.folder else "")
         video = jsonl = None
         if outputs.video is not None:
-            video = stack.enter_context(VideoSink(outputs.video, source.fps / (
-                args.vid_stride if not source.live else 1)))
+            video = stack.enter_context(VideoSink(  # every N-th frame: 1/N the rate
+                outputs.video, source.fps / getattr(source, "stride", 1)))
         if outputs.jsonl is not None:
             jsonl = stack.enter_context(JsonlSink(outputs.jsonl))
         if window is not None:
             stack.enter_context(window)
-        stack.enter_context(source)
         options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
         run = stack.enter_context(Pipeline(source, loc, video=video, jsonl=jsonl,
                                            draw=window is not None, options=options,
@@ -330,7 +330,7 @@ def _run(args: argparse.Namespace) -> int:
             for item in _progress(run, total, source.live):
                 if window is not None:
                     _interact(window, item, run, args.topk)
-    print(_summary(run.stats, outputs, video, jsonl), flush=True)
+    print(_summary(run.stats, video, jsonl), flush=True)
     stopped = run.stats.stopped_by
     return 128 + signal.Signals[stopped].value if stopped in ("SIGINT", "SIGTERM") else 0
 

@@ -233,17 +233,19 @@ class VideoFileSource(_ReadAhead):
         if self.frames_in_file is not None:
             self.total = -(-self.frames_in_file // stride)
         t0 = time.perf_counter()
-        for _ in range(_MAX_BAD):
+        tries, image = 0, None  # the first decodable frame, kept for _produce
+        while image is None:
+            if tries == _MAX_BAD:
+                self._cap.release()
+                raise SourceError(f"cannot decode any frame of {spec} (not a video, or corrupt)")
             ok, image = self._cap.read()
-            if ok and image is not None:
-                break
-        else:
-            self._cap.release()
-            raise SourceError(f"cannot decode any frame of {spec} (not a video, or corrupt)")
-        self._first = (image, (time.perf_counter() - t0) * 1e3, _ + 1)
+            image, tries = (image if ok else None), tries + 1
+        self._first: tuple[np.ndarray, float, int] | None = (
+            image, (time.perf_counter() - t0) * 1e3, tries)
         self.size = (image.shape[1], image.shape[0])
 
     def _produce(self) -> Iterator[Frame]:
+        assert self._first is not None, "a VideoFileSource is read once"
         image, ms, tries = self._first
         self._first = None
         index = tries - 1            # frames before the first decodable one were corrupt

@@ -243,3 +243,12 @@ def test_a_missing_tqdm_is_named_with_its_install_command(monkeypatch, caplog):
     with caplog.at_level("WARNING", "realtime"):
         assert cli._progress(items, 2, live=False) is items
     assert "pip install tqdm" in caplog.text
+
+
+def test_vid_stride_keeps_every_nth_frame_at_a_matching_rate(clip, tiny_onnx, tmp_path):
+    r = camloc("--source", str(clip), "--model", str(tiny_onnx), "--vid-stride", "4",
+               "--save", "s.mp4", "--save-json", "s.jsonl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [x["frame"] for x in read_jsonl(tmp_path / "s.jsonl")] == list(range(0, 40, 4))
+    assert [read_stamp(f) for f in read_video(tmp_path / "s.mp4")] == list(range(0, 40, 4))
+    assert cv2.VideoCapture(str(tmp_path / "s.mp4")).get(cv2.CAP_PROP_FPS) == 5.0
