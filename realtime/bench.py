@@ -1,0 +1,204 @@
+"""``python -m realtime.bench``: how fast camloc runs, against the model alone.
+
+One run, one model session, the same frames and settings for every figure:
+
+- ``bare_fps``: ``session.run`` in a loop on input tensors prepared beforehand
+  (the ceiling: nothing the pipeline does can beat it);
+- ``draw_fps``: the threaded pipeline as a live display runs it: decode,
+  preprocess, infer, CAM, boxes, overlay (no encoding);
+- ``file_fps``: the same plus writing the annotated mp4 (file to file);
+- ``stages_ms``: median milliseconds per frame of each stage (from the file run).
+
+Warm-up frames are excluded; each figure is the median of ``--repeats`` runs.
+Pipeline rates are wall-clock rates (frames out per second), so stages that
+overlap in threads are not double-counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import numpy as np
+
+__all__ = ["STAGE_KEYS", "main", "run_bench"]
+
+log = logging.getLogger(__name__)
+
+STAGE_KEYS = ("decode", "preprocess", "infer", "cam", "boxes", "draw", "encode")
+DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
+
+
+def _read_frames(spec: str, count: int) -> list[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(spec)
+    frames = []
+    try:
+        while len(frames) < count:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    return frames
+
+
+def bare_fps(loc: Any, frames: list[np.ndarray], warmup: int, batch: int = 1) -> tuple[float, float]:
+    """(fps, median ms per frame) of ``loc.infer`` alone on tensors prepared beforehand."""
+    tensors = [loc.prepare(f)[0] for f in frames]
+    batches = [np.concatenate(tensors[i:i + batch]) for i in range(0, len(tensors) - batch + 1, batch)]
+    for x in batches[:max(1, warmup // batch)]:
+        loc.infer(x)
+    times = []
+    for x in batches:
+        t0 = time.perf_counter()
+        loc.infer(x)
+        times.append((time.perf_counter() - t0) * 1e3 / len(x))
+    ms = median(times)
+    return 1e3 / ms, ms
+
+
+def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | None,
+                 batch: int = 1) -> tuple[float, dict[str, list[float]]]:
+    """Frames out per second of the threaded pipeline (after warm-up) and its stage times."""
+    from .pipeline import Pipeline
+    from .sinks import VideoSink
+    from .sources import open_source
+
+    stamps: list[float] = []
+    with open_source(spec) as source:
+        sink = VideoSink(video, source.fps) if video is not None else None
+        try:
+            with Pipeline(source, loc, video=sink, draw=True, max_frames=frames,
+                          batch=batch) as run:
+                for _ in run:
+                    stamps.append(time.monotonic())
+        finally:
+            if sink is not None:
+                sink.close()
+        stages = {k: v[warmup:] for k, v in run.stats.stage_ms.items()}
+    steady = stamps[warmup:]
+    if len(steady) < 2:
+        raise ValueError(f"the source gave {len(stamps)} frames: too few to measure "
+                         f"after {warmup} warm-up frames")
+    return (len(steady) - 1) / (steady[-1] - steady[0]), stages
+
+
+def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None = None,
+              device: str = "auto", frames: int = 150, warmup: int = 10, repeats: int = 3,
+              threads: int | None = None, batch: int = 1) -> dict[str, Any]:
+    """Measure bare, draw and file rates in one process; return the figures."""
+    from .engine import Localizer
+
+    loc = Localizer(model, device=device, imgsz=imgsz, threads=threads)
+    clip = _read_frames(source, frames)
+    if len(clip) < warmup + 2:
+        raise ValueError(f"{source} has {len(clip)} readable frames; the bench needs at "
+                         f"least {warmup + 2}")
+    x, geo = loc.prepare(clip[0])
+    bare, draw, file_ = [], [], []
+    stages: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="camloc-bench-") as tmp:
+        for r in range(repeats):  # interleaved, so drifts in machine load hit all three
+            bare.append(bare_fps(loc, clip, warmup, batch)[0])
+            draw.append(pipeline_fps(loc, source, len(clip), warmup, None, batch)[0])
+            fps, st = pipeline_fps(loc, source, len(clip), warmup, Path(tmp) / f"bench{r}.mp4",
+                                   batch)
+            file_.append(fps)
+            for k, v in st.items():
+                stages.setdefault(k, []).extend(v)
+            log.info("repeat %d/%d: bare %.1f, draw %.1f, file %.1f fps",
+                     r + 1, repeats, bare[-1], draw[-1], file_[-1])
+    stage_ms = {k: round(float(median(stages[k])), 3) for k in STAGE_KEYS if stages.get(k)}
+    result = {
+        "bare_fps": round(median(bare), 2),
+        "draw_fps": round(median(draw), 2),
+        "file_fps": round(median(file_), 2),
+        "stages_ms": stage_ms,
+        "draw_over_bare": round(median(draw) / median(bare), 3),
+        "file_over_bare": round(median(file_) / median(bare), 3),
+        "provider": loc.provider,
+        "model": loc.info.arch,
+        "precision": getattr(loc.info, "precision", "fp32"),
+        "input_size": [int(x.shape[2]), int(x.shape[3])],
+        "frame_size": [geo.frame_h, geo.frame_w],
+        "frames": len(clip),
+        "warmup": warmup,
+        "repeats": repeats,
+        "batch": batch,
+        "threads": threads,
+        "runs": {"bare_fps": [round(v, 2) for v in bare], "draw_fps": [round(v, 2) for v in draw],
+                 "file_fps": [round(v, 2) for v in file_]},
+    }
+    return result
+
+
+def format_table(r: dict[str, Any]) -> str:
+    """A small human table of ``run_bench``'s figures."""
+    h, w = r["frame_size"]
+    ih, iw = r["input_size"]
+    lines = [f"camloc bench: {r['model']} ({r['precision']}) on {r['provider']}, frames {w}x{h} "
+             f"-> input {iw}x{ih}, {r['frames']} frames ({r['warmup']} warm-up), "
+             f"median of {r['repeats']}, batch {r['batch']}",
+             f"  {'bare_fps':<10} {r['bare_fps']:>8.1f}   (ONNX Runtime alone)",
+             f"  {'draw_fps':<10} {r['draw_fps']:>8.1f}   draw/bare = {r['draw_over_bare']:.2f}",
+             f"  {'file_fps':<10} {r['file_fps']:>8.1f}   file/bare = {r['file_over_bare']:.2f}",
+             "  stages (median ms per frame): " + ", ".join(
+                 f"{k} {v:.2f}" for k, v in r["stages_ms"].items())]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m realtime.bench",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Measure the bare model and the whole pipeline "
+                                            "on the same video, in one run.")
+    p.add_argument("--source", default=str(DEMO_CLIP), help="video file")
+    p.add_argument("--model", default="efficientnet_lite0", help="zoo name or .onnx path")
+    p.add_argument("--imgsz", type=int, default=None, help="input's longer side (default: the "
+                                                           "engine's default for the frame)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, tensorrt, ...")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--batch", type=int, default=1, help="frames per inference call")
+    p.add_argument("--frames", type=int, default=150, help="frames per measurement")
+    p.add_argument("--warmup", type=int, default=10, help="frames excluded at the start")
+    p.add_argument("--repeats", type=int, default=3, help="runs; figures are their medians")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from .errors import CamlocError
+
+    if min(args.frames, args.repeats, args.batch) < 1 or args.warmup < 0:
+        print("bench: error: --frames, --repeats and --batch must be >= 1, --warmup >= 0",
+              file=sys.stderr)
+        return 2
+    if not Path(args.source).is_file():
+        print(f"bench: error: no such video file: {args.source}", file=sys.stderr)
+        return 2
+    try:
+        result = run_bench(args.source, args.model, args.imgsz, args.device, args.frames,
+                           args.warmup, args.repeats, args.threads, args.batch)
+    except (CamlocError, ValueError, OSError) as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
