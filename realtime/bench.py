@@ -52,23 +52,41 @@ def _read_frames(spec: str, count: int) -> list[np.ndarray]:
     return frames
 
 
-def bare_fps(loc: Any, frames: list[np.ndarray], warmup: int, batch: int = 1) -> tuple[float, float]:
-    """(fps, median ms per frame) of ``loc.infer`` alone on tensors prepared beforehand."""
+def bare_fps(loc: Any, frames: list[np.ndarray], warmup: int, batch: int = 1,
+             workers: int = 1) -> float:
+    """Frames per second of ``loc.infer`` alone on tensors prepared beforehand, from
+    ``workers`` threads at once (as the pipeline runs it), warm-up excluded."""
+    import threading
+
     tensors = [loc.prepare(f)[0] for f in frames]
-    batches = [np.concatenate(tensors[i:i + batch]) for i in range(0, len(tensors) - batch + 1, batch)]
-    for x in batches[:max(1, warmup // batch)]:
-        loc.infer(x)
-    times = []
-    for x in batches:
-        t0 = time.perf_counter()
-        loc.infer(x)
-        times.append((time.perf_counter() - t0) * 1e3 / len(x))
-    ms = median(times)
-    return 1e3 / ms, ms
+    batches = [np.concatenate(tensors[i:i + batch])
+               for i in range(0, len(tensors) - batch + 1, batch)]
+    start = threading.Barrier(workers + 1)
+    done = threading.Barrier(workers + 1)
+
+    def loop(mine: list[np.ndarray]) -> None:
+        for x in mine[:max(1, warmup // (batch * workers))]:
+            loc.infer(x)
+        start.wait()
+        for x in mine:
+            loc.infer(x)
+        done.wait()
+
+    threads = [threading.Thread(target=loop, args=(batches[w::workers],), daemon=True)
+               for w in range(workers)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    done.wait()
+    elapsed = time.perf_counter() - t0
+    for t in threads:
+        t.join()
+    return sum(len(x) for x in batches) / elapsed
 
 
 def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | None,
-                 batch: int = 1) -> tuple[float, dict[str, list[float]]]:
+                 batch: int = 1, workers: int = 1) -> tuple[float, dict[str, list[float]]]:
     """Frames out per second of the threaded pipeline (after warm-up) and its stage times."""
     from .pipeline import Pipeline
     from .sinks import VideoSink
@@ -79,7 +97,7 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
         sink = VideoSink(video, source.fps) if video is not None else None
         try:
             with Pipeline(source, loc, video=sink, draw=True, max_frames=frames,
-                          batch=batch) as run:
+                          batch=batch, workers=workers) as run:
                 for _ in run:
                     stamps.append(time.monotonic())
         finally:
@@ -95,10 +113,13 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
 
 def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None = None,
               device: str = "auto", frames: int = 150, warmup: int = 10, repeats: int = 3,
-              threads: int | None = None, batch: int = 1) -> dict[str, Any]:
+              threads: int | None = None, batch: int = 1, workers: int | None = None
+              ) -> dict[str, Any]:
     """Measure bare, draw and file rates in one process; return the figures."""
     from .engine import Localizer
+    from .providers import parallelism
 
+    workers, threads = parallelism(device, threads, workers)
     loc = Localizer(model, device=device, imgsz=imgsz, threads=threads)
     clip = _read_frames(source, frames)
     if len(clip) < warmup + 2:
@@ -109,10 +130,10 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
     stages: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="camloc-bench-") as tmp:
         for r in range(repeats):  # interleaved, so drifts in machine load hit all three
-            bare.append(bare_fps(loc, clip, warmup, batch)[0])
-            draw.append(pipeline_fps(loc, source, len(clip), warmup, None, batch)[0])
+            bare.append(bare_fps(loc, clip, warmup, batch, workers))
+            draw.append(pipeline_fps(loc, source, len(clip), warmup, None, batch, workers)[0])
             fps, st = pipeline_fps(loc, source, len(clip), warmup, Path(tmp) / f"bench{r}.mp4",
-                                   batch)
+                                   batch, workers)
             file_.append(fps)
             for k, v in st.items():
                 stages.setdefault(k, []).extend(v)
@@ -135,6 +156,7 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
         "warmup": warmup,
         "repeats": repeats,
         "batch": batch,
+        "workers": workers,
         "threads": threads,
         "runs": {"bare_fps": [round(v, 2) for v in bare], "draw_fps": [round(v, 2) for v in draw],
                  "file_fps": [round(v, 2) for v in file_]},
@@ -148,7 +170,8 @@ def format_table(r: dict[str, Any]) -> str:
     ih, iw = r["input_size"]
     lines = [f"camloc bench: {r['model']} ({r['precision']}) on {r['provider']}, frames {w}x{h} "
              f"-> input {iw}x{ih}, {r['frames']} frames ({r['warmup']} warm-up), "
-             f"median of {r['repeats']}, batch {r['batch']}",
+             f"median of {r['repeats']}, batch {r['batch']}, {r['workers']} worker(s) x "
+             f"{r['threads'] or 'default'} thread(s)",
              f"  {'bare_fps':<10} {r['bare_fps']:>8.1f}   (ONNX Runtime alone)",
              f"  {'draw_fps':<10} {r['draw_fps']:>8.1f}   draw/bare = {r['draw_over_bare']:.2f}",
              f"  {'file_fps':<10} {r['file_fps']:>8.1f}   file/bare = {r['file_over_bare']:.2f}",
@@ -169,6 +192,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, tensorrt, ...")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
+    p.add_argument("--workers", type=int, default=None,
+                   help="inference threads (default: as the CLI chooses)")
     p.add_argument("--frames", type=int, default=150, help="frames per measurement")
     p.add_argument("--warmup", type=int, default=10, help="frames excluded at the start")
     p.add_argument("--repeats", type=int, default=3, help="runs; figures are their medians")
@@ -181,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from .errors import CamlocError
 
-    if min(args.frames, args.repeats, args.batch) < 1 or args.warmup < 0:
-        print("bench: error: --frames, --repeats and --batch must be >= 1, --warmup >= 0",
+    if min(args.frames, args.repeats, args.batch, args.workers or 1, args.threads or 1) < 1 \
+            or args.warmup < 0:
+        print("bench: error: --frames, --repeats, --batch, --workers and --threads must be "
+              ">= 1, --warmup >= 0",
               file=sys.stderr)
         return 2
     if not Path(args.source).is_file():
@@ -190,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run_bench(args.source, args.model, args.imgsz, args.device, args.frames,
-                           args.warmup, args.repeats, args.threads, args.batch)
+                           args.warmup, args.repeats, args.threads, args.batch, args.workers)
     except (CamlocError, ValueError, OSError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2

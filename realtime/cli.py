@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--batch", type=_int_at_least(1), default=1, metavar="N",
       help="frames per inference call, files only (default: %(default)s)")
     a("--threads", type=_int_at_least(1), default=None, metavar="N",
-      help="ONNX Runtime intra-op threads (default: its own choice)")
+      help="ONNX Runtime intra-op threads per inference (default: on the CPU, "
+           "cores / workers)")
+    a("--workers", type=_int_at_least(1), default=None, metavar="N",
+      help="inference threads working on consecutive frames (default: on the CPU, one "
+           "per core up to 4; on a GPU, 2)")
     a("-v", "--verbose", action="count", default=0,
       help="more logging (-vv: debug, with tracebacks)")
     return p
@@ -288,6 +292,7 @@ def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the source, load the model, run, summarize."""
     from .engine import Localizer
     from .pipeline import Pipeline, RenderOptions
+    from .providers import parallelism
     from .sinks import JsonlSink, VideoSink
     from .sources import classify_source, frames_expected, open_source
 
@@ -306,8 +311,9 @@ def _run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         source = open_source(args.source, stride=args.vid_stride)
         stack.callback(source.close)  # its reader starts with the pipeline
+        workers, threads = parallelism(args.device, args.threads, args.workers)
         loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
-                        threshold=args.threshold, smooth=args.smooth, threads=args.threads)
+                        threshold=args.threshold, smooth=args.smooth, threads=threads)
         if no_window:  # said only now: a bad source or model is the one line to see
             log.warning("--show skipped: %s%s", no_window, "; saving under "
                         f"{outputs.folder} instead" if outputs.folder else "")
@@ -322,7 +328,8 @@ def _run(args: argparse.Namespace) -> int:
         options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
         run = stack.enter_context(Pipeline(source, loc, video=video, jsonl=jsonl,
                                            draw=window is not None, options=options,
-                                           max_frames=args.max_frames, batch=args.batch))
+                                           max_frames=args.max_frames, batch=args.batch,
+                                           workers=workers))
         total = frames_expected(source)
         if total is not None and args.max_frames is not None:
             total = min(total, args.max_frames)

@@ -110,6 +110,9 @@ def _open_session(path: str, device: str, threads: int | None
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # Idle intra-op threads would spin, stealing the cores that the reader, renderer
+    # and encoder threads need (file/bare 0.56 -> 0.69 here, docs/PERFORMANCE.md).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")

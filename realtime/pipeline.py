@@ -2,8 +2,13 @@
 
 ::
 
-    source thread --Frame--> infer thread --(Frame, Result)--> render thread --Processed--> you
-    (decode)                 (preprocess, infer, cam+boxes)    (draw, encode, JSONL)
+    source thread --Frame--> infer worker(s) --(batch, outputs)--> render thread --Processed--> you
+    (decode)                 (preprocess, infer)                   (in frame order: CAMs+boxes,
+                                                                    draw, encode, JSONL)
+
+With several inference workers (the CPU default: one ``session.run`` per core),
+consecutive batches are inferred at once and put back in frame order before
+the CAMs, so temporal smoothing and the outputs see frames in order.
 
 Each stage reads like a sentence (take a frame, localize it, hand it on); the
 plumbing around it guarantees that
@@ -162,12 +167,6 @@ class _End:
     """Sentinel at the end of a queue."""
 
 
-def _batched(frames: Iterable[Frame], n: int) -> Iterator[list[Frame]]:
-    it = iter(frames)
-    while batch := list(islice(it, n)):
-        yield batch
-
-
 class Pipeline:
     """Run ``localizer`` on every frame of ``source`` in threads; iterate for the results.
 
@@ -176,8 +175,11 @@ class Pipeline:
     many frames per inference (files: throughput). ``opencv_threads`` sizes
     OpenCV's own thread pool while the run lasts (FFmpeg's codec threads follow
     it): every stage already has its own thread, and on a small CPU nested
-    pools only steal cores from the model (None: leave it). Use as a context
-    manager::
+    pools only steal cores from the model (None: leave it). ``workers`` > 1
+    runs that many inference threads on consecutive batches (each ``session.run``
+    on its own core: on a small CPU this beats splitting every layer across
+    cores, see docs/PERFORMANCE.md); CAMs, boxes, smoothing and output stay in
+    frame order. Use as a context manager::
 
         with Pipeline(source, loc, video=sink) as run:
             for item in run:
@@ -187,14 +189,15 @@ class Pipeline:
     def __init__(self, source: Source, localizer: _Localizer, *, video: _Writer | None = None,
                  jsonl: _Writer | None = None, draw: bool = True,
                  options: RenderOptions | None = None, max_frames: int | None = None,
-                 batch: int = 1, queue_size: int = 4, opencv_threads: int | None = 1) -> None:
-        if batch < 1 or queue_size < 1 or (max_frames is not None and max_frames < 1):
-            raise ValueError("batch, queue_size and max_frames must be >= 1")
+                 batch: int = 1, queue_size: int = 4, opencv_threads: int | None = 1,
+                 workers: int = 1) -> None:
+        if min(batch, queue_size, workers) < 1 or (max_frames is not None and max_frames < 1):
+            raise ValueError("batch, queue_size, workers and max_frames must be >= 1")
         self.source, self.localizer = source, localizer
         self.video, self.jsonl = video, jsonl
         self.draw = draw or video is not None
         self.options = options or RenderOptions()
-        self.max_frames, self.batch = max_frames, batch
+        self.max_frames, self.batch, self.workers = max_frames, batch, workers
         self.opencv_threads = opencv_threads
         self._saved_cv_threads: int | None = None
         self.stats = RunStats(source=source.name, provider=getattr(localizer, "provider", ""))
@@ -204,6 +207,13 @@ class Pipeline:
         self._abort = threading.Event()
         self._error: tuple[str, BaseException] | None = None
         self._threads: list[threading.Thread] = []
+        self._infer_threads: list[threading.Thread] = []
+        self._read_lock = threading.Lock()  # workers take batches from the source in turn
+        self._frames: Iterator[Frame] = iter(())
+        self._next_seq = 0
+        # a worker takes a slot per batch; the render stage frees it once the batch is
+        # consumed in order, so reordering holds at most queue_size + workers batches
+        self._slots = threading.BoundedSemaphore(queue_size + workers)
         self._started = 0.0
         self._finished = False
 
@@ -224,45 +234,74 @@ class Pipeline:
         return self.source.stopped or self._abort.is_set()
 
     # -- the stages ----------------------------------------------------------------------
+    def _take_batch(self) -> tuple[int, list[Frame]] | None:
+        """The next batch of frames and its sequence number; None at the end or on abort."""
+        while not self._slots.acquire(timeout=_POLL_S):
+            if self._abort.is_set():
+                return None
+        with self._read_lock:
+            batch = list(islice(self._frames, self.batch))
+            seq = self._next_seq
+            self._next_seq += 1 if batch else 0
+        if not batch:
+            self._slots.release()
+            if self.max_frames is not None and not self.source.stopped:
+                self.stop("--max-frames")
+            return None
+        return seq, batch
+
     def _infer_stage(self) -> None:
-        frames: Iterable[Frame] = self.source
-        if self.max_frames is not None:
-            frames = islice(frames, self.max_frames)
-        for batch in _batched(frames, self.batch):
-            for item in self._localize(batch):
-                if not self._put(self._q_results, item):
-                    return
+        """One inference worker: take a batch, prepare it, run the model, hand it on."""
+        while (taken := self._take_batch()) is not None:
+            seq, batch = taken
+            if not self._put(self._q_results, (seq, batch, *self._infer(batch))):
+                return
             if self._abort.is_set():
                 return
-        if self.max_frames is not None and not self.source.stopped:
-            self.stop("--max-frames")
 
-    def _localize(self, batch: list[Frame]) -> Iterator[tuple[Frame, Any, dict[str, float]]]:
-        """prepare, infer (one call per batch of equal shapes), postprocess; timed."""
+    def _infer(self, batch: list[Frame]) -> tuple[list[Any], list[tuple[Any, Any]], float, float]:
+        """prepare and infer (one call per batch of equal shapes): (geometries,
+        per-frame (logits, features), preprocess ms, infer ms) per frame."""
         loc, n = self.localizer, len(batch)
         t0 = time.perf_counter()
         prepared = [loc.prepare(f.image) for f in batch]
         t1 = time.perf_counter()
-        shapes = {x.shape for x, _ in prepared}
-        if len(shapes) == 1:
+        if len({x.shape for x, _ in prepared}) == 1:
             x = prepared[0][0] if n == 1 else np.concatenate([x for x, _ in prepared])
             logits, feats = loc.infer(x)
             outputs = [(logits[i], feats[i]) for i in range(n)]
         else:  # frames of different sizes (an image folder): one by one
             outputs = [tuple(o[0] for o in loc.infer(x)) for x, _ in prepared]
         t2 = time.perf_counter()
-        for frame, (_, geo), (logit, feat) in zip(batch, prepared, outputs):
-            t3 = time.perf_counter()
-            result = loc.postprocess(logit, feat, geo)
-            times = {"decode": frame.decode_ms, "preprocess": (t1 - t0) * 1e3 / n,
-                     "infer": (t2 - t1) * 1e3 / n,
-                     "postprocess": (time.perf_counter() - t3) * 1e3}
-            times.update(getattr(result, "extra", {}).get("times_ms", {}))
-            yield frame, result, times
+        return [g for _, g in prepared], outputs, (t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n
+
+    def _in_order(self) -> Iterator[tuple[Frame, Any, dict[str, float]]]:
+        """Batches from the workers put back in frame order, postprocessed (CAMs, boxes,
+        smoothing need the order), one frame at a time."""
+        pending: dict[int, tuple[Any, ...]] = {}
+        want = ended = 0
+        while True:
+            while want in pending:
+                batch, geos, outputs, pre_ms, infer_ms = pending.pop(want)
+                want += 1
+                self._slots.release()
+                for frame, geo, (logit, feat) in zip(batch, geos, outputs):
+                    t0 = time.perf_counter()
+                    result = self.localizer.postprocess(logit, feat, geo)
+                    times = {"decode": frame.decode_ms, "preprocess": pre_ms, "infer": infer_ms,
+                             "postprocess": (time.perf_counter() - t0) * 1e3}
+                    times.update(getattr(result, "extra", {}).get("times_ms", {}))
+                    yield frame, result, times
+            item = self._get(self._q_results, self._infer_threads)
+            if item is _End:
+                ended += 1
+                if ended >= len(self._infer_threads) or self._abort.is_set():
+                    return
+                continue
+            pending[item[0]] = item[1:]
 
     def _render_stage(self) -> None:
-        while (item := self._get(self._q_results, self._threads[0])) is not _End:
-            frame, result, times = item
+        for frame, result, times in self._in_order():
             image = None
             if self.draw:
                 t0 = time.perf_counter()
@@ -293,13 +332,14 @@ class Pipeline:
                 pass
         return False
 
-    def _get(self, q: queue.Queue[Any], upstream: threading.Thread) -> Any:
-        """Next item, or _End once aborted or when ``upstream`` died with ``q`` empty."""
+    def _get(self, q: queue.Queue[Any], upstream: list[threading.Thread]) -> Any:
+        """Next item, or _End once aborted or when every ``upstream`` thread died with
+        ``q`` empty."""
         while not self._abort.is_set():
             try:
                 return q.get(timeout=_POLL_S)
             except queue.Empty:
-                if not upstream.is_alive() and q.empty():
+                if not any(t.is_alive() for t in upstream) and q.empty():
                     return _End
         return _End
 
@@ -321,18 +361,26 @@ class Pipeline:
                 cv2.setNumThreads(self.opencv_threads)
             self._started = time.monotonic()
             self.source.start()
-            for name, work, out in (("infer", self._infer_stage, self._q_results),
-                                    ("render", self._render_stage, self._q_done)):
-                t = threading.Thread(target=self._stage, args=(name, work, out),
-                                     name=f"camloc-{name}", daemon=True)
-                self._threads.append(t)
+            frames: Iterable[Frame] = self.source
+            if self.max_frames is not None:
+                frames = islice(frames, self.max_frames)
+            self._frames = iter(frames)
+            self._infer_threads = [
+                threading.Thread(target=self._stage, args=("infer", self._infer_stage,
+                                                           self._q_results),
+                                 name=f"camloc-infer-{i}", daemon=True)
+                for i in range(self.workers)]
+            render = threading.Thread(target=self._stage,
+                                      args=("render", self._render_stage, self._q_done),
+                                      name="camloc-render", daemon=True)
+            self._threads = [*self._infer_threads, render]
             for t in self._threads:
                 t.start()
         return self
 
     def __iter__(self) -> Iterator[Processed]:
         self.start()
-        while (item := self._get(self._q_done, self._threads[-1])) is not _End:
+        while (item := self._get(self._q_done, self._threads[-1:])) is not _End:
             self.meter.tick()
             self.stats.processed += 1
             for k, v in item.times.items():

@@ -18,10 +18,12 @@ import os
 import shutil
 from typing import Any
 
+import onnxruntime as ort
+
 from realtime.errors import DeviceError
 
-__all__ = ["DEVICES", "PROVIDER_OF", "check_granted", "gpu_present", "parse_device",
-           "plan_providers", "preload_cuda", "tensorrt_present"]
+__all__ = ["DEVICES", "PROVIDER_OF", "check_granted", "gpu_present", "parallelism",
+           "parse_device", "plan_providers", "preload_cuda", "tensorrt_present"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,28 @@ def plan_providers(device: str, available: list[str], gpu: bool, tensorrt: bool
     if name == "tensorrt" and PROVIDER_OF["cuda"] in available:
         plan.append(_options("cuda", index))  # TensorRT hands unsupported nodes to CUDA
     return plan + [PROVIDER_OF["cpu"]]
+
+
+def parallelism(device: str = "auto", threads: int | None = None, workers: int | None = None,
+                cores: int | None = None) -> tuple[int, int | None]:
+    """(inference workers, ONNX Runtime intra-op threads) for a pipeline on ``device``.
+
+    On the CPU the cores go to whole ``session.run`` calls on consecutive frames
+    (up to 4 workers) rather than to every layer split across cores: a layer split
+    in two waits at each barrier for its slower half, and with the reader, the
+    renderer and the encoder sharing the cores that half is often descheduled
+    (docs/PERFORMANCE.md: 2 workers x 1 thread gave 1.2x the model throughput of
+    1 x 2 here). On a GPU two workers overlap one frame's preparation with the
+    other's inference. Explicit ``threads``/``workers`` are kept as given.
+    """
+    cores = cores or os.cpu_count() or 1
+    plan = plan_providers(device, ort.get_available_providers(), gpu_present(), False)
+    on_cpu = plan[0] == PROVIDER_OF["cpu"]
+    if workers is None:
+        workers = max(1, min(4, cores // (threads or 1))) if on_cpu else 2
+    if threads is None and on_cpu:
+        threads = max(1, cores // workers)
+    return workers, threads
 
 
 def preload_cuda() -> None:
