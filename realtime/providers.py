@@ -78,6 +78,15 @@ def tensorrt_present() -> bool:
 
 def _options(name: str, index: int) -> Provider:
     provider = PROVIDER_OF[name]
+    if name == "tensorrt":
+        # Building a TensorRT engine takes minutes: keep engines and timings in the
+        # camloc cache (one per model, shape range and GPU), and let TensorRT use FP16.
+        from realtime.zoo import camloc_home
+
+        cache = str(camloc_home() / "tensorrt")
+        return (provider, {"device_id": index, "trt_engine_cache_enable": True,
+                           "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
+                           "trt_timing_cache_path": cache, "trt_fp16_enable": True})
     if name in _NVIDIA:
         return (provider, {"device_id": index})
     return provider

@@ -209,8 +209,10 @@ def test_plan_providers() -> None:
     assert prov.plan_providers("auto", avail, gpu=False, tensorrt=True) == [CPU]
     assert prov.plan_providers("auto", avail, gpu=True, tensorrt=False) == [
         (CUDA, {"device_id": 0}), CPU]
-    assert prov.plan_providers("auto", avail, gpu=True, tensorrt=True) == [
-        (TRT, {"device_id": 0}), (CUDA, {"device_id": 0}), CPU]
+    trt, cuda, cpu = prov.plan_providers("auto", avail, gpu=True, tensorrt=True)
+    assert (cuda, cpu) == ((CUDA, {"device_id": 0}), CPU) and trt[0] == TRT
+    assert trt[1]["device_id"] == 0 and trt[1]["trt_engine_cache_enable"] is True
+    assert trt[1]["trt_engine_cache_path"].endswith("tensorrt")  # under CAMLOC_HOME
     assert prov.plan_providers("cuda:1", avail, gpu=True, tensorrt=False) == [
         (CUDA, {"device_id": 1}), CPU]
     assert prov.plan_providers("CPU", avail, gpu=True, tensorrt=True) == [CPU]
@@ -297,3 +299,15 @@ def test_real_model_cam_identity(lite0: Localizer, photos: dict[str, np.ndarray]
     recon = feats[0].mean(axis=(1, 2)) @ lite0.weight.T + lite0.bias
     np.testing.assert_allclose(recon, logits[0], rtol=1e-3, atol=1e-3)
     assert isinstance(lite0(np.zeros((48, 64), np.uint8)), Result)  # tiny grayscale frame
+
+
+def test_parallelism_gives_cores_to_whole_runs_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prov, "gpu_present", lambda: False)
+    assert prov.parallelism("auto", cores=2) == (2, 1)
+    assert prov.parallelism("cpu", cores=8) == (4, 2)
+    assert prov.parallelism("cpu", cores=1) == (1, 1)
+    assert prov.parallelism("cpu", threads=2, cores=2) == (1, 2)   # explicit threads kept
+    assert prov.parallelism("cpu", workers=3, cores=2) == (3, 1)   # explicit workers kept
+    monkeypatch.setattr(prov, "gpu_present", lambda: True)
+    monkeypatch.setattr(prov.ort, "get_available_providers", lambda: [CUDA, CPU])
+    assert prov.parallelism("auto", cores=16) == (2, None)        # GPU: overlap, ORT's threads
