@@ -14,7 +14,7 @@ import torch
 
 from export.gap import NotGapError, find_gap_head
 from export.onnx_export import OUTPUTS, export_model
-from models.zoo import ZooError, load_model
+from models.zoo import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTORCYCLE = {"moped", "motor scooter"}  # ImageNet has no plain "motorcycle"
@@ -84,7 +84,8 @@ def test_torchvision_families_export_and_verify(name, tmp_path):
 
 @pytest.mark.parametrize("name, culprit", [("mobilenet_v3_small", "Hardswish"),
                                            ("convnext_tiny", "LayerNorm2d"),
-                                           ("vgg11", "no global average pooling"), ("vit_b_16", "no global average pooling")])
+                                           ("vgg11", "no global average pooling"),
+                                           ("vit_b_16", "no global average pooling")])
 def test_heads_without_exact_cam_are_refused(name, culprit, tmp_path):
     with pytest.raises(NotGapError, match=f"has no exact CAM.*{culprit}"):
         export_model(name, tmp_path / "x.onnx", weights=None)

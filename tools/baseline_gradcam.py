@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def gradcam_fps(source: str, frames: int, warmup: int, out: Path) -> float:
+def gradcam_fps(source: str, frames: int, warmup: int, out: Path, size: tuple[int, int]) -> float:
     try:
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image
@@ -47,7 +47,7 @@ def gradcam_fps(source: str, frames: int, warmup: int, out: Path) -> float:
         if not ok:
             break
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        x = preprocess_image(cv2.resize(rgb, (224, 224)).astype(np.float32) / 255,
+        x = preprocess_image(cv2.resize(rgb, size).astype(np.float32) / 255,
                              mean=[127 / 255] * 3, std=[128 / 255] * 3)
         gray = cam(input_tensor=x, targets=None)[0]
         heat = cv2.resize(gray, (frame.shape[1], frame.shape[0]))
@@ -69,12 +69,15 @@ def main() -> None:
     p.add_argument("--source", default=str(ROOT / "assets" / "demo.mp4"))
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--size", default="224x224",
+                   help="grad-cam input WxH: 224x224 is the usual recipe, 448x256 camloc's default")
     args = p.parse_args()
     from realtime.bench import run_bench
 
     with tempfile.TemporaryDirectory() as tmp:
-        base = gradcam_fps(args.source, args.frames, args.warmup, Path(tmp) / "gradcam.mp4")
-    print(f"pytorch-grad-cam loop (GradCAM, torch {torch.__version__}, "
+        size = tuple(int(v) for v in args.size.lower().split("x"))
+        base = gradcam_fps(args.source, args.frames, args.warmup, Path(tmp) / "gradcam.mp4", size)
+    print(f"pytorch-grad-cam loop (GradCAM at {args.size}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads): {base:.1f} fps")
     ours = run_bench(args.source, frames=max(args.frames, 100), repeats=1)
     print(f"camloc file-to-file pipeline ({ours['provider']}): {ours['file_fps']:.1f} fps "
