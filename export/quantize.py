@@ -28,15 +28,22 @@ import contextlib
 import io
 import logging
 import os
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, prepare_frames, read_frames
+from .compare import _run_all, _session, compare, speed_ratio
+from .fp16 import _make_fp16
+from .graph import (
+    QuantizeError,
+    _load,
+    _metadata,
+    _set_metadata,
+    float_node_names,
+)
 
 __all__ = ["DEFAULT_FLOAT_FIRST", "DEFAULT_FLOAT_LAST", "MIN_CALIB_FRAMES", "QuantizeError",
            "QuantizeReport", "compare", "quantize_onnx", "quantize_zoo_model"]
@@ -48,13 +55,6 @@ DEFAULT_FLOAT_LAST = 0       # ... and before ``features``
 DEFAULT_MIN_AGREEMENT = 0.8  # below this top-1 agreement with FP32 the export fails
 IDENTITY_TOLERANCE = 1e-3    # CAM identity inside the quantized model (relative)
 HELDOUT_EVERY = 4            # every 4th calibration frame is held out for verification
-_HEAD_OPS = ("GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm", "MatMul",
-             "Add", "Identity")
-
-
-class QuantizeError(RuntimeError):
-    """Quantisation or its verification failed; nothing was left at the output path."""
-
 
 @dataclass
 class QuantizeReport:
@@ -98,69 +98,6 @@ class QuantizeReport:
             f"-> {self.speed:.2f}x",
         ]
         return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- graph helpers
-
-def _load(path: Path):
-    import onnx
-
-    return onnx.load(str(path))
-
-
-def _metadata(proto) -> dict[str, str]:
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def _set_metadata(proto, meta: dict[str, str], precision: str) -> None:
-    meta = dict(meta, **{"camloc.precision": precision})
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name = "camloc"
-
-
-def _head_nodes(graph) -> list:
-    """Nodes downstream of ``features`` up to ``logits`` (pooling + classifier) and the
-    Identity nodes that expose ``cam_weight``/``cam_bias``: kept float."""
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    head, frontier, seen = [], ["features"], set()
-    while frontier:
-        t = frontier.pop()
-        for n in consumers.get(t, []):
-            if n.name in seen:
-                continue
-            seen.add(n.name)
-            head.append(n)
-            frontier.extend(n.output)
-    head += [n for n in graph.node if set(n.output) & {"cam_weight", "cam_bias"}
-             and n.name not in seen]
-    return head
-
-
-def _convs(graph) -> list:
-    """Conv nodes in graph (topological) order, up to the one feeding ``features``."""
-    return [n for n in graph.node if n.op_type == "Conv"]
-
-
-def float_node_names(graph, float_first: int, float_last: int) -> tuple[list[str], list[str]]:
-    """(names to exclude from quantisation, a short human description)."""
-    convs = _convs(graph)
-    keep = [n.name for n in _head_nodes(graph)]
-    desc = ["classifier head (pooling + Gemm; Gemm weight INT8 weight-only)"]
-    if float_first:
-        keep += [n.name for n in convs[:float_first]]
-        desc.append(f"first {float_first} conv" + ("s" if float_first > 1 else ""))
-    if float_last:
-        keep += [n.name for n in convs[-float_last:]]
-        desc.append(f"last {float_last} conv" + ("s" if float_last > 1 else ""))
-    # the activation right after a float conv stays float with it (no Q/DQ in between)
-    outs = {o for n in graph.node if n.name in keep and n.op_type == "Conv" for o in n.output}
-    keep += [n.name for n in graph.node if n.op_type in ("Clip", "Relu") and n.input[0] in outs]
-    return keep, desc
 
 
 def _int8_classifier_weight(proto) -> None:
@@ -274,169 +211,6 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
     _set_metadata(proto, meta, "int8")
     onnx.save(proto, str(out))
     return desc
-
-
-def _drop_cast_pairs(graph) -> None:
-    """Remove fp32 -> fp16 -> fp32 Cast round trips the converter puts between float32
-    nodes (here: inside the classifier head), which would round pooled features and
-    logits to float16 for nothing."""
-    from onnx import TensorProto
-
-    def to(n) -> int:
-        return next((a.i for a in n.attribute if a.name == "to"), -1)
-
-    producer = {o: n for n in graph.node for o in n.output}
-    users: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
-    outputs = {o.name for o in graph.output}
-    drop = []
-    for second in graph.node:
-        first = producer.get(second.input[0]) if second.op_type == "Cast" else None
-        if (first is None or first.op_type != "Cast" or to(first) != TensorProto.FLOAT16
-                or to(second) != TensorProto.FLOAT):
-            continue
-        src = first.input[0]
-        producer_src = producer.get(src)
-        if producer_src is not None and producer_src.op_type == "Cast":
-            continue  # the source itself came from float16: the round trip is a real cast
-        if second.output[0] in outputs:  # a graph output keeps its name: Identity instead
-            second.op_type = "Identity"
-            second.input[0] = src
-            del second.attribute[:]
-            if all(u is second for u in users.get(first.output[0], [])):
-                drop.append(first)
-            continue
-        for n in users.get(second.output[0], []):
-            for k, i in enumerate(n.input):
-                if i == second.output[0]:
-                    n.input[k] = src
-        drop.append(second)
-        if all(u is second or u in drop for u in users.get(first.output[0], [])) \
-                and first.output[0] not in outputs:
-            drop.append(first)
-    for n in drop:
-        if n in graph.node:
-            graph.node.remove(n)
-
-
-def _toposort(graph) -> None:
-    """Reorder ``graph.node`` so every node comes after the producers of its inputs."""
-    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in ready for i in n.input):
-                ordered.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise QuantizeError("fp16 conversion produced a graph with a cycle")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-
-def _make_fp16(fp32: Path, out: Path) -> list[str]:
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    proto = onnx.load(str(fp32))
-    meta = _metadata(proto)
-    head = [n.name for n in _head_nodes(proto.graph)]
-    proto = convert_float_to_float16(proto, keep_io_types=True, node_block_list=head)
-    _drop_cast_pairs(proto.graph)
-    _toposort(proto.graph)  # the converter appends its input/output casts at the end
-    _set_metadata(proto, meta, "fp16")
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(out))
-    return ["classifier head (pooling + Gemm, float32)"]
-
-
-# ----------------------------------------------------------------------------- verification
-
-def _session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def _run_all(session, tensors: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    logits, feats = [], []
-    for x in tensors:
-        lo, fe = session.run(["logits", "features"], {"images": x})
-        logits.append(lo[0].astype(np.float32))
-        feats.append(fe[0].astype(np.float32))
-    return logits, feats
-
-
-def _weights(session, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    w, b = session.run(["cam_weight", "cam_bias"],
-                       {"images": np.zeros((1, 3, stride, stride), np.float32)})
-    return np.asarray(w, np.float32), np.asarray(b, np.float32)
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    a, b = a - a.mean(), b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float(np.allclose(a, b))
-
-
-@dataclass
-class Comparison:
-    agreement: float
-    cam_corr: float
-    cam_corr_min: float
-    identity_err: float
-    disagree: list[int]
-
-
-def compare(fp32: Path | object, variant: Path | object, tensors: list[np.ndarray], stride: int,
-            reference: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> Comparison:
-    """Top-1 agreement and CAM correlation of ``variant`` against ``fp32`` on ``tensors``.
-
-    Either argument may be a path or an open session; ``reference`` (FP32 logits and
-    features) skips running the FP32 model again."""
-    s32 = _session(fp32) if isinstance(fp32, (str, Path)) else fp32
-    sq = _session(variant) if isinstance(variant, (str, Path)) else variant
-    lo32, fe32 = reference if reference is not None else _run_all(s32, tensors)
-    w32, _ = _weights(s32, stride)
-    loq, feq = _run_all(sq, tensors)
-    wq, bq = _weights(sq, stride)
-    top32 = [int(np.argmax(v)) for v in lo32]
-    disagree = [i for i, v in enumerate(loq) if int(np.argmax(v)) != top32[i]]
-    corrs = [_corr(np.tensordot(w32[c], f32, axes=(0, 0)), np.tensordot(wq[c], fq, axes=(0, 0)))
-             for c, f32, fq in zip(top32, fe32, feq)]
-    ident = max(float(np.max(np.abs(f.mean(axis=(1, 2)) @ wq.T + bq - lo))
-                      / max(float(np.max(np.abs(lo))), 1e-12)) for f, lo in zip(feq, loq))
-    return Comparison(1 - len(disagree) / len(tensors), float(np.mean(corrs)),
-                      float(np.min(corrs)), ident, disagree)
-
-
-def speed_ratio(fp32: Path, variant: Path, x: np.ndarray, runs: int = 30,
-                threads: int | None = None) -> tuple[float, float, float]:
-    """(fp32 median ms, variant median ms, fp32/variant), runs interleaved so both see
-    the same machine load; warm-up excluded."""
-    s32, sq = _session(fp32, threads), _session(variant, threads)
-    for s in (s32, sq, s32, sq, s32, sq):
-        s.run(["logits", "features"], {"images": x})
-    t32, tq = [], []
-    for _ in range(runs):
-        for s, acc in ((s32, t32), (sq, tq)):
-            t0 = time.perf_counter()
-            s.run(["logits", "features"], {"images": x})
-            acc.append((time.perf_counter() - t0) * 1e3)
-    a, b = statistics.median(t32), statistics.median(tq)
-    return a, b, a / b
 
 
 # ----------------------------------------------------------------------------- entry points

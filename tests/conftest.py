@@ -22,16 +22,11 @@ os.environ["CAMLOC_HOME"] = str(ROOT / ".pytest_cache" / "camloc-home")
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
-    """name -> RGB uint8 real photo (scikit-image's public-domain test images)."""
-    from skimage import data
+    """name -> RGB uint8 real photo (scikit-image's public-domain test images: cat,
+    espresso, motorcycle, astronaut, rocket), the same ones the export verifies on."""
+    from export.photos import real_photos
 
-    return {
-        "cat": data.chelsea(),
-        "espresso": data.coffee(),
-        "motorcycle": data.stereo_motorcycle()[0],
-        "astronaut": data.astronaut(),
-        "rocket": data.rocket(),
-    }
+    return real_photos()
 
 
 @pytest.fixture(scope="session")

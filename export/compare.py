@@ -1,0 +1,93 @@
+"""A quantized or FP16 variant against its FP32 model: top-1 agreement, correlation of
+the top class's CAMs, the CAM identity, and speed (interleaved runs)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Comparison", "compare", "speed_ratio"]
+
+def _session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _run_all(session, tensors: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    logits, feats = [], []
+    for x in tensors:
+        lo, fe = session.run(["logits", "features"], {"images": x})
+        logits.append(lo[0].astype(np.float32))
+        feats.append(fe[0].astype(np.float32))
+    return logits, feats
+
+
+def _weights(session, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    w, b = session.run(["cam_weight", "cam_bias"],
+                       {"images": np.zeros((1, 3, stride, stride), np.float32)})
+    return np.asarray(w, np.float32), np.asarray(b, np.float32)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float(np.allclose(a, b))
+
+
+@dataclass
+class Comparison:
+    agreement: float
+    cam_corr: float
+    cam_corr_min: float
+    identity_err: float
+    disagree: list[int]
+
+
+def compare(fp32: Path | object, variant: Path | object, tensors: list[np.ndarray], stride: int,
+            reference: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> Comparison:
+    """Top-1 agreement and CAM correlation of ``variant`` against ``fp32`` on ``tensors``.
+
+    Either argument may be a path or an open session; ``reference`` (FP32 logits and
+    features) skips running the FP32 model again."""
+    s32 = _session(fp32) if isinstance(fp32, (str, Path)) else fp32
+    sq = _session(variant) if isinstance(variant, (str, Path)) else variant
+    lo32, fe32 = reference if reference is not None else _run_all(s32, tensors)
+    w32, _ = _weights(s32, stride)
+    loq, feq = _run_all(sq, tensors)
+    wq, bq = _weights(sq, stride)
+    top32 = [int(np.argmax(v)) for v in lo32]
+    disagree = [i for i, v in enumerate(loq) if int(np.argmax(v)) != top32[i]]
+    corrs = [_corr(np.tensordot(w32[c], f32, axes=(0, 0)), np.tensordot(wq[c], fq, axes=(0, 0)))
+             for c, f32, fq in zip(top32, fe32, feq)]
+    ident = max(float(np.max(np.abs(f.mean(axis=(1, 2)) @ wq.T + bq - lo))
+                      / max(float(np.max(np.abs(lo))), 1e-12)) for f, lo in zip(feq, loq))
+    return Comparison(1 - len(disagree) / len(tensors), float(np.mean(corrs)),
+                      float(np.min(corrs)), ident, disagree)
+
+
+def speed_ratio(fp32: Path, variant: Path, x: np.ndarray, runs: int = 30,
+                threads: int | None = None) -> tuple[float, float, float]:
+    """(fp32 median ms, variant median ms, fp32/variant), runs interleaved so both see
+    the same machine load; warm-up excluded."""
+    s32, sq = _session(fp32, threads), _session(variant, threads)
+    for s in (s32, sq, s32, sq, s32, sq):
+        s.run(["logits", "features"], {"images": x})
+    t32, tq = [], []
+    for _ in range(runs):
+        for s, acc in ((s32, t32), (sq, tq)):
+            t0 = time.perf_counter()
+            s.run(["logits", "features"], {"images": x})
+            acc.append((time.perf_counter() - t0) * 1e3)
+    a, b = statistics.median(t32), statistics.median(tq)
+    return a, b, a / b

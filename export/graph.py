@@ -1,0 +1,74 @@
+"""ONNX graph helpers shared by the INT8 and FP16 variants (export/quantize.py,
+export/fp16.py): loading, camloc metadata, the classifier head, convolutions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["QuantizeError", "float_node_names"]
+
+_HEAD_OPS = ("GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm", "MatMul",
+             "Add", "Identity")
+
+class QuantizeError(RuntimeError):
+    """Quantisation or its verification failed; nothing was left at the output path."""
+
+def _load(path: Path):
+    import onnx
+
+    return onnx.load(str(path))
+
+
+def _metadata(proto) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def _set_metadata(proto, meta: dict[str, str], precision: str) -> None:
+    meta = dict(meta, **{"camloc.precision": precision})
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "camloc"
+
+
+def _head_nodes(graph) -> list:
+    """Nodes downstream of ``features`` up to ``logits`` (pooling + classifier) and the
+    Identity nodes that expose ``cam_weight``/``cam_bias``: kept float."""
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    head, frontier, seen = [], ["features"], set()
+    while frontier:
+        t = frontier.pop()
+        for n in consumers.get(t, []):
+            if n.name in seen:
+                continue
+            seen.add(n.name)
+            head.append(n)
+            frontier.extend(n.output)
+    head += [n for n in graph.node if set(n.output) & {"cam_weight", "cam_bias"}
+             and n.name not in seen]
+    return head
+
+
+def _convs(graph) -> list:
+    """Conv nodes in graph (topological) order, up to the one feeding ``features``."""
+    return [n for n in graph.node if n.op_type == "Conv"]
+
+
+def float_node_names(graph, float_first: int, float_last: int) -> tuple[list[str], list[str]]:
+    """(names to exclude from quantisation, a short human description)."""
+    convs = _convs(graph)
+    keep = [n.name for n in _head_nodes(graph)]
+    desc = ["classifier head (pooling + Gemm; Gemm weight INT8 weight-only)"]
+    if float_first:
+        keep += [n.name for n in convs[:float_first]]
+        desc.append(f"first {float_first} conv" + ("s" if float_first > 1 else ""))
+    if float_last:
+        keep += [n.name for n in convs[-float_last:]]
+        desc.append(f"last {float_last} conv" + ("s" if float_last > 1 else ""))
+    # the activation right after a float conv stays float with it (no Q/DQ in between)
+    outs = {o for n in graph.node if n.name in keep and n.op_type == "Conv" for o in n.output}
+    keep += [n.name for n in graph.node if n.op_type in ("Clip", "Relu") and n.input[0] in outs]
+    return keep, desc

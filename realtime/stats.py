@@ -1,0 +1,67 @@
+"""Run statistics: a frames-per-second meter and what a run did, for the summary and
+the benchmark."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["FpsMeter", "RunStats"]
+
+
+class FpsMeter:
+    """Frames per second from ``time.monotonic()`` stamps: N stamps are N-1 intervals.
+
+    ``fps`` covers the last ``window`` stamps (for a live display), ``mean_fps``
+    the whole run from the first stamp to the last.
+    """
+
+    def __init__(self, window: int = 30) -> None:
+        if window < 2:
+            raise ValueError(f"window must be >= 2 stamps, got {window}")
+        self._stamps: deque[float] = deque(maxlen=window)
+        self.count = 0
+        self.first: float | None = None
+
+    def tick(self, t: float | None = None) -> None:
+        t = time.monotonic() if t is None else t
+        self._stamps.append(t)
+        self.first = t if self.first is None else self.first
+        self.count += 1
+
+    @staticmethod
+    def _rate(n: int, span: float) -> float:
+        return (n - 1) / span if n >= 2 and span > 0 else 0.0
+
+    @property
+    def fps(self) -> float:
+        s = self._stamps
+        return self._rate(len(s), s[-1] - s[0]) if s else 0.0
+
+    @property
+    def mean_fps(self) -> float:
+        return self._rate(self.count, self._stamps[-1] - self.first) if self.count else 0.0
+
+
+@dataclass
+class RunStats:
+    """What a run did, for the summary (and the benchmark)."""
+
+    source: str = ""
+    provider: str = ""
+    frames_read: int = 0
+    processed: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    elapsed_s: float = 0.0
+    mean_fps: float = 0.0
+    stopped_by: str | None = None  # "SIGINT", "q", "--max-frames"... None: ran to the end
+    ended_because: str | None = None  # a live source that went away
+    stage_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def medians(self) -> dict[str, float]:
+        """Median milliseconds per frame of each stage that ran."""
+        return {k: float(np.median(v)) for k, v in self.stage_ms.items() if v}
