@@ -73,7 +73,7 @@ def _fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: imports nothing heavy)."""
     p = _Parser(prog="python -m realtime", description=__doc__.split("\n\n")[0],
-                epilog=_EPILOG, formatter_class=lambda prog: argparse.HelpFormatter(
+                epilog=_EPILOG, formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
                     prog, max_help_position=30))
     a = p.add_argument
     a("--source", default=None, metavar="SRC",
@@ -84,12 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="auto", metavar="D",
       help="auto, cpu, cuda[:N], tensorrt[:N], openvino, coreml, directml (default: %(default)s)")
     a("--imgsz", type=_int_at_least(32), default=None, metavar="N",
-      help="network input's longer side in pixels (default: the model's native size "
-           "on the shorter side)")
+      help="network input's longer side in pixels, a multiple of the model's stride "
+           "(default: the shorter side 8/7 of the model's native size, 448x256 for a "
+           "16:9 frame with Lite0; docs/LOCALIZATION.md)")
     a("--topk", type=_int_at_least(1), default=1, metavar="K",
       help="classes localized per frame (default: %(default)s)")
     a("--threshold", type=_fraction, default=None, metavar="T",
-      help="box threshold, a fraction of each CAM's maximum (default: the engine's)")
+      help="box threshold, a fraction of each CAM's maximum (default: 0.3, chosen in "
+           "docs/LOCALIZATION.md)")
     a("--smooth", type=_fraction, default=0.0, metavar="S",
       help="temporal smoothing of CAMs across frames, 0 = off (default: %(default)s)")
     a("--show", action="store_true", help="show a live window (skipped without a display)")
