@@ -45,10 +45,15 @@ def _build(name: str, target: Path) -> None:
                          "PyTorch: pip install torch torchvision, or pass the path of a .onnx "
                          f"made elsewhere with: python -m export --model {name} --output FILE")
     import export
+    from models.zoo import list_models
 
+    names = list_models()
+    if name not in names:
+        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(names)}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.onnx")
-    log.info("building %s into %s (first use; needs torch, takes a while)", name, target)
+    # a warning so that it shows at the CLI's default level: the first run pauses here
+    log.warning("exporting %s to %s (first use only; takes a few seconds)", name, target)
     try:
         export.export_model(name, output=tmp)
         os.replace(tmp, target)

@@ -142,6 +142,8 @@ def _bad(tmp: Path, tiny: Path, clip: Path) -> list[tuple[list[str], str]]:
         (["--source", "broken.jpg", *m], "cannot read broken.jpg as an image"),
         ([*s, "--model", "broken.onnx"], "cannot load model broken.onnx"),
         ([*s, "--model", "nowhere/model.onnx"], "model file not found: nowhere/model.onnx"),
+        ([*s, "--model", "resnet_nope"], "unknown model 'resnet_nope'; valid names: "
+                                         "efficientnet_lite0"),
         ([*s, *m, "--save", "afile/o.mp4"], "--save afile/o.mp4: cannot create folder afile"),
         (["--source", "0", *m, "--save-json", "afile/o.jsonl"], "--save-json afile/o.jsonl"),
         ([*s, *m, "--save", "o.txt"], "--save o.txt: unsupported extension '.txt'"),
