@@ -6,10 +6,14 @@ Names resolve lazily so ``import export`` stays cheap.
 
 from __future__ import annotations
 
-__all__ = ["ExportError", "ExportReport", "export_model"]
+__all__ = ["ExportError", "ExportReport", "export_model", "zoo_names"]
 
 
 def __getattr__(name: str):
+    if name == "zoo_names":  # every model name export_model accepts
+        from models.zoo import list_models
+
+        return list_models
     if name in __all__:
         from . import onnx_export
 

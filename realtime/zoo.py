@@ -45,9 +45,8 @@ def _build(name: str, target: Path) -> None:
                          "PyTorch: pip install torch torchvision, or pass the path of a .onnx "
                          f"made elsewhere with: python -m export --model {name} --output FILE")
     import export
-    from models.zoo import list_models
 
-    names = list_models()
+    names = export.zoo_names()
     if name not in names:
         raise ModelError(f"unknown model {name!r}; valid names: {', '.join(names)}")
     target.parent.mkdir(parents=True, exist_ok=True)
