@@ -34,7 +34,7 @@ def _check(r: dict, frames: int) -> None:
     assert r["draw_over_bare"] == pytest.approx(r["draw_fps"] / r["bare_fps"], abs=0.001)
     assert r["file_over_bare"] == pytest.approx(r["file_fps"] / r["bare_fps"], abs=0.001)
     # writing the video is extra work on top of drawing; allow for a noisy machine
-    assert r["file_fps"] <= r["draw_fps"] * 1.3
+    assert r["file_fps"] <= r["draw_fps"] * 1.5
     assert r["provider"] == "CPUExecutionProvider"
 
 
@@ -43,7 +43,7 @@ def test_bench_on_the_real_model(clip, lite0_onnx):
     _check(r, 30)
     assert r["model"] == "efficientnet_lite0" and r["input_size"] == [256, 448]
     # the pipeline cannot beat the model alone by more than the noise
-    assert r["draw_fps"] <= r["bare_fps"] * 1.3
+    assert r["draw_fps"] <= r["bare_fps"] * 1.5
 
 
 def test_bench_cli_writes_json_and_prints_the_ratios(clip, tiny_onnx, tmp_path):
