@@ -168,8 +168,9 @@ def _load_torchvision(name, weights, checkpoint, labels) -> ZooModel:
         transforms = chosen.transforms()
         crop = getattr(transforms, "crop_size", [224])
         size = int(crop[0]) if isinstance(crop, (list, tuple)) else int(crop)
-        mean = tuple(float(v) * 255 for v in getattr(transforms, "mean", IMAGENET_MEAN[:]))
-        std = tuple(float(v) * 255 for v in getattr(transforms, "std", IMAGENET_STD[:]))
+        if hasattr(transforms, "mean") and hasattr(transforms, "std"):  # fractions of 1
+            mean = tuple(float(v) * 255 for v in transforms.mean)
+            std = tuple(float(v) * 255 for v in transforms.std)
         class_names = labels or list(chosen.meta.get("categories") or [])
     module.eval()
     head = dict(module.named_modules())[_last_linear_name(module)]

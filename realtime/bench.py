@@ -37,28 +37,21 @@ DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
 
 
 def _read_frames(spec: str, count: int) -> list[np.ndarray]:
-    import cv2
+    """The first ``count`` frames, decoded by the same source the pipeline uses."""
+    from itertools import islice
 
-    cap = cv2.VideoCapture(spec)
-    frames = []
-    try:
-        while len(frames) < count:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-    finally:
-        cap.release()
-    return frames
+    from .sources import open_source
+
+    with open_source(spec) as source:
+        return [f.image for f in islice(source, count)]
 
 
-def bare_fps(loc: Any, frames: list[np.ndarray], warmup: int, batch: int = 1,
+def bare_fps(loc: Any, tensors: list[np.ndarray], warmup: int, batch: int = 1,
              workers: int = 1) -> float:
-    """Frames per second of ``loc.infer`` alone on tensors prepared beforehand, from
+    """Frames per second of ``loc.infer`` alone on ``tensors`` (prepared beforehand), from
     ``workers`` threads at once (as the pipeline runs it), warm-up excluded."""
     import threading
 
-    tensors = [loc.prepare(f)[0] for f in frames]
     batches = [np.concatenate(tensors[i:i + batch])
                for i in range(0, len(tensors) - batch + 1, batch)]
     start = threading.Barrier(workers + 1)
@@ -125,12 +118,14 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
     if len(clip) < warmup + 2:
         raise ValueError(f"{source} has {len(clip)} readable frames; the bench needs at "
                          f"least {warmup + 2}")
-    x, geo = loc.prepare(clip[0])
+    prepared = [loc.prepare(f) for f in clip]
+    tensors = [x for x, _ in prepared]
+    x, geo = prepared[0]
     bare, draw, file_ = [], [], []
     stages: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="camloc-bench-") as tmp:
         for r in range(repeats):  # interleaved, so drifts in machine load hit all three
-            bare.append(bare_fps(loc, clip, warmup, batch, workers))
+            bare.append(bare_fps(loc, tensors, warmup, batch, workers))
             draw.append(pipeline_fps(loc, source, len(clip), warmup, None, batch, workers)[0])
             fps, st = pipeline_fps(loc, source, len(clip), warmup, Path(tmp) / f"bench{r}.mp4",
                                    batch, workers)
