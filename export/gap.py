@@ -19,6 +19,8 @@ import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
 
+from realtime.errors import first_line
+
 __all__ = ["GapHead", "NotGapError", "find_gap_head"]
 
 
@@ -104,7 +106,7 @@ def find_gap_head(model: nn.Module) -> GapHead:
     try:
         gm = fx.symbolic_trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise NotGapError(f"{name} cannot be traced to find its pooling and classifier ({first})") from exc
 
     output = next(n for n in gm.graph.nodes if n.op == "output")

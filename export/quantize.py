@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.errors import first_line
+
 from .calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, prepare_frames, read_frames
 from .compare import _run_all, _session, compare, speed_ratio
 from .fp16 import _make_fp16
@@ -222,7 +224,7 @@ def _info(fp32: Path):
     try:
         session = _session(fp32)
     except Exception as exc:  # onnxruntime raises its own types for corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise QuantizeError(f"cannot load model {fp32}: {first}") from exc
     meta = session.get_modelmeta().custom_metadata_map
     try:
@@ -299,8 +301,7 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
             raise
         except Exception as exc:  # the quantisation tools raise anything from deep inside
             raise QuantizeError(f"{precision} conversion failed: {type(exc).__name__}: "
-                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                                ) from exc
+                                f"{first_line(exc)}") from exc
         report = QuantizeReport(output, precision, info.arch, len(cal_x) if precision == "int8"
                                 else 0, len(held_x), desc)
         ref = _run_all(session32, held_x)

@@ -24,6 +24,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from realtime.errors import first_line
+
 __all__ = ["LITE_MODELS", "ZooError", "ZooModel", "imagenet_labels", "list_models", "load_model"]
 
 log = logging.getLogger(__name__)
@@ -185,7 +187,7 @@ def _no_aux(name: str) -> dict:
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return first_line(exc)[:160]
 
 
 def _last_linear_name(module) -> str:

@@ -346,7 +346,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 failure, 2 user error, 128+N signal)."""
-    from .errors import CamlocError
+    from .errors import CamlocError, first_line
 
     verbose = 0
     saved = _logging_state()
@@ -368,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a stage failed (PipelineError) or a bug: one line, no traceback
         if verbose >= 2:
             log.exception("failed")
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         prefix = "" if type(exc).__name__ == "PipelineError" else f"{type(exc).__name__}: "
         print(f"camloc: error: {prefix}{text}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from realtime import providers as prov
 from realtime.boxes import BOX_RULES, boxes_from_cam, scale_boxes
 from realtime.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
 from realtime.draw import PALETTE, draw_boxes, draw_heatmap, draw_hud
-from realtime.errors import DeviceError, ModelError
+from realtime.errors import DeviceError, ModelError, first_line
 from realtime.meta import (
     FRAME_OUTPUTS,
     WEIGHT_OUTPUTS,
@@ -123,7 +123,7 @@ def _open_session(path: str, device: str, threads: int | None
     try:
         session = ort.InferenceSession(path, sess_options=opts, providers=plan)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         if plan == ["CPUExecutionProvider"]:
             raise ModelError(f"cannot load model {path}: {first}") from exc
         try:  # loadable on the CPU? then it is the device that failed, not the file

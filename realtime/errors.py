@@ -8,7 +8,7 @@ with exit status 2.
 
 from __future__ import annotations
 
-__all__ = ["CamlocError", "DeviceError", "ModelError"]
+__all__ = ["CamlocError", "DeviceError", "ModelError", "first_line"]
 
 
 class CamlocError(Exception):
@@ -21,3 +21,10 @@ class ModelError(CamlocError, ValueError):
 
 class DeviceError(CamlocError, RuntimeError):
     """An explicitly requested device (execution provider) cannot be used."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for
+    one-line user messages: libraries (ONNX Runtime, torch, fx) often raise pages."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
