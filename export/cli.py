@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many frames to sample from --calib (at least 16)")
     q.add_argument("--float-first", type=int, default=None,
                    help="convolutions kept float from the input side (default: the stem and "
-                        "first two blocks, 6 convs; measured in docs/EDGE.md)")
+                        "first three blocks, 9 convs; measured in docs/EDGE.md)")
+    q.add_argument("--int8-target", choices=("portable", "vnni"), default="portable",
+                   help="portable: 7-bit weights, the same agreement on every CPU; vnni: 8-bit "
+                        "weights for x86 CPUs with VNNI and ARM boards (saturates on AVX2-only "
+                        "x86; docs/EDGE.md)")
     q.add_argument("--float-last", type=int, default=0,
                    help="convolutions kept float before the features output")
     q.add_argument("--min-agreement", type=float, default=0.8,
@@ -89,8 +93,11 @@ def _variant(args: argparse.Namespace, weights: str | None, labels: list[str] | 
         if str(args.model).lower().endswith(".onnx"):
             raise ValueError("--output is needed when --model is a .onnx file")
         output = default_output(f"{args.model}.{precision}")
+    if args.int8_target != "portable" and not args.int8:
+        raise ValueError("--int8-target is for --int8")
     options = dict(calib_frames=args.calib_frames, float_last=args.float_last,
                    min_agreement=args.min_agreement,
+                   **({"target": args.int8_target} if args.int8 else {}),
                    float_first=DEFAULT_FLOAT_FIRST if args.float_first is None
                    else args.float_first)
     if not str(args.model).lower().endswith(".onnx"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["QuantizeError", "float_node_names"]
+__all__ = ["QuantizeError", "float_node_names", "name_nodes"]
 
 _HEAD_OPS = ("GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm", "MatMul",
              "Add", "Identity")
@@ -55,6 +55,25 @@ def _head_nodes(graph) -> list:
 def _convs(graph) -> list:
     """Conv nodes in graph (topological) order, up to the one feeding ``features``."""
     return [n for n in graph.node if n.op_type == "Conv"]
+
+
+def name_nodes(graph) -> int:
+    """Give every unnamed node a unique name (``<op>_<index>``); returns how many were named.
+
+    Layers are kept float by node name, and exporters may leave names empty: an empty
+    name in the exclusion list would keep every unnamed node float."""
+    taken = {n.name for n in graph.node}
+    named = 0
+    for i, n in enumerate(graph.node):
+        if not n.name:
+            name, k = f"{n.op_type}_{i}", 0
+            while name in taken:
+                k += 1
+                name = f"{n.op_type}_{i}_{k}"
+            n.name = name
+            taken.add(name)
+            named += 1
+    return named
 
 
 def float_node_names(graph, float_first: int, float_last: int) -> tuple[list[str], list[str]]:
