@@ -190,6 +190,7 @@ class _Reader:
 def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
                float_last: int, method: str, extra: dict | None = None,
                select=None, reduce_range: bool = True) -> list[str]:
+    import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -197,8 +198,6 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
         quant_pre_process,
         quantize_static,
     )
-
-    import onnx
 
     meta = _metadata(_load(fp32))
     pre = out.with_name(out.name + ".pre.onnx")
