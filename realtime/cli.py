@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--show", action="store_true", help="show a live window (skipped without a display)")
     a("--save", default=None, metavar="PATH",
       help="write the annotated video here (.mp4, .mov, .mkv; .avi: MJPEG)")
-    a("--codec", default=None, choices=("h264", "h264_nvenc", "mp4v", "mjpeg"),
-      help="video codec of --save (default: h264 in fragmented MP4, playable in browsers "
-           "and after a crash; mjpeg for .avi)")
+    a("--codec", default=None, choices=("h264", "h264_nvenc", "mp4v", "mjpeg"), metavar="C",
+      help="video codec of --save: h264, h264_nvenc, mp4v, mjpeg (default: h264 in "
+           "fragmented MP4, playable in browsers and after a crash; mjpeg for .avi)")
     a("--save-json", default=None, metavar="PATH",
       help="write one JSON object per processed frame here (JSON Lines)")
     a("--serve", default=None, metavar="[HOST:]PORT",

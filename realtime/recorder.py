@@ -39,7 +39,8 @@ CODECS = {"h264": ("av", "libx264"), "h264_nvenc": ("av", "h264_nvenc"),
           "mp4v": ("cv2", "mp4v"), "mjpeg": ("cv2", "MJPG")}
 # containers PyAV's H.264 goes into (fragmented where the container is MP4/MOV)
 AV_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
-_FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+# a fragment per keyframe, each handed to the OS as soon as it is complete (flush_packets)
+_FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 # libx264 at its fastest preset without lookahead or B-frames: a frame leaves the encoder
 # as soon as it is in (nothing buffered for a crash to lose); docs/PERFORMANCE.md
 _X264 = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}
