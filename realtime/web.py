@@ -162,12 +162,15 @@ class WebView:
             loop.run_until_complete(self._stop.wait())  # type: ignore[union-attr]
         finally:
             self._closing = True
-            loop.run_until_complete(self._runner.cleanup())  # type: ignore[union-attr]
-            rest = asyncio.all_tasks(loop)  # streams still stuck on a stalled socket
-            for task in rest:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+            loop.run_until_complete(self._shutdown())
             loop.close()
+
+    async def _shutdown(self) -> None:
+        await self._runner.cleanup()  # type: ignore[union-attr]
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:  # streams still stuck on a stalled socket
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     async def _startup(self) -> None:
         self._stop, self._new_frame = asyncio.Event(), asyncio.Event()
