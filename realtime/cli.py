@@ -33,6 +33,7 @@ examples:
   python -m realtime --source video.mp4 --save out.mp4 --save-json out.jsonl
   python -m realtime --source rtsp://host/stream --show --topk 3
   python -m realtime --source "photos/*.jpg" --save-json photos.jsonl
+  python -m realtime --source 0 --serve 8080          # headless box: watch in a browser
 
 window keys: q/Esc quit, space pause, h heatmap, b boxes, n/p next/previous class
 """
@@ -96,9 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
       help="temporal smoothing of CAMs across frames, 0 = off (default: %(default)s)")
     a("--show", action="store_true", help="show a live window (skipped without a display)")
     a("--save", default=None, metavar="PATH",
-      help="write the annotated video here (.mp4, .mkv, .mov: mp4v; .avi: MJPG)")
+      help="write the annotated video here (.mp4, .mov, .mkv; .avi: MJPEG)")
+    a("--codec", default=None, choices=("h264", "h264_nvenc", "mp4v", "mjpeg"), metavar="C",
+      help="video codec of --save: h264, h264_nvenc, mp4v, mjpeg (default: h264 in "
+           "fragmented MP4, playable in browsers and after a crash; mjpeg for .avi)")
     a("--save-json", default=None, metavar="PATH",
       help="write one JSON object per processed frame here (JSON Lines)")
+    a("--serve", default=None, metavar="[HOST:]PORT",
+      help="serve a live page (video, detections, controls) and /metrics on 127.0.0.1 "
+           "unless a host is given (0.0.0.0: every interface)")
+    a("--token", default=os.environ.get("CAMLOC_TOKEN") or None, metavar="T",
+      help="require this token for the --serve page, stream and API (default: "
+           "$CAMLOC_TOKEN; the variable keeps it out of the process list)")
     a("--runs-dir", default="runs", metavar="DIR",
       help="without --save, --save-json or --show, outputs go to a new folder in here "
            "(default: %(default)s)")
@@ -151,13 +161,14 @@ def _fresh_folder(root: Path, name: str) -> Path:
 
 def _plan_outputs(args: argparse.Namespace) -> _Outputs:
     """Decide and check every output path before any frame is read."""
-    from .sinks import VIDEO_FOURCC, check_output_path
+    from .recorder import video_suffixes
+    from .sinks import check_output_path
 
     if args.save and args.save_json and Path(args.save).resolve() == Path(
             args.save_json).resolve():
         raise UsageError("--save and --save-json point to the same file")
-    if args.save or args.save_json or args.show:
-        video = check_output_path(args.save, "--save", tuple(VIDEO_FOURCC)) if args.save \
+    if args.save or args.save_json or args.show or args.serve:
+        video = check_output_path(args.save, "--save", video_suffixes(args.codec)) if args.save \
             else None
         jsonl = check_output_path(args.save_json, "--save-json") if args.save_json else None
         return _Outputs(video, jsonl, None)
@@ -224,7 +235,7 @@ def _interact(window: Any, item: Any, run: Any, topk: int) -> None:
 
     label = f" | {item.result.labels[0]} {item.result.scores[0]:.2f}" if len(
         item.result.labels) else ""
-    image = draw_hud(item.image, f"{run.meter.fps:.1f} fps | {run.stats.provider}{label}")
+    image = draw_hud(item.image.copy(), f"{run.meter.fps:.1f} fps | {run.stats.provider}{label}")
     action, paused = window.show(image), False
     while True:
         if action == "quit":
@@ -295,7 +306,8 @@ def _run(args: argparse.Namespace) -> int:
     from .engine import Localizer
     from .pipeline import Pipeline, RenderOptions
     from .providers import parallelism
-    from .sinks import JsonlSink, VideoSink
+    from .recorder import open_video_sink
+    from .sinks import JsonlSink
     from .sources import classify_source, frames_expected, open_source
 
     if args.source is None:
@@ -310,7 +322,14 @@ def _run(args: argparse.Namespace) -> int:
     window, no_window = _window_or_why(args)
     args.show = window is not None
     outputs = _plan_outputs(args)
+    options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
     with contextlib.ExitStack() as stack:
+        web = None
+        if args.serve:
+            from .serve import open_web_view
+
+            web = stack.enter_context(open_web_view(args.serve, args.token, options, args.topk))
+            print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)
         source = open_source(args.source, stride=args.vid_stride)
         stack.callback(source.close)  # its reader starts with the pipeline
         workers, threads = parallelism(args.device, args.threads, args.workers)
@@ -321,22 +340,26 @@ def _run(args: argparse.Namespace) -> int:
                         f"{outputs.folder} instead" if outputs.folder else "")
         video = jsonl = None
         if outputs.video is not None:
-            video = stack.enter_context(VideoSink(  # every N-th frame: 1/N the rate
-                outputs.video, source.fps / getattr(source, "stride", 1)))
+            video = stack.enter_context(open_video_sink(  # every N-th frame: 1/N the rate
+                outputs.video, source.fps / getattr(source, "stride", 1), args.codec))
         if outputs.jsonl is not None:
             jsonl = stack.enter_context(JsonlSink(outputs.jsonl))
         if window is not None:
             stack.enter_context(window)
-        options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
         run = stack.enter_context(Pipeline(source, loc, video=video, jsonl=jsonl,
-                                           draw=window is not None, options=options,
+                                           draw=window is not None or web is not None,
+                                           options=options,
                                            max_frames=args.max_frames, batch=args.batch,
                                            workers=workers))
         total = frames_expected(source)
         if total is not None and args.max_frames is not None:
             total = min(total, args.max_frames)
         with _stop_on_signals(run):
+            if web is not None:
+                web.attach(run)
             for item in _progress(run, total, source.live):
+                if web is not None:
+                    web.write(item)
                 if window is not None:
                     _interact(window, item, run, args.topk)
     print(_summary(run.stats, video, jsonl), flush=True)

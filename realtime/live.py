@@ -50,6 +50,7 @@ class LiveSource(Source):
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
         self.reconnects, self.backoff_s, self.max_backoff_s = reconnects, backoff_s, max_backoff_s
         self.ended_because: str | None = None  # why the reader stopped early, for the summary
+        self.reconnections = 0  # successful reconnections of a stream (for /metrics)
         self._cond = threading.Condition()
         self._latest: tuple[int, np.ndarray, float, float] | None = None  # id, image, t, ms
         self._grabbed = 0   # id of the newest frame read
@@ -98,6 +99,7 @@ class LiveSource(Source):
             cap = self._open()
             if cap is not None:
                 log.warning("%s %s: reconnected", self.kind, self.name)
+                self.reconnections += 1
                 return cap
             delay = min(self.max_backoff_s, delay * 2)
         return None

@@ -84,19 +84,21 @@ def _letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class VideoSink:
-    """Annotated frames into a video file (mp4v in .mp4), at the first frame's size.
+    """Annotated frames into a video file (mp4v in .mp4, or ``fourcc``) through OpenCV, at
+    the first frame's size (H.264 and crash-safe files: realtime.recorder).
 
     The writer opens on the first frame; later frames of another size (an image
     folder) are letterboxed into it. MPEG-4 needs even sizes: an odd last row or
     column is cropped. ``frames`` counts what was written.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float, flag: str = "--save") -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, flag: str = "--save",
+                 fourcc: str | None = None) -> None:
         self.path = check_output_path(path, flag, tuple(VIDEO_FOURCC))
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps!r}")
         self.fps = float(fps)
-        self.fourcc = VIDEO_FOURCC[self.path.suffix.lower()]
+        self.fourcc = fourcc or VIDEO_FOURCC[self.path.suffix.lower()]
         self.size: tuple[int, int] | None = None
         self.frames = 0
         self._writer: cv2.VideoWriter | None = None

@@ -222,7 +222,7 @@ def test_window_keys_drive_the_run(monkeypatch):
             self.keys, self.shown = iter(keys), 0
 
         def show(self, image):
-            self.shown += 1
+            self.shown, self.image = self.shown + 1, image
             return next(self.keys)
 
         def poll(self, ms):
@@ -231,9 +231,11 @@ def test_window_keys_drive_the_run(monkeypatch):
     result = type("R", (), {"labels": ["cat"], "scores": [0.5]})()
     item = type("I", (), {"image": np.zeros((40, 200, 3), np.uint8), "result": result})()
     run = Run()
-    cli._interact(Win(["pause", None, "heatmap", "next", "pause"]), item, run, topk=2)
+    win = Win(["pause", None, "heatmap", "next", "pause"])
+    cli._interact(win, item, run, topk=2)
     assert (run.options.heatmap, run.options.index, run.stopped) == (False, 0, None)
-    assert item.image[:, :10].any()  # the HUD was drawn
+    assert win.image[:, :10].any()  # the HUD was drawn on what the window shows,
+    assert not item.image.any()  # not on the frame the video and the web view share
     cli._interact(Win(["quit"]), item, run, topk=2)
     assert run.stopped == "q"
 
