@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from media import clip_frames, read_jsonl, read_stamp, write_clip
@@ -18,7 +19,6 @@ from media import clip_frames, read_jsonl, read_stamp, write_clip
 from realtime.recorder import AvVideoSink, default_codec, open_video_sink
 from realtime.sinks import SinkError
 
-av = pytest.importorskip("av")
 ROOT = Path(__file__).resolve().parents[1]
 
 
