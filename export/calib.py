@@ -137,7 +137,7 @@ def prepare_frames(frames: list[CalibFrame], stride: int, mean: tuple[float, flo
                    ) -> list[np.ndarray]:
     """Each frame -> float32 [1, 3, H, W] exactly as the runtime prepares it by default."""
     from realtime.engine import default_imgsz
-    from realtime.meta import ModelInfo
+    from realtime.format import ModelInfo
     from realtime.preprocess import prepare_frame
 
     info = ModelInfo(path="", arch="", weights="", labels=("",), color="RGB" if rgb else "BGR",

@@ -22,8 +22,10 @@ from realtime.boxes import BOX_RULES, boxes_from_cam, scale_boxes
 from realtime.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
 from realtime.draw import PALETTE, draw_boxes, draw_heatmap, draw_hud
 from realtime.errors import DeviceError, ModelError, first_line
-from realtime.meta import (
+from realtime.format import (
     FRAME_OUTPUTS,
+    INPUT,
+    KEY_ARCH,
     WEIGHT_OUTPUTS,
     ModelInfo,
     check_outputs,
@@ -175,7 +177,7 @@ class Localizer:
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         meta = self.session.get_modelmeta().custom_metadata_map
-        check_outputs(outputs, inputs, path, meta.get("camloc.arch", "<model>"))
+        check_outputs(outputs, inputs, path, meta.get(KEY_ARCH, "<model>"))
         self.info = parse_metadata(meta, path)
         self.weight, self.bias = self._fetch_weights()
         num = self.info.num_classes
@@ -191,7 +193,7 @@ class Localizer:
         """The classifier's constant weight [K, C] and bias [K], read once."""
         s = self.info.stride
         tiny = np.zeros((1, 3, s, s), np.float32)
-        weight, bias = self.session.run(list(WEIGHT_OUTPUTS), {"images": tiny})
+        weight, bias = self.session.run(list(WEIGHT_OUTPUTS), {INPUT: tiny})
         weight, bias = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
         k = self.info.num_classes
         if weight.ndim != 2 or weight.shape[0] != k or bias.shape != (k,):
@@ -212,7 +214,7 @@ class Localizer:
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the network on a batch [N, 3, H, W]: (logits [N, K], features [N, C, h, w])."""
-        logits, feats = self.session.run(list(FRAME_OUTPUTS), {"images": x})
+        logits, feats = self.session.run(list(FRAME_OUTPUTS), {INPUT: x})
         return logits, feats
 
     def postprocess(self, logits: np.ndarray, features: np.ndarray, geo: Geometry) -> Result:

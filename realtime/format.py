@@ -1,9 +1,11 @@
-"""Read the camloc metadata and check the outputs of an exported .onnx.
+"""The camloc .onnx format (format 1), in one place: input and output names, every
+``camloc.*`` metadata key, and the metadata <-> :class:`ModelInfo` conversion both ways.
 
-The layout (format 1) is pinned in docs/DESIGN.md: outputs ``logits``,
+The layout is pinned in docs/DESIGN.md: input ``images``, outputs ``logits``,
 ``features``, ``cam_weight``, ``cam_bias`` and ``camloc.*`` metadata strings.
-Everything here works on an ``onnxruntime.InferenceSession`` so the runtime
-needs no ``onnx`` package.
+``export/`` writes through :func:`to_metadata` / :func:`with_precision`, the runtime
+reads through :func:`parse_metadata` / :func:`check_outputs`. Pure Python: no torch,
+no onnx, no onnxruntime, so both sides (and an edge box) can import it.
 """
 
 from __future__ import annotations
@@ -15,13 +17,37 @@ from typing import Any
 
 from realtime.errors import ModelError
 
-__all__ = ["FRAME_OUTPUTS", "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS", "ModelInfo", "check_outputs",
-           "parse_metadata", "reexport_hint"]
+__all__ = ["CAM_BIAS", "CAM_WEIGHT", "FEATURES", "FORMAT", "FRAME_OUTPUTS", "INPUT", "KEY_ARCH",
+           "KEY_COLOR", "KEY_FORMAT", "KEY_INPUT_SIZE", "KEY_LABELS", "KEY_MEAN", "KEY_PRECISION",
+           "KEY_STD", "KEY_STRIDE", "KEY_WEIGHTS", "METADATA_KEYS", "OUTPUTS", "PRODUCER",
+           "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS", "ModelInfo", "check_outputs", "parse_metadata",
+           "reexport_hint", "to_metadata", "with_precision"]
 
-FRAME_OUTPUTS = ("logits", "features")
-WEIGHT_OUTPUTS = ("cam_weight", "cam_bias")
+FORMAT = 1           # the layout this module writes and reads
+PRODUCER = "camloc"  # ModelProto.producer_name of the files export writes
+INPUT = "images"          # float32 [N, 3, H, W]
+LOGITS = "logits"          # [N, K] class scores before softmax
+FEATURES = "features"      # [N, C, h, w] what the global average pooling consumes
+CAM_WEIGHT = "cam_weight"  # [K, C] the classifier's weight (constant)
+CAM_BIAS = "cam_bias"      # [K] its bias (constant)
+FRAME_OUTPUTS = (LOGITS, FEATURES)       # per frame: what session.run asks for
+WEIGHT_OUTPUTS = (CAM_WEIGHT, CAM_BIAS)  # constants, fetched once after loading
 REQUIRED_OUTPUTS = FRAME_OUTPUTS + WEIGHT_OUTPUTS
-_REQUIRED_KEYS = ("camloc.labels", "camloc.mean", "camloc.std", "camloc.stride")
+OUTPUTS = REQUIRED_OUTPUTS                   # in the order export writes them
+
+KEY_FORMAT = "camloc.format"
+KEY_ARCH = "camloc.arch"
+KEY_WEIGHTS = "camloc.weights"
+KEY_LABELS = "camloc.labels"
+KEY_COLOR = "camloc.color"
+KEY_MEAN = "camloc.mean"
+KEY_STD = "camloc.std"
+KEY_INPUT_SIZE = "camloc.input_size"
+KEY_STRIDE = "camloc.stride"
+KEY_PRECISION = "camloc.precision"
+METADATA_KEYS = (KEY_FORMAT, KEY_ARCH, KEY_WEIGHTS, KEY_LABELS, KEY_COLOR, KEY_MEAN, KEY_STD,
+                 KEY_INPUT_SIZE, KEY_STRIDE, KEY_PRECISION)
+_REQUIRED_KEYS = (KEY_LABELS, KEY_MEAN, KEY_STD, KEY_STRIDE)
 
 
 @dataclass(frozen=True)
@@ -61,9 +87,31 @@ def _triple(value: Any, key: str, path: str) -> tuple[float, float, float]:
     if not (isinstance(value, list) and len(value) == 3
             and all(isinstance(v, (int, float)) for v in value)):
         raise ModelError(f"{path}: metadata {key} must be a list of 3 numbers, got {value!r}")
-    if key.endswith("std") and any(v == 0 for v in value):
+    if key == KEY_STD and any(v == 0 for v in value):
         raise ModelError(f"{path}: metadata {key} has a zero: {value!r}")
     return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def to_metadata(info: ModelInfo) -> dict[str, str]:
+    """The ``camloc.*`` metadata strings of ``info`` (``info.path`` is not stored);
+    :func:`parse_metadata` reads them back into an equal ModelInfo."""
+    return {
+        KEY_FORMAT: str(info.format),
+        KEY_ARCH: info.arch,
+        KEY_WEIGHTS: info.weights,
+        KEY_LABELS: json.dumps(list(info.labels)),
+        KEY_COLOR: info.color,
+        KEY_MEAN: json.dumps([round(float(v), 6) for v in info.mean]),
+        KEY_STD: json.dumps([round(float(v), 6) for v in info.std]),
+        KEY_INPUT_SIZE: json.dumps([int(v) for v in info.input_size]),
+        KEY_STRIDE: str(int(info.stride)),
+        KEY_PRECISION: info.precision,
+    }
+
+
+def with_precision(meta: dict[str, str], precision: str) -> dict[str, str]:
+    """A variant's metadata: its FP32 source's, with ``camloc.precision`` replaced."""
+    return dict(meta, **{KEY_PRECISION: precision})
 
 
 def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelInfo:
@@ -73,42 +121,43 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
     (arch, weights, input size, precision, colour) fall back to sensible values.
     """
     path = str(path)
-    arch = meta.get("camloc.arch", "unknown")
+    arch = meta.get(KEY_ARCH, "unknown")
     missing = [k for k in _REQUIRED_KEYS if k not in meta]
     if missing:
         raise ModelError(f"{path}: not a camloc model, metadata {', '.join(missing)} missing; "
                          + reexport_hint(path, arch if arch != "unknown" else "<model>"))
-    fmt = int(meta.get("camloc.format", "1"))
-    if fmt != 1:
-        raise ModelError(f"{path}: camloc.format {fmt} is not supported (this runtime reads 1)")
-    labels = _json(meta, "camloc.labels", path)
+    fmt = int(meta.get(KEY_FORMAT, str(FORMAT)))
+    if fmt != FORMAT:
+        raise ModelError(f"{path}: {KEY_FORMAT} {fmt} is not supported (this runtime reads "
+                         f"{FORMAT})")
+    labels = _json(meta, KEY_LABELS, path)
     if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
-        raise ModelError(f"{path}: metadata camloc.labels must be a non-empty list of strings")
-    color = meta.get("camloc.color", "RGB").upper()
+        raise ModelError(f"{path}: metadata {KEY_LABELS} must be a non-empty list of strings")
+    color = meta.get(KEY_COLOR, "RGB").upper()
     if color not in ("RGB", "BGR"):
-        raise ModelError(f"{path}: metadata camloc.color must be RGB or BGR, got {color!r}")
-    size = _json(meta, "camloc.input_size", path) if "camloc.input_size" in meta else [224, 224]
+        raise ModelError(f"{path}: metadata {KEY_COLOR} must be RGB or BGR, got {color!r}")
+    size = _json(meta, KEY_INPUT_SIZE, path) if KEY_INPUT_SIZE in meta else [224, 224]
     try:
-        stride = int(meta["camloc.stride"])
+        stride = int(meta[KEY_STRIDE])
     except ValueError as exc:
-        raise ModelError(f"{path}: metadata camloc.stride must be an integer") from exc
+        raise ModelError(f"{path}: metadata {KEY_STRIDE} must be an integer") from exc
     if stride < 1:
-        raise ModelError(f"{path}: metadata camloc.stride must be >= 1, got {stride}")
+        raise ModelError(f"{path}: metadata {KEY_STRIDE} must be >= 1, got {stride}")
     return ModelInfo(
-        path=path, arch=arch, weights=meta.get("camloc.weights", "unknown"),
+        path=path, arch=arch, weights=meta.get(KEY_WEIGHTS, "unknown"),
         labels=tuple(labels), color=color,
-        mean=_triple(_json(meta, "camloc.mean", path), "camloc.mean", path),
-        std=_triple(_json(meta, "camloc.std", path), "camloc.std", path),
+        mean=_triple(_json(meta, KEY_MEAN, path), KEY_MEAN, path),
+        std=_triple(_json(meta, KEY_STD, path), KEY_STD, path),
         input_size=(int(size[0]), int(size[1])), stride=stride,
-        precision=meta.get("camloc.precision", "fp32"), format=fmt,
+        precision=meta.get(KEY_PRECISION, "fp32"), format=fmt,
     )
 
 
 def check_outputs(output_names: list[str], input_names: list[str], path: str | Path,
                   arch: str = "<model>") -> None:
     """Raise ModelError saying which of the required inputs/outputs a model lacks."""
-    if "images" not in input_names:
-        raise ModelError(f"{path}: the model has no input 'images' (inputs: "
+    if INPUT not in input_names:
+        raise ModelError(f"{path}: the model has no input '{INPUT}' (inputs: "
                          f"{', '.join(input_names)}); {reexport_hint(path, arch)}")
     missing = [n for n in REQUIRED_OUTPUTS if n not in output_names]
     if not missing:

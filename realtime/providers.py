@@ -21,6 +21,7 @@ from typing import Any
 import onnxruntime as ort
 
 from realtime.errors import DeviceError
+from realtime.paths import tensorrt_cache
 
 __all__ = ["DEVICES", "PROVIDER_OF", "check_granted", "gpu_present", "parallelism",
            "parse_device", "plan_providers", "preload_cuda", "tensorrt_present"]
@@ -81,9 +82,7 @@ def _options(name: str, index: int) -> Provider:
     if name == "tensorrt":
         # Building a TensorRT engine takes minutes: keep engines and timings in the
         # camloc cache (one per model, shape range and GPU), and let TensorRT use FP16.
-        from realtime.zoo import camloc_home
-
-        cache = str(camloc_home() / "tensorrt")
+        cache = str(tensorrt_cache())
         return (provider, {"device_id": index, "trt_engine_cache_enable": True,
                            "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
                            "trt_timing_cache_path": cache, "trt_fp16_enable": True})

@@ -18,6 +18,7 @@ from realtime import providers as prov
 from realtime import zoo
 from realtime.engine import Localizer, Result
 from realtime.errors import CamlocError, DeviceError, ModelError
+from realtime.format import FORMAT, KEY_LABELS, ModelInfo, to_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 RED = (0, 0, 255)  # BGR
@@ -52,10 +53,10 @@ def tiny_model(path: Path, outputs: tuple[str, ...] = ("logits", "features", "ca
          numpy_helper.from_array(bias, "fc_b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"camloc.format": "1", "camloc.arch": "tiny", "camloc.color": "RGB",
-            "camloc.labels": json.dumps(labels or ["red", "green", "blue"]),
-            "camloc.mean": "[0, 0, 0]", "camloc.std": "[255, 255, 255]",
-            "camloc.input_size": "[64, 64]", "camloc.stride": "4", "camloc.precision": "fp32"}
+    meta = to_metadata(ModelInfo(path="", arch="tiny", weights="by hand",
+                                 labels=tuple(labels or ["red", "green", "blue"]), color="RGB",
+                                 mean=(0, 0, 0), std=(255, 255, 255), input_size=(64, 64),
+                                 stride=4, precision="fp32", format=FORMAT))
     meta.pop(drop_meta, None)
     helper.set_model_props(model, meta)
     onnx.save(model, str(path))
@@ -154,7 +155,7 @@ def test_missing_outputs_say_what_and_how(tmp_path: Path) -> None:
 
 
 def test_bad_metadata(tmp_path: Path) -> None:
-    path = tiny_model(tmp_path / "nolabels.onnx", drop_meta="camloc.labels")
+    path = tiny_model(tmp_path / "nolabels.onnx", drop_meta=KEY_LABELS)
     with pytest.raises(ModelError, match="not a camloc model, metadata camloc.labels missing"):
         Localizer(path, device="cpu")
     path = tiny_model(tmp_path / "four.onnx", labels=["a", "b", "c", "d"])
