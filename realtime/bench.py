@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UsageError, report_error
+
 __all__ = ["STAGE_KEYS", "main", "run_bench"]
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
         stages = {k: v[warmup:] for k, v in run.stats.stage_ms.items()}
     steady = stamps[warmup:]
     if len(steady) < 2:
-        raise ValueError(f"the source gave {len(stamps)} frames: too few to measure "
+        raise UsageError(f"the source gave {len(stamps)} frames: too few to measure "
                          f"after {warmup} warm-up frames")
     return (len(steady) - 1) / (steady[-1] - steady[0]), stages
 
@@ -116,7 +118,7 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
     loc = Localizer(model, device=device, imgsz=imgsz, threads=threads)
     clip = _read_frames(source, frames)
     if len(clip) < warmup + 2:
-        raise ValueError(f"{source} has {len(clip)} readable frames; the bench needs at "
+        raise UsageError(f"{source} has {len(clip)} readable frames; the bench needs at "
                          f"least {warmup + 2}")
     prepared = [loc.prepare(f) for f in clip]
     tensors = [x for x, _ in prepared]
@@ -199,8 +201,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from .errors import CamlocError
-
     if min(args.frames, args.repeats, args.batch, args.workers or 1, args.threads or 1) < 1 \
             or args.warmup < 0:
         print("bench: error: --frames, --repeats, --batch, --workers and --threads must be "
@@ -213,9 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_bench(args.source, args.model, args.imgsz, args.device, args.frames,
                            args.warmup, args.repeats, args.threads, args.batch, args.workers)
-    except (CamlocError, ValueError, OSError) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
+        return report_error("bench", exc)
     print(format_table(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

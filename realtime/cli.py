@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError, report_error
+
 __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
 
 log = logging.getLogger("realtime.cli")
@@ -36,10 +38,6 @@ examples:
 
 window keys: q/Esc quit, space pause, h heatmap, b boxes, n/p next/previous class
 """
-
-
-class UsageError(ValueError):
-    """Malformed or conflicting command-line flags."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -345,9 +343,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 failure, 2 user error, 128+N signal)."""
-    from .errors import CamlocError, first_line
-
+    """Entry point; returns the exit status (0 ok, 1 failure or bug, 2 user error, 128+N
+    signal); see :mod:`realtime.errors`."""
     verbose = 0
     saved = _logging_state()
     try:
@@ -357,20 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
-    except (UsageError, CamlocError, ValueError) as exc:
-        if verbose >= 2:
-            log.exception("user error")
-        print(f"camloc: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("camloc: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a stage failed (PipelineError) or a bug: one line, no traceback
-        if verbose >= 2:
-            log.exception("failed")
-        text = first_line(exc)
-        prefix = "" if type(exc).__name__ == "PipelineError" else f"{type(exc).__name__}: "
-        print(f"camloc: error: {prefix}{text}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
+        return report_error("camloc", exc, verbose)
     finally:
         _restore_logging(saved)

@@ -21,7 +21,7 @@ from realtime import providers as prov
 from realtime.boxes import BOX_RULES, boxes_from_cam, scale_boxes
 from realtime.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
 from realtime.draw import PALETTE, draw_boxes, draw_heatmap, draw_hud
-from realtime.errors import DeviceError, ModelError, first_line
+from realtime.errors import DeviceError, ModelError, OptionError, first_line
 from realtime.format import (
     FRAME_OUTPUTS,
     INPUT,
@@ -117,7 +117,7 @@ def _open_session(path: str, device: str, threads: int | None
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+            raise OptionError(f"threads must be a positive integer or None, got {threads!r}")
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     if any(not isinstance(p, str) for p in plan):
@@ -160,14 +160,14 @@ class Localizer:
         prov.parse_device(device)  # unknown names fail before any loading
         self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
         if not 0.0 <= self.threshold < 1.0:
-            raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+            raise OptionError(f"threshold must be in [0, 1), got {threshold!r}")
         if box_rule not in BOX_RULES:
-            raise ValueError(f"box_rule must be one of {', '.join(BOX_RULES)}, got {box_rule!r}")
+            raise OptionError(f"box_rule must be one of {', '.join(BOX_RULES)}, got {box_rule!r}")
         if normalize not in ("max", "minmax"):
-            raise ValueError(f"normalize must be 'max' or 'minmax', got {normalize!r}")
+            raise OptionError(f"normalize must be 'max' or 'minmax', got {normalize!r}")
         if imgsz is not None and (not isinstance(imgsz, int) or isinstance(imgsz, bool)
                                   or imgsz < 1):
-            raise ValueError(f"imgsz must be a positive integer or None, got {imgsz!r}")
+            raise OptionError(f"imgsz must be a positive integer or None, got {imgsz!r}")
         self.smoother = CamSmoother(smooth)
         self.imgsz, self.box_rule, self.min_area = imgsz, box_rule, float(min_area)
         self.max_boxes, self.normalize, self.device = int(max_boxes), normalize, device
@@ -182,7 +182,7 @@ class Localizer:
         self.weight, self.bias = self._fetch_weights()
         num = self.info.num_classes
         if not isinstance(topk, int) or not 1 <= topk <= num:
-            raise ValueError(f"topk must be between 1 and the number of classes ({num}), "
+            raise OptionError(f"topk must be between 1 and the number of classes ({num}), "
                              f"got {topk!r}")
         self.topk = topk
         log.info("camloc: %s (%s, %d classes) running on %s (asked: %s; available: %s)",

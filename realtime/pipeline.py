@@ -41,7 +41,7 @@ from typing import Any, Protocol, Self
 import cv2
 import numpy as np
 
-from .errors import CamlocError
+from .errors import CamlocError, PipelineError
 from .sources import Frame, Source
 from .stats import FpsMeter, RunStats
 
@@ -54,10 +54,6 @@ log = logging.getLogger(__name__)
 # the engine may split further in ``result.extra["times_ms"]`` (e.g. "cam", "boxes")
 STAGES = ("decode", "preprocess", "infer", "postprocess", "draw", "encode", "json")
 _POLL_S = 0.1
-
-
-class PipelineError(RuntimeError):
-    """A stage failed unexpectedly; the message names the stage and the cause."""
 
 
 class _Localizer(Protocol):  # what the pipeline needs of realtime.engine.Localizer
@@ -357,7 +353,7 @@ class Pipeline:
             stage, exc = self._error
             if isinstance(exc, CamlocError):
                 raise exc
-            raise PipelineError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
+            raise PipelineError(stage, exc) from exc
 
     def __enter__(self) -> Self:
         return self.start()

@@ -20,7 +20,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from realtime.errors import DeviceError
+from realtime.errors import DeviceError, OptionError
 from realtime.paths import tensorrt_cache
 
 __all__ = ["DEVICES", "PROVIDER_OF", "check_granted", "gpu_present", "parallelism",
@@ -45,7 +45,8 @@ Provider = str | tuple[str, dict[str, Any]]
 
 
 def parse_device(device: str) -> tuple[str, int]:
-    """Split ``"cuda:1"`` into ``("cuda", 1)``; raise ValueError for unknown names."""
+    """Split ``"cuda:1"`` into ``("cuda", 1)``; raise OptionError (a ValueError) for
+    unknown names."""
     if not isinstance(device, str):
         raise TypeError(f"device must be a string, got {type(device).__name__}")
     name, _, index = device.strip().lower().partition(":")
@@ -53,7 +54,7 @@ def parse_device(device: str) -> tuple[str, int]:
     if ok and index:
         ok = name in _NVIDIA and index.isdigit()
     if not ok:
-        raise ValueError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+        raise OptionError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     return name, int(index or 0)
 
 
