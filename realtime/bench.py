@@ -146,7 +146,7 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
         "file_over_bare": round(median(file_) / median(bare), 3),
         "provider": loc.provider,
         "model": loc.info.arch,
-        "precision": getattr(loc.info, "precision", "fp32"),
+        "precision": loc.info.precision,
         "input_size": [int(x.shape[2]), int(x.shape[3])],
         "frame_size": [geo.frame_h, geo.frame_w],
         "frames": len(clip),

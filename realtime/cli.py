@@ -320,7 +320,7 @@ def _run(args: argparse.Namespace) -> int:
         video = jsonl = None
         if outputs.video is not None:
             video = stack.enter_context(VideoSink(  # every N-th frame: 1/N the rate
-                outputs.video, source.fps / getattr(source, "stride", 1)))
+                outputs.video, source.fps / source.stride))
         if outputs.jsonl is not None:
             jsonl = stack.enter_context(JsonlSink(outputs.jsonl))
         if window is not None:

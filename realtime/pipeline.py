@@ -141,7 +141,7 @@ class Pipeline:
         self.max_frames, self.batch, self.workers = max_frames, batch, workers
         self.opencv_threads = opencv_threads
         self._saved_cv_threads: int | None = None
-        self.stats = RunStats(source=source.name, provider=getattr(localizer, "provider", ""))
+        self.stats = RunStats(source=source.name, provider=localizer.provider)
         self.meter = FpsMeter()
         self._q_results: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._q_done: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -231,7 +231,7 @@ class Pipeline:
                     result = self.localizer.postprocess(logit, feat, geo)
                     times = {"decode": frame.decode_ms, "preprocess": pre_ms, "infer": infer_ms,
                              "postprocess": (time.perf_counter() - t0) * 1e3}
-                    times.update(getattr(result, "extra", {}).get("times_ms", {}))
+                    times.update(result.extra.get("times_ms", {}))
                     yield frame, result, times
             item = self._get(self._q_results, self._infer_threads)
             if item is _End:
@@ -348,7 +348,7 @@ class Pipeline:
         s.mean_fps = self.meter.mean_fps
         s.frames_read, s.dropped, s.corrupt = src.frames_read, src.frames_dropped, \
             src.frames_corrupt
-        s.ended_because = getattr(src, "ended_because", None)
+        s.ended_because = src.ended_because
         if self._error is not None:
             stage, exc = self._error
             if isinstance(exc, CamlocError):

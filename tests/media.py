@@ -195,7 +195,7 @@ class FakeCapture:
 
 def use_fake_capture(monkeypatch) -> type[FakeCapture]:
     """Replace cv2.VideoCapture for live sources by a fresh scripted FakeCapture."""
-    from realtime import live
+    from realtime.sources import live
 
     FakeCapture.plans, FakeCapture.opened, FakeCapture.calls = [], [], 0
     monkeypatch.setattr(live.cv2, "VideoCapture", FakeCapture)
