@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from media import corrupt_mjpeg_frame, read_stamp, use_fake_capture, write_clip
 
-from realtime.sources import live
 from realtime.sources import (
     DEFAULT_FPS,
     ImageSource,
     SourceError,
     VideoFileSource,
     classify_source,
+    live,
     open_source,
 )
 
