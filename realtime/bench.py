@@ -91,7 +91,7 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
     with open_source(spec) as source:
         sink = VideoSink(video, source.fps) if video is not None else None
         try:
-            with Pipeline(source, loc, video=sink, draw=True, max_frames=frames,
+            with Pipeline(source, loc, sinks=[sink] if sink else [], draw=True, max_frames=frames,
                           batch=batch, workers=workers) as run:
                 for _ in run:
                     stamps.append(time.monotonic())

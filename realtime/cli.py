@@ -216,27 +216,6 @@ def _stop_on_signals(run: Any) -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def _interact(window: Any, item: Any, run: Any, topk: int) -> None:
-    """Show one frame with a HUD and act on keys (pause waits here, keys still work)."""
-    from .draw import draw_hud
-
-    label = f" | {item.result.labels[0]} {item.result.scores[0]:.2f}" if len(
-        item.result.labels) else ""
-    image = draw_hud(item.image, f"{run.meter.fps:.1f} fps | {run.stats.provider}{label}")
-    action, paused = window.show(image), False
-    while True:
-        if action == "quit":
-            run.stop("q")
-            return
-        if action == "pause":
-            paused = not paused
-        elif action is not None:
-            run.options.apply(action, topk)
-        if not paused or run.stopping:
-            return
-        action = window.poll(30)
-
-
 def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     s = stats
     head = (f"camloc: {s.source}: {s.frames_read} frames read, {s.processed} processed, "
@@ -290,10 +269,11 @@ def _setup_logging(verbose: int) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the source, load the model, run, summarize."""
+    from .draw import RenderOptions
     from .engine import Localizer
-    from .pipeline import Pipeline, RenderOptions
+    from .pipeline import Pipeline
     from .providers import parallelism
-    from .sinks import JsonlSink, VideoSink
+    from .sinks import JsonlSink, VideoSink, WindowSink
     from .sources import classify_source, frames_expected, open_source
 
     if args.source is None:
@@ -318,25 +298,26 @@ def _run(args: argparse.Namespace) -> int:
             log.warning("--show skipped: %s%s", no_window, "; saving under "
                         f"{outputs.folder} instead" if outputs.folder else "")
         video = jsonl = None
+        sinks: list[Any] = []  # fed in this order: video then JSONL, both or neither per frame
         if outputs.video is not None:
             video = stack.enter_context(VideoSink(  # every N-th frame: 1/N the rate
                 outputs.video, source.fps / source.stride))
+            sinks.append(video)
         if outputs.jsonl is not None:
             jsonl = stack.enter_context(JsonlSink(outputs.jsonl))
+            sinks.append(jsonl)
         if window is not None:
-            stack.enter_context(window)
+            sinks.append(stack.enter_context(WindowSink(window)))
         options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
-        run = stack.enter_context(Pipeline(source, loc, video=video, jsonl=jsonl,
-                                           draw=window is not None, options=options,
+        run = stack.enter_context(Pipeline(source, loc, sinks=sinks, draw=False, options=options,
                                            max_frames=args.max_frames, batch=args.batch,
                                            workers=workers))
         total = frames_expected(source)
         if total is not None and args.max_frames is not None:
             total = min(total, args.max_frames)
         with _stop_on_signals(run):
-            for item in _progress(run, total, source.live):
-                if window is not None:
-                    _interact(window, item, run, args.topk)
+            for _item in _progress(run, total, source.live):
+                pass  # the sinks did the work; the bar counts the frames
     print(_summary(run.stats, video, jsonl), flush=True)
     stopped = run.stats.stopped_by
     return 128 + signal.Signals[stopped].value if stopped in ("SIGINT", "SIGTERM") else 0

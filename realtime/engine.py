@@ -1,4 +1,5 @@
-"""Localizer: one ONNX Runtime session, CAMs and boxes for each frame; and Result.
+"""Localizer: one ONNX Runtime session, CAMs and boxes for each frame; and Result, the
+data of one frame's localization (drawing it: realtime.draw; its JSONL: realtime.sinks).
 
 The work is split so a pipeline can time each stage and run it in its own
 thread: ``prepare`` (frame -> tensor, on the CPU), ``infer`` (the session; any
@@ -20,7 +21,6 @@ import onnxruntime as ort
 from realtime import providers as prov
 from realtime.boxes import BOX_RULES, boxes_from_cam, scale_boxes
 from realtime.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
-from realtime.draw import PALETTE, draw_boxes, draw_heatmap, draw_hud
 from realtime.errors import DeviceError, ModelError, OptionError, first_line
 from realtime.format import (
     FRAME_OUTPUTS,
@@ -70,37 +70,19 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def detections(self) -> list[dict[str, Any]]:
-        """Per-frame ``detections`` of the JSONL schema: one dict per box, best first."""
-        return [{"class_id": int(cid), "label": label, "score": round(float(score), 4),
-                 "box": [int(v) for v in box]}
-                for cid, label, score, boxes in zip(self.class_ids, self.labels, self.scores,
-                                                    self.boxes)
-                for box in boxes]
+        """Per-frame ``detections`` of the JSONL schema (built in :mod:`realtime.sinks`)."""
+        from realtime.sinks import detections
+
+        return detections(self)
 
     def draw(self, frame: np.ndarray, heatmap: bool = True, boxes: bool = True,
              index: int | None = None, alpha: float = 0.4, hud: str | None = None) -> np.ndarray:
         """Draw on ``frame`` in place and return it: the heatmap of class ``index`` (default
-        the best), boxes of every class (or only of ``index``), optional HUD text."""
-        if index is not None and not 0 <= index < len(self.class_ids):
-            raise ValueError(f"index must be between 0 and {len(self.class_ids) - 1}, got {index}")
-        if frame.shape[:2] != self.frame_shape:
-            raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]} but the result is for "
-                             f"{self.frame_shape[1]}x{self.frame_shape[0]}")
-        if heatmap and len(self.class_ids):
-            draw_heatmap(frame, self.cams[index or 0], alpha=alpha)
-        if boxes:
-            ranks = range(len(self.class_ids)) if index is None else [index]
-            all_boxes, texts, colors = [], [], []
-            for r in ranks:
-                for j, box in enumerate(self.boxes[r]):
-                    all_boxes.append(box)
-                    texts.append(f"{self.labels[r]} {self.scores[r]:.2f}" if j == 0 else "")
-                    colors.append(PALETTE[r % len(PALETTE)])
-            # best last, so its label ends up on top where labels overlap
-            draw_boxes(frame, all_boxes[::-1], texts[::-1], colors[::-1])
-        if hud:
-            draw_hud(frame, hud)
-        return frame
+        the best), boxes of every class (or only of ``index``), optional HUD text. A
+        convenience for :func:`realtime.draw.draw_result`, which does the drawing."""
+        from realtime.draw import RenderOptions, draw_result
+
+        return draw_result(frame, self, RenderOptions(heatmap, boxes, index, alpha), hud)
 
 
 def _open_session(path: str, device: str, threads: int | None
