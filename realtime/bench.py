@@ -112,10 +112,8 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
               ) -> dict[str, Any]:
     """Measure bare, draw and file rates in one process; return the figures."""
     from .engine import Localizer
-    from .providers import parallelism
-
-    workers, threads = parallelism(device, threads, workers)
-    loc = Localizer(model, device=device, imgsz=imgsz, threads=threads)
+    loc, workers = Localizer.for_pipeline(model, device, threads, workers, imgsz=imgsz)
+    threads = loc.threads
     clip = _read_frames(source, frames)
     if len(clip) < warmup + 2:
         raise UsageError(f"{source} has {len(clip)} readable frames; the bench needs at "

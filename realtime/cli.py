@@ -272,7 +272,6 @@ def _run(args: argparse.Namespace) -> int:
     from .draw import RenderOptions
     from .engine import Localizer
     from .pipeline import Pipeline
-    from .providers import parallelism
     from .sinks import JsonlSink, VideoSink, WindowSink
     from .sources import classify_source, frames_expected, open_source
 
@@ -291,9 +290,9 @@ def _run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         source = open_source(args.source, stride=args.vid_stride)
         stack.callback(source.close)  # its reader starts with the pipeline
-        workers, threads = parallelism(args.device, args.threads, args.workers)
-        loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
-                        threshold=args.threshold, smooth=args.smooth, threads=threads)
+        loc, workers = Localizer.for_pipeline(
+            args.model, args.device, args.threads, args.workers, imgsz=args.imgsz,
+            topk=args.topk, threshold=args.threshold, smooth=args.smooth)
         if no_window:  # said only now: a bad source or model is the one line to see
             log.warning("--show skipped: %s%s", no_window, "; saving under "
                         f"{outputs.folder} instead" if outputs.folder else "")

@@ -155,7 +155,7 @@ class Localizer:
         self.max_boxes, self.normalize, self.device = int(max_boxes), normalize, device
         path = str(resolve_model(model))
         self.session, granted = _open_session(path, device, threads)
-        self.provider = granted[0]
+        self.provider, self.threads = granted[0], threads
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -170,6 +170,26 @@ class Localizer:
         log.info("camloc: %s (%s, %d classes) running on %s (asked: %s; available: %s)",
                  os.path.basename(path), self.info.arch, num, ", ".join(granted), device,
                  ", ".join(ort.get_available_providers()))
+
+    @classmethod
+    def for_pipeline(cls, model: str | os.PathLike[str] = DEFAULT_MODEL, device: str = "auto",
+                     threads: int | None = None, workers: int | None = None, **options: Any
+                     ) -> tuple[Localizer, int]:
+        """A Localizer and the number of inference workers for a pipeline, both decided on
+        the provider the session really granted (``providers.parallelism``): opened with
+        the threads the expected provider calls for, re-opened with the CPU's share when
+        a GPU was expected but the session fell back to the CPU. Explicit ``threads`` and
+        ``workers`` are kept."""
+        guess_workers, guess_threads = prov.parallelism(prov.expected_provider(device), threads,
+                                                        workers)
+        loc = cls(model, device=device, threads=guess_threads, **options)
+        workers, wanted = prov.parallelism(loc.provider, threads, workers)
+        if wanted != guess_threads:
+            log.info("session runs on %s, not the expected provider: %s intra-op threads",
+                     loc.provider, wanted)
+            loc.session, granted = _open_session(loc.info.path, device, wanted)
+            loc.provider, loc.threads = granted[0], wanted
+        return loc, workers
 
     def _fetch_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """The classifier's constant weight [K, C] and bias [K], read once."""

@@ -303,12 +303,31 @@ def test_real_model_cam_identity(lite0: Localizer, photos: dict[str, np.ndarray]
 
 
 def test_parallelism_gives_cores_to_whole_runs_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert prov.parallelism(CPU, cores=2) == (2, 1)
+    assert prov.parallelism(CPU, cores=8) == (4, 2)
+    assert prov.parallelism(CPU, cores=1) == (1, 1)
+    assert prov.parallelism(CPU, threads=2, cores=2) == (1, 2)   # explicit threads kept
+    assert prov.parallelism(CPU, workers=3, cores=2) == (3, 1)   # explicit workers kept
+    assert prov.parallelism(CUDA, cores=16) == (2, None)        # GPU: overlap, ORT's threads
     monkeypatch.setattr(prov, "gpu_present", lambda: False)
-    assert prov.parallelism("auto", cores=2) == (2, 1)
-    assert prov.parallelism("cpu", cores=8) == (4, 2)
-    assert prov.parallelism("cpu", cores=1) == (1, 1)
-    assert prov.parallelism("cpu", threads=2, cores=2) == (1, 2)   # explicit threads kept
-    assert prov.parallelism("cpu", workers=3, cores=2) == (3, 1)   # explicit workers kept
+    assert prov.expected_provider("auto") == CPU
     monkeypatch.setattr(prov, "gpu_present", lambda: True)
     monkeypatch.setattr(prov.ort, "get_available_providers", lambda: [CUDA, CPU])
-    assert prov.parallelism("auto", cores=16) == (2, None)        # GPU: overlap, ORT's threads
+    assert prov.expected_provider("auto") == CUDA
+
+
+def test_workers_and_threads_follow_the_granted_provider(tiny: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU is expected (the driver is visible) but the session falls back to the CPU: the
+    pipeline gets the CPU's workers and threads, not the GPU's (and an explicit choice wins)."""
+    monkeypatch.setattr(prov, "gpu_present", lambda: True)
+    monkeypatch.setattr(prov.os, "cpu_count", lambda: 2)
+    assert prov.expected_provider("auto") != CPU
+    loc, workers = Localizer.for_pipeline(tiny, "auto")
+    assert loc.provider == CPU and (workers, loc.threads) == (2, 1)
+    assert loc.session.get_session_options().intra_op_num_threads == 1
+    loc, workers = Localizer.for_pipeline(tiny, "auto", threads=2, workers=3)
+    assert (workers, loc.threads) == (3, 2)
+    monkeypatch.setattr(prov, "gpu_present", lambda: False)
+    loc, workers = Localizer.for_pipeline(tiny, "cpu")
+    assert loc.provider == CPU and (workers, loc.threads) == (2, 1)
