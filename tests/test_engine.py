@@ -331,3 +331,13 @@ def test_workers_and_threads_follow_the_granted_provider(tiny: Path,
     monkeypatch.setattr(prov, "gpu_present", lambda: False)
     loc, workers = Localizer.for_pipeline(tiny, "cpu")
     assert loc.provider == CPU and (workers, loc.threads) == (2, 1)
+
+
+def test_metadata_round_trip_through_the_format_module(lite0: Localizer) -> None:
+    """What export writes (to_metadata) is what the runtime reads back (parse_metadata),
+    for the real default model as exported."""
+    from realtime.format import parse_metadata, to_metadata
+
+    meta = to_metadata(lite0.info)
+    assert meta == lite0.session.get_modelmeta().custom_metadata_map
+    assert parse_metadata(meta, lite0.info.path) == lite0.info
