@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,17 +40,19 @@ from pathlib import Path
 import numpy as np
 
 from realtime.errors import first_line
+from realtime.format import CAM_BIAS, CAM_WEIGHT, INPUT, LOGITS, with_precision
 
+from .atomic import atomic_output, check_writable
 from .calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, prepare_frames, read_frames
-from .compare import _run_all, _session, compare, speed_ratio
-from .fp16 import _make_fp16
+from .compare import compare, open_session, run_all, speed_ratio
+from .fp16 import make_fp16
 from .graph import (
     QuantizeError,
-    _load,
-    _metadata,
-    _set_metadata,
     float_node_names,
+    load_proto,
     name_nodes,
+    read_metadata,
+    write_metadata,
 )
 
 __all__ = ["DEFAULT_FLOAT_FIRST", "DEFAULT_FLOAT_LAST", "INT8_TARGETS", "MIN_CALIB_FRAMES",
@@ -131,7 +132,7 @@ def _int8_classifier_weight(proto) -> None:
 
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}
-    gemm = next((n for n in graph.node if n.op_type == "Gemm" and "logits" in n.output), None)
+    gemm = next((n for n in graph.node if n.op_type == "Gemm" and LOGITS in n.output), None)
     if gemm is None or len(gemm.input) != 3 or gemm.input[1] not in inits \
             or gemm.input[2] not in inits \
             or next((a.i for a in gemm.attribute if a.name == "transB"), 0) != 1:
@@ -147,11 +148,11 @@ def _int8_classifier_weight(proto) -> None:
             return numpy_helper.to_array(inits[node.input[0]])
         return None
 
-    cw, cb = source_of("cam_weight"), source_of("cam_bias")
+    cw, cb = source_of(CAM_WEIGHT), source_of(CAM_BIAS)
     if cw is None or cb is None or not np.array_equal(cw, w) \
             or not np.array_equal(cb, numpy_helper.to_array(inits[bias_name])):
         return
-    for out in ("cam_weight", "cam_bias"):
+    for out in (CAM_WEIGHT, CAM_BIAS):
         if out in inits:
             graph.initializer.remove(inits[out])
         for node in [n for n in graph.node if out in n.output]:
@@ -168,8 +169,8 @@ def _int8_classifier_weight(proto) -> None:
     graph.node.insert(0, helper.make_node(
         "DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"], [deq],
         name="cam_weight_dequantize", axis=0))
-    graph.node.extend([helper.make_node("Identity", [deq], ["cam_weight"], name="cam_weight_output"),
-                       helper.make_node("Identity", [bias_name], ["cam_bias"],
+    graph.node.extend([helper.make_node("Identity", [deq], [CAM_WEIGHT], name="cam_weight_output"),
+                       helper.make_node("Identity", [bias_name], [CAM_BIAS],
                                         name="cam_bias_output")])
     onnx.checker.check_model(proto)
 
@@ -184,7 +185,7 @@ class _Reader:
 
     def get_next(self):
         x = next(self._it, None)
-        return None if x is None else {"images": x}
+        return None if x is None else {INPUT: x}
 
 
 def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
@@ -199,19 +200,19 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
         quantize_static,
     )
 
-    meta = _metadata(_load(fp32))
+    meta = read_metadata(load_proto(fp32))
     pre = out.with_name(out.name + ".pre.onnx")
     quiet = contextlib.redirect_stdout(io.StringIO())  # the tools print progress and
     logging.disable(logging.INFO)                      # log each bias-scale adjustment
     try:
         quiet.__enter__()
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
-        proto = _load(pre)
+        proto = load_proto(pre)
         if name_nodes(proto.graph):  # layers are kept float by name: every node needs one
             onnx.save(proto, str(pre))
         exclude, desc = float_node_names(proto.graph, float_first, float_last)
         if select is not None:  # tuning hook: graph -> more node names to keep float
-            exclude += select(_load(pre).graph)
+            exclude += select(load_proto(pre).graph)
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
         quantize_static(str(pre), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
@@ -228,7 +229,7 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
             extra.unlink(missing_ok=True)
     proto = onnx.load(str(out))
     _int8_classifier_weight(proto)
-    _set_metadata(proto, meta, "int8")
+    write_metadata(proto, with_precision(meta, "int8"))
     onnx.save(proto, str(out))
     return desc
 
@@ -237,17 +238,17 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
 
 def _info(fp32: Path):
     from realtime.errors import ModelError
-    from realtime.meta import check_outputs, parse_metadata
+    from realtime.format import KEY_ARCH, check_outputs, parse_metadata
 
     try:
-        session = _session(fp32)
+        session = open_session(fp32)
     except Exception as exc:  # onnxruntime raises its own types for corrupt files
         first = first_line(exc)
         raise QuantizeError(f"cannot load model {fp32}: {first}") from exc
     meta = session.get_modelmeta().custom_metadata_map
     try:
         check_outputs([o.name for o in session.get_outputs()],
-                      [i.name for i in session.get_inputs()], fp32, meta.get("camloc.arch", "<model>"))
+                      [i.name for i in session.get_inputs()], fp32, meta.get(KEY_ARCH, "<model>"))
         info = parse_metadata(meta, fp32)
     except ModelError as exc:
         raise QuantizeError(str(exc)) from exc
@@ -305,21 +306,13 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
                 input_size=info.input_size)
     cal_x, held_x = prepare_frames(cal, **prep), prepare_frames(held, **prep)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}-",
-                                    suffix=".onnx.tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        tmp.chmod(0o666 & ~umask)
+    with atomic_output(output) as tmp:
         try:
             if precision == "int8":
                 desc = _make_int8(fp32, tmp, cal_x, float_first, float_last, method,
                                   reduce_range=INT8_TARGETS[target])
             else:
-                desc = _make_fp16(fp32, tmp)
+                desc = make_fp16(fp32, tmp)
         except (CalibError, QuantizeError):
             raise
         except Exception as exc:  # the quantisation tools raise anything from deep inside
@@ -328,7 +321,7 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
         report = QuantizeReport(output, precision, info.arch,
                                 target if precision == "int8" else "",
                                 len(cal_x) if precision == "int8" else 0, len(held_x), desc)
-        ref = _run_all(session32, held_x)
+        ref = run_all(session32, held_x)
         c = compare(session32, tmp, held_x, info.stride, reference=ref)
         report.agreement, report.cam_corr, report.cam_corr_min = (c.agreement, c.cam_corr,
                                                                   c.cam_corr_min)
@@ -347,10 +340,6 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
             bench = held_x[0] if held_x else cal_x[0]
             a, b, r = speed_ratio(fp32, tmp, bench, bench_runs)
             report.ms, report.speed, report.bench_shape = (a, b), r, tuple(bench.shape)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     report.size_bytes = output.stat().st_size
     report.fp32_bytes = fp32.stat().st_size
     return report
@@ -376,9 +365,9 @@ def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
         if not Path(model).is_file():
             raise QuantizeError(f"model file not found: {model}")
         return quantize_onnx(model, output, precision, frames, **options)
-    from .onnx_export import ExportError, _check_writable, export_model
+    from .onnx_export import ExportError, export_model
 
-    _check_writable(output)
+    check_writable(output)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".camloc-fp32-") as tmpdir:
         fp32 = Path(tmpdir) / f"{model}.fp32.onnx"
         try:

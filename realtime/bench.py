@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UsageError, report_error
+
 __all__ = ["STAGE_KEYS", "main", "run_bench"]
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
     with open_source(spec) as source:
         sink = open_video_sink(video, source.fps, codec) if video is not None else None
         try:
-            with Pipeline(source, loc, video=sink, draw=True, max_frames=frames,
+            with Pipeline(source, loc, sinks=[sink] if sink else [], draw=True, max_frames=frames,
                           batch=batch, workers=workers) as run:
                 for _ in run:
                     stamps.append(time.monotonic())
@@ -101,7 +103,7 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
         stages = {k: v[warmup:] for k, v in run.stats.stage_ms.items()}
     steady = stamps[warmup:]
     if len(steady) < 2:
-        raise ValueError(f"the source gave {len(stamps)} frames: too few to measure "
+        raise UsageError(f"the source gave {len(stamps)} frames: too few to measure "
                          f"after {warmup} warm-up frames")
     return (len(steady) - 1) / (steady[-1] - steady[0]), stages
 
@@ -112,13 +114,11 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
               codecs: tuple[str, ...] = ("h264",)) -> dict[str, Any]:
     """Measure bare, draw and file rates in one process; return the figures."""
     from .engine import Localizer
-    from .providers import parallelism
-
-    workers, threads = parallelism(device, threads, workers)
-    loc = Localizer(model, device=device, imgsz=imgsz, threads=threads)
+    loc, workers = Localizer.for_pipeline(model, device, threads, workers, imgsz=imgsz)
+    threads = loc.threads
     clip = _read_frames(source, frames)
     if len(clip) < warmup + 2:
-        raise ValueError(f"{source} has {len(clip)} readable frames; the bench needs at "
+        raise UsageError(f"{source} has {len(clip)} readable frames; the bench needs at "
                          f"least {warmup + 2}")
     prepared = [loc.prepare(f) for f in clip]
     tensors = [x for x, _ in prepared]
@@ -151,7 +151,7 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
         "file_fps_by_codec": {c: round(median(v), 2) for c, v in files.items()},
         "provider": loc.provider,
         "model": loc.info.arch,
-        "precision": getattr(loc.info, "precision", "fp32"),
+        "precision": loc.info.precision,
         "input_size": [int(x.shape[2]), int(x.shape[3])],
         "frame_size": [geo.frame_h, geo.frame_w],
         "frames": len(clip),
@@ -213,8 +213,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from .errors import CamlocError
-
     if min(args.frames, args.repeats, args.batch, args.workers or 1, args.threads or 1) < 1 \
             or args.warmup < 0:
         print("bench: error: --frames, --repeats, --batch, --workers and --threads must be "
@@ -228,9 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_bench(args.source, args.model, args.imgsz, args.device, args.frames,
                            args.warmup, args.repeats, args.threads, args.batch, args.workers,
                            tuple(c for c in args.codec.split(",") if c))
-    except (CamlocError, ValueError, OSError) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
+        return report_error("bench", exc)
     print(format_table(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

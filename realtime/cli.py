@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError, report_error
+
 __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
 
 log = logging.getLogger("realtime.cli")
@@ -37,10 +39,6 @@ examples:
 
 window keys: q/Esc quit, space pause, h heatmap, b boxes, n/p next/previous class
 """
-
-
-class UsageError(ValueError):
-    """Malformed or conflicting command-line flags."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -229,27 +227,6 @@ def _stop_on_signals(run: Any) -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def _interact(window: Any, item: Any, run: Any, topk: int) -> None:
-    """Show one frame with a HUD and act on keys (pause waits here, keys still work)."""
-    from .draw import draw_hud
-
-    label = f" | {item.result.labels[0]} {item.result.scores[0]:.2f}" if len(
-        item.result.labels) else ""
-    image = draw_hud(item.image.copy(), f"{run.meter.fps:.1f} fps | {run.stats.provider}{label}")
-    action, paused = window.show(image), False
-    while True:
-        if action == "quit":
-            run.stop("q")
-            return
-        if action == "pause":
-            paused = not paused
-        elif action is not None:
-            run.options.apply(action, topk)
-        if not paused or run.stopping:
-            return
-        action = window.poll(30)
-
-
 def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     s = stats
     head = (f"camloc: {s.source}: {s.frames_read} frames read, {s.processed} processed, "
@@ -303,11 +280,11 @@ def _setup_logging(verbose: int) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the source, load the model, run, summarize."""
+    from .draw import RenderOptions
     from .engine import Localizer
-    from .pipeline import Pipeline, RenderOptions
-    from .providers import parallelism
+    from .pipeline import Pipeline
     from .recorder import open_video_sink
-    from .sinks import JsonlSink
+    from .sinks import JsonlSink, WindowSink
     from .sources import classify_source, frames_expected, open_source
 
     if args.source is None:
@@ -332,45 +309,42 @@ def _run(args: argparse.Namespace) -> int:
             print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)
         source = open_source(args.source, stride=args.vid_stride)
         stack.callback(source.close)  # its reader starts with the pipeline
-        workers, threads = parallelism(args.device, args.threads, args.workers)
-        loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
-                        threshold=args.threshold, smooth=args.smooth, threads=threads)
+        loc, workers = Localizer.for_pipeline(
+            args.model, args.device, args.threads, args.workers, imgsz=args.imgsz,
+            topk=args.topk, threshold=args.threshold, smooth=args.smooth)
         if no_window:  # said only now: a bad source or model is the one line to see
             log.warning("--show skipped: %s%s", no_window, "; saving under "
                         f"{outputs.folder} instead" if outputs.folder else "")
         video = jsonl = None
+        sinks: list[Any] = []  # fed in this order: video then JSONL, both or neither per frame
         if outputs.video is not None:
             video = stack.enter_context(open_video_sink(  # every N-th frame: 1/N the rate
-                outputs.video, source.fps / getattr(source, "stride", 1), args.codec))
+                outputs.video, source.fps / source.stride, args.codec))
+            sinks.append(video)
         if outputs.jsonl is not None:
             jsonl = stack.enter_context(JsonlSink(outputs.jsonl))
+            sinks.append(jsonl)
         if window is not None:
-            stack.enter_context(window)
-        run = stack.enter_context(Pipeline(source, loc, video=video, jsonl=jsonl,
-                                           draw=window is not None or web is not None,
-                                           options=options,
+            sinks.append(stack.enter_context(WindowSink(window)))
+        if web is not None:
+            sinks.append(web)
+        run = stack.enter_context(Pipeline(source, loc, sinks=sinks, draw=False, options=options,
                                            max_frames=args.max_frames, batch=args.batch,
                                            workers=workers))
         total = frames_expected(source)
         if total is not None and args.max_frames is not None:
             total = min(total, args.max_frames)
         with _stop_on_signals(run):
-            if web is not None:
-                web.attach(run)
-            for item in _progress(run, total, source.live):
-                if web is not None:
-                    web.write(item)
-                if window is not None:
-                    _interact(window, item, run, args.topk)
+            for _item in _progress(run, total, source.live):
+                pass  # the sinks did the work; the bar counts the frames
     print(_summary(run.stats, video, jsonl), flush=True)
     stopped = run.stats.stopped_by
     return 128 + signal.Signals[stopped].value if stopped in ("SIGINT", "SIGTERM") else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 failure, 2 user error, 128+N signal)."""
-    from .errors import CamlocError, first_line
-
+    """Entry point; returns the exit status (0 ok, 1 failure or bug, 2 user error, 128+N
+    signal); see :mod:`realtime.errors`."""
     verbose = 0
     saved = _logging_state()
     try:
@@ -380,20 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
-    except (UsageError, CamlocError, ValueError) as exc:
-        if verbose >= 2:
-            log.exception("user error")
-        print(f"camloc: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("camloc: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a stage failed (PipelineError) or a bug: one line, no traceback
-        if verbose >= 2:
-            log.exception("failed")
-        text = first_line(exc)
-        prefix = "" if type(exc).__name__ == "PipelineError" else f"{type(exc).__name__}: "
-        print(f"camloc: error: {prefix}{text}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
+        return report_error("camloc", exc, verbose)
     finally:
         _restore_logging(saved)

@@ -22,12 +22,15 @@ import logging
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from .sinks import VIDEO_FOURCC, SinkError, VideoSink, _letterbox, check_output_path
+from .sinks import VIDEO_FOURCC, Sink, SinkError, VideoSink, _letterbox, check_output_path
+
+if TYPE_CHECKING:
+    from .pipeline import Processed
 
 __all__ = ["CODECS", "AvVideoSink", "default_codec", "open_video_sink", "pyav_available",
            "video_suffixes"]
@@ -86,11 +89,12 @@ def _rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-class AvVideoSink:
+class AvVideoSink(Sink):
     """Annotated frames into H.264 (fragmented MP4) through PyAV, at the first frame's size.
 
-    Same interface as :class:`realtime.sinks.VideoSink`: ``write(image)`` a BGR
-    uint8 frame, ``close()``, ``frames``. Frames are converted to I420 by OpenCV
+    Same interface as :class:`realtime.sinks.VideoSink`: ``write(item)`` a processed
+    frame (``write_image(image)`` a BGR uint8 frame), ``close()``, ``frames``. Frames
+    are converted to I420 by OpenCV
     (several times cheaper than FFmpeg's swscale, docs/PERFORMANCE.md); odd sizes
     lose their last row/column, frames of another size are letterboxed. A keyframe
     comes every ``keyframe_s`` seconds, so each fragment holds at most that much.
@@ -140,7 +144,14 @@ class AvVideoSink:
                             f"encoder: {exc}") from None
         self._stream = stream
 
-    def write(self, image: np.ndarray) -> None:
+    stage = "encode"
+    needs_image = True
+
+    def write(self, item: Processed) -> None:
+        """Encode the annotated image of one processed frame."""
+        self.write_image(item.image)
+
+    def write_image(self, image: np.ndarray) -> None:
         """Encode one BGR uint8 frame; its packets are in the file when this returns."""
         if self._stream is None:
             self._open(image.shape[1], image.shape[0])
@@ -171,13 +182,6 @@ class AvVideoSink:
                 self._close_container()
             log.debug("wrote %d frames (%s) to %s", self.frames, self.encoder, self.path)
         self._close_container()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def video_suffixes(codec: str | None) -> tuple[str, ...]:
     """File extensions ``--save`` accepts for ``codec``."""

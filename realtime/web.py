@@ -30,10 +30,11 @@ from typing import Any, Self
 import cv2
 from aiohttp import web
 
+from .draw import RenderOptions
 from .metrics import Metrics, run_counters
-from .pipeline import RenderOptions, record
 from .serve import LOOPBACK as _LOOPBACK
 from .serve import ServeError, listen_urls, local_ips
+from .sinks import Sink, record
 
 __all__ = ["ACTIONS", "WebView"]
 
@@ -61,14 +62,18 @@ def _jpeg(image: Any, quality: int) -> bytes:
     return buf.tobytes()
 
 
-class WebView:
+class WebView(Sink):
     """Serve the live view of a run on ``host``:``port`` (port 0: any free port).
 
     ``options`` are the render options the pipeline draws with (the page's
     controls change them, as the window's keys do); ``topk`` the classes per
     frame. :meth:`start` binds (a :class:`ServeError` if it cannot), :meth:`attach`
-    gives it the run for fps and counters, :meth:`write` feeds it frames.
+    gives it the run for fps and counters, :meth:`write` feeds it frames: a
+    :class:`~realtime.sinks.Sink` of the pipeline, fed from the render thread.
     """
+
+    stage = "web"
+    needs_image = True
 
     def __init__(self, host: str = _LOOPBACK, port: int = 8080, token: str | None = None, *,
                  options: RenderOptions | None = None, topk: int = 1, quality: int = 80) -> None:
@@ -287,6 +292,6 @@ class WebView:
 def _dumps(obj: Any) -> str:
     import json
 
-    from .sinks import _json_default
+    from .sinks import json_default
 
-    return json.dumps(obj, default=_json_default)
+    return json.dumps(obj, default=json_default)

@@ -43,7 +43,7 @@ def test_h264_by_default_every_frame_keyframes_each_second_fragmented(photos, tm
     with open_video_sink(tmp_path / "a.mp4", 25.0) as sink:
         assert isinstance(sink, AvVideoSink)
         for f in frames:
-            sink.write(f)
+            sink.write_image(f)
     name, got, keys = decode(tmp_path / "a.mp4")
     assert name == "h264"
     assert [read_stamp(f) for f in got] == list(range(60))
@@ -62,7 +62,7 @@ def test_codec_picks_the_encoder(photos, tmp_path, codec, suffix, ffmpeg_name):
     frames = clip_frames(photos, 12)
     with open_video_sink(tmp_path / f"b{suffix}", 10.0, codec) as sink:
         for f in frames:
-            sink.write(f)
+            sink.write_image(f)
     name, got, _ = decode(tmp_path / f"b{suffix}")
     assert (name, [read_stamp(f) for f in got]) == (ffmpeg_name, list(range(12)))
 

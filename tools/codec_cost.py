@@ -56,7 +56,7 @@ def cost(make_sink, frames: list) -> tuple[float, float, int]:
         c0, t0 = _cpu_s(), time.perf_counter()
         with sink:
             for f in frames:
-                sink.write(f)
+                sink.write_image(f)
         wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
         size = sink.path.stat().st_size
     n = len(frames)
