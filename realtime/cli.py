@@ -25,6 +25,7 @@ __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
 
 log = logging.getLogger("realtime.cli")
 
+MAX_IMGSZ = 4096
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
 _EPILOG = """\
 examples:
@@ -47,14 +48,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _int_at_least(low: int) -> Any:
+def _int_at_least(low: int, high: int | None = None) -> Any:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            bound = f"must be >= {low}" if high is None else f"must be in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{bound}, got {value}")
         return value
     parse.__name__ = f"int>={low}"
     return parse
@@ -83,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="zoo name or .onnx path (default: %(default)s)")
     a("--device", default="auto", metavar="D",
       help="auto, cpu, cuda[:N], tensorrt[:N], openvino, coreml, directml (default: %(default)s)")
-    a("--imgsz", type=_int_at_least(32), default=None, metavar="N",
+    # 4096 covers a native 4K frame (3840); beyond it the input tensor alone is hundreds of MB
+    # and the network's receptive field is tiny next to any object (100000 asked for 22.5 GB)
+    a("--imgsz", type=_int_at_least(32, MAX_IMGSZ), default=None, metavar="N",
       help="network input's longer side in pixels, a multiple of the model's stride "
            "(default: the shorter side 8/7 of the model's native size, 448x256 for a "
            "16:9 frame with Lite0; docs/LOCALIZATION.md)")
@@ -344,6 +348,18 @@ def _run(args: argparse.Namespace) -> int:
     return 128 + signal.Signals[stopped].value if stopped in ("SIGINT", "SIGTERM") else 0
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not raise again.
+
+    The summary is printed after every output was closed, so the files are complete;
+    the status (141, what a shell shows for a tool killed by SIGPIPE) still tells a
+    script that the summary itself was not read."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 failure, 2 user error, 128+N signal)."""
     from .errors import CamlocError, first_line
@@ -365,6 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("camloc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (| head): quiet, as Unix tools end on SIGPIPE
+        _silence_stdout()
+        return 128 + signal.SIGPIPE.value
     except Exception as exc:  # a stage failed (PipelineError) or a bug: one line, no traceback
         if verbose >= 2:
             log.exception("failed")

@@ -24,6 +24,7 @@ from realtime.draw import PALETTE, draw_boxes, draw_heatmap, draw_hud
 from realtime.errors import DeviceError, ModelError, first_line
 from realtime.meta import (
     FRAME_OUTPUTS,
+    MAX_INPUT_SIDE,
     WEIGHT_OUTPUTS,
     ModelInfo,
     check_outputs,
@@ -164,8 +165,9 @@ class Localizer:
         if normalize not in ("max", "minmax"):
             raise ValueError(f"normalize must be 'max' or 'minmax', got {normalize!r}")
         if imgsz is not None and (not isinstance(imgsz, int) or isinstance(imgsz, bool)
-                                  or imgsz < 1):
-            raise ValueError(f"imgsz must be a positive integer or None, got {imgsz!r}")
+                                  or not 1 <= imgsz <= MAX_INPUT_SIDE):
+            raise ValueError(f"imgsz must be an integer in [1, {MAX_INPUT_SIDE}] or None, "
+                             f"got {imgsz!r}")
         self.smoother = CamSmoother(smooth)
         self.imgsz, self.box_rule, self.min_area = imgsz, box_rule, float(min_area)
         self.max_boxes, self.normalize, self.device = int(max_boxes), normalize, device

@@ -15,13 +15,18 @@ from typing import Any
 
 from realtime.errors import ModelError
 
-__all__ = ["FRAME_OUTPUTS", "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS", "ModelInfo", "check_outputs",
-           "parse_metadata", "reexport_hint"]
+__all__ = ["FRAME_OUTPUTS", "MAX_INPUT_SIDE", "MAX_STRIDE", "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS",
+           "ModelInfo", "check_outputs", "parse_metadata", "reexport_hint"]
 
 FRAME_OUTPUTS = ("logits", "features")
 WEIGHT_OUTPUTS = ("cam_weight", "cam_bias")
 REQUIRED_OUTPUTS = FRAME_OUTPUTS + WEIGHT_OUTPUTS
 _REQUIRED_KEYS = ("camloc.labels", "camloc.mean", "camloc.std", "camloc.stride")
+# bounds on what a model file may claim: a stride beyond 512 or a native side beyond 4096 is
+# no CNN anyone trains (strides are 8 to 64); a file claiming it would only make the runtime
+# allocate nonsense (a stride of 1e8 is a MemoryError, not a model)
+MAX_STRIDE = 512
+MAX_INPUT_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,20 @@ def _triple(value: Any, key: str, path: str) -> tuple[float, float, float]:
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
+def _int(value: Any, key: str, path: str, low: int, high: int) -> int:
+    """``value`` (a metadata string or JSON number) as an int in [low, high], or a
+    ModelError naming the file and the key."""
+    try:
+        number = int(value) if not isinstance(value, float) or value.is_integer() else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool):
+        raise ModelError(f"{path}: metadata {key} must be an integer, got {value!r}")
+    if not low <= number <= high:
+        raise ModelError(f"{path}: metadata {key} must be in [{low}, {high}], got {number}")
+    return number
+
+
 def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelInfo:
     """Turn the ``camloc.*`` metadata strings into a :class:`ModelInfo`.
 
@@ -78,7 +97,7 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
     if missing:
         raise ModelError(f"{path}: not a camloc model, metadata {', '.join(missing)} missing; "
                          + reexport_hint(path, arch if arch != "unknown" else "<model>"))
-    fmt = int(meta.get("camloc.format", "1"))
+    fmt = _int(meta.get("camloc.format", "1"), "camloc.format", path, 1, 1_000_000)
     if fmt != 1:
         raise ModelError(f"{path}: camloc.format {fmt} is not supported (this runtime reads 1)")
     labels = _json(meta, "camloc.labels", path)
@@ -88,18 +107,17 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
     if color not in ("RGB", "BGR"):
         raise ModelError(f"{path}: metadata camloc.color must be RGB or BGR, got {color!r}")
     size = _json(meta, "camloc.input_size", path) if "camloc.input_size" in meta else [224, 224]
-    try:
-        stride = int(meta["camloc.stride"])
-    except ValueError as exc:
-        raise ModelError(f"{path}: metadata camloc.stride must be an integer") from exc
-    if stride < 1:
-        raise ModelError(f"{path}: metadata camloc.stride must be >= 1, got {stride}")
+    if not (isinstance(size, list) and len(size) == 2):
+        raise ModelError(f"{path}: metadata camloc.input_size must be [height, width], "
+                         f"got {size!r}")
+    size = [_int(v, "camloc.input_size", path, 1, MAX_INPUT_SIDE) for v in size]
+    stride = _int(meta["camloc.stride"], "camloc.stride", path, 1, MAX_STRIDE)
     return ModelInfo(
         path=path, arch=arch, weights=meta.get("camloc.weights", "unknown"),
         labels=tuple(labels), color=color,
         mean=_triple(_json(meta, "camloc.mean", path), "camloc.mean", path),
         std=_triple(_json(meta, "camloc.std", path), "camloc.std", path),
-        input_size=(int(size[0]), int(size[1])), stride=stride,
+        input_size=(size[0], size[1]), stride=stride,
         precision=meta.get("camloc.precision", "fp32"), format=fmt,
     )
 

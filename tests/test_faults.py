@@ -1,0 +1,118 @@
+"""Issue 15, first part: bad input reaches the right error (one line, the file and key
+named, nothing huge allocated, no torch imported for a typo) and a closed stdout ends the
+run like a Unix tool. Each case is tried the way the fault sweep found it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from media import read_jsonl, write_clip
+
+from realtime.errors import ModelError
+from realtime.meta import parse_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def camloc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "realtime", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, photos):
+    return write_clip(tmp_path_factory.mktemp("faults") / "clip.mp4", photos, 12, fps=12.0)
+
+
+def _with_meta(src: Path, dst: Path, **changes: str) -> Path:
+    """A copy of the camloc model ``src`` with some metadata values replaced."""
+    import onnx
+
+    model = onnx.load(str(src))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({k.replace("_", ".", 1): v for k, v in changes.items()})
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _meta(**changes: str) -> dict[str, str]:
+    meta = {"camloc.labels": '["a", "b"]', "camloc.mean": "[0, 0, 0]",
+            "camloc.std": "[1, 1, 1]", "camloc.stride": "32", "camloc.input_size": "[224, 224]"}
+    meta.update({k.replace("_", ".", 1): v for k, v in changes.items()})
+    return meta
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"camloc_stride": "100000000"}, r"m.onnx: metadata camloc.stride must be in \[1, 512\], "
+                                     "got 100000000"),
+    ({"camloc_stride": "a"}, r"m.onnx: metadata camloc.stride must be an integer, got 'a'"),
+    ({"camloc_input_size": '["a", 224]'}, r"m.onnx: metadata camloc.input_size must be an "
+                                          "integer, got 'a'"),
+    ({"camloc_input_size": "[224, 99999]"}, r"camloc.input_size must be in \[1, 4096\]"),
+    ({"camloc_input_size": "224"}, r"camloc.input_size must be \[height, width\], got 224"),
+    ({"camloc_format": "a"}, r"m.onnx: metadata camloc.format must be an integer, got 'a'"),
+    ({"camloc_format": "2"}, r"m.onnx: camloc.format 2 is not supported"),
+])
+def test_every_metadata_error_names_the_file_and_the_key(changes, message):
+    with pytest.raises(ModelError, match=message):
+        parse_metadata(_meta(**changes), "m.onnx")
+
+
+def test_a_model_claiming_a_huge_stride_is_one_line_and_status_2(clip, tiny_onnx, tmp_path):
+    bad = _with_meta(tiny_onnx, tmp_path / "huge.onnx", camloc_stride="100000000")
+    r = camloc("--source", str(clip), "--model", str(bad), "--save-json", "o.jsonl",
+               cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"{bad}: metadata camloc.stride must be in [1, 512]" in r.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_imgsz_has_an_upper_bound(clip, tiny_onnx, tmp_path):
+    r = camloc("--source", str(clip), "--model", str(tiny_onnx), "--imgsz", "100000",
+               "--save-json", "o.jsonl", cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (
+        2, "camloc: error: argument --imgsz: must be in [32, 4096], got 100000\n")
+
+
+def test_an_unknown_model_name_is_answered_without_importing_torch(clip, tmp_path):
+    code = ("import sys; from realtime import cli; "
+            f"s = cli.main(['--source', {str(clip)!r}, '--model', 'resnet1', "
+            "'--save-json', 'o.jsonl']); print(s, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV,
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["2", "False"], (r.stdout, r.stderr)
+    assert r.stderr.startswith("camloc: error: unknown model 'resnet1'; valid names: "
+                               "efficientnet_lite0, ") and r.stderr.count("\n") == 1
+
+
+def test_the_torch_free_name_list_is_torchvision_s(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    from models.zoo import TORCHVISION_MODELS
+
+    assert list(TORCHVISION_MODELS) == sorted(
+        torchvision.models.list_models(module=torchvision.models))
+
+
+def test_stdout_closed_early_ends_quietly_with_complete_outputs(clip, tiny_onnx, tmp_path):
+    """``python -m realtime ... | head -c 0``: no traceback; 141 as for a tool ended by
+    SIGPIPE (the summary was not delivered), and the files are whole."""
+    p = subprocess.Popen([sys.executable, "-m", "realtime", "--source", str(clip), "--model",
+                          str(tiny_onnx), "--save", "o.mp4", "--save-json", "o.jsonl"],
+                         cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader went away before the summary
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert [r["frame"] for r in read_jsonl(tmp_path / "o.jsonl")] == list(range(12))
+    import cv2
+
+    cap = cv2.VideoCapture(str(tmp_path / "o.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    cap.release()
