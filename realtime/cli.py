@@ -155,8 +155,11 @@ def _fresh_folder(root: Path, name: str) -> Path:
 
 def _plan_outputs(args: argparse.Namespace) -> _Outputs:
     """Decide and check every output path before any frame is read."""
+    from .guard import input_files, refuse_overwrites
     from .sinks import VIDEO_FOURCC, check_output_path
 
+    refuse_overwrites(input_files(args.source, args.model),  # before anything is opened
+                      {"--save": args.save, "--save-json": args.save_json})
     if args.save and args.save_json and Path(args.save).resolve() == Path(
             args.save_json).resolve():
         raise UsageError("--save and --save-json point to the same file")

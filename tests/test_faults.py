@@ -116,3 +116,35 @@ def test_stdout_closed_early_ends_quietly_with_complete_outputs(clip, tiny_onnx,
     cap = cv2.VideoCapture(str(tmp_path / "o.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     cap.release()
+
+
+def test_an_output_that_is_an_input_is_refused_before_anything_is_written(
+        clip, photos, tiny_onnx, tmp_path):
+    """Same path, ./ spelling, symlink, hard link, an image of a folder or a glob, the
+    model: exit 2 with one line, and the input is byte for byte what it was."""
+    import cv2
+
+    video = tmp_path / "s.mp4"
+    video.write_bytes(clip.read_bytes())
+    (tmp_path / "link.mp4").symlink_to(video)
+    os.link(video, tmp_path / "hard.mp4")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("cat", "espresso"):
+        cv2.imwrite(str(folder / f"{name}.png"), photos[name][:64, :64, ::-1])
+    before = {p: p.read_bytes() for p in (video, folder / "cat.png", tiny_onnx)}
+    m = ["--model", str(tiny_onnx)]
+    cases = [
+        (["--source", "s.mp4", "--save", "s.mp4"], "--save s.mp4: is the input s.mp4"),
+        (["--source", "s.mp4", "--save-json", "./s.mp4"], "--save-json ./s.mp4: is the input"),
+        (["--source", str(video), "--save", "link.mp4"], "--save link.mp4: is the input"),
+        (["--source", "link.mp4", "--save", "hard.mp4"], "--save hard.mp4: is the input"),
+        (["--source", "photos", "--save-json", "photos/../photos/cat.png"], "is the input"),
+        (["--source", "photos/*.png", "--save-json", "photos/cat.png"], "is the input"),
+        (["--source", "s.mp4", "--save-json", str(tiny_onnx)], "is the input"),
+    ]
+    for args, message in cases:
+        r = camloc(*args, *m, cwd=tmp_path)
+        assert (r.returncode, r.stdout) == (2, ""), (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and message in r.stderr, (args, r.stderr)
+    assert {p: p.read_bytes() for p in before} == before
