@@ -328,8 +328,7 @@ class Pipeline:
         while (item := self._get(self._q_done, self._threads[-1:])) is not _End:
             self.meter.tick()
             self.stats.processed += 1
-            for k, v in item.times.items():
-                self.stats.stage_ms.setdefault(k, []).append(v)
+            self.stats.add_times(item.times)
             yield item
         self.close()
 
