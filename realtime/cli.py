@@ -249,7 +249,8 @@ def _interact(window: Any, item: Any, run: Any, topk: int) -> None:
 def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     s = stats
     head = (f"camloc: {s.source}: {s.frames_read} frames read, {s.processed} processed, "
-            f"{s.dropped} dropped, {s.corrupt} corrupt skipped; {s.mean_fps:.1f} fps "
+            f"{s.dropped} dropped, {s.corrupt} corrupt skipped"
+            f"{f', {s.skipped} too small skipped' if s.skipped else ''}; {s.mean_fps:.1f} fps "
             f"({s.elapsed_s:.1f} s) on {s.provider}")
     lines = [head]
     if s.stopped_by or s.ended_because:
@@ -303,7 +304,7 @@ def _run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline, RenderOptions
     from .providers import parallelism
     from .sinks import JsonlSink, VideoSink
-    from .sources import classify_source, frames_expected, open_source
+    from .sources import ImageSource, classify_source, frames_expected, open_source
 
     if args.source is None:
         if not DEMO_CLIP.is_file():
@@ -329,7 +330,8 @@ def _run(args: argparse.Namespace) -> int:
         video = jsonl = None
         if outputs.video is not None:
             video = stack.enter_context(VideoSink(  # every N-th frame: 1/N the rate
-                outputs.video, source.fps / getattr(source, "stride", 1)))
+                outputs.video, source.fps / getattr(source, "stride", 1),
+                size=source.size if isinstance(source, ImageSource) else None))
         if outputs.jsonl is not None:
             jsonl = stack.enter_context(JsonlSink(outputs.jsonl))
         if window is not None:

@@ -352,6 +352,7 @@ class Pipeline:
         s.frames_read, s.dropped, s.corrupt = src.frames_read, src.frames_dropped, \
             src.frames_corrupt
         s.ended_because = getattr(src, "ended_because", None)
+        s.skipped = getattr(src, "frames_skipped", 0)
         if self._error is not None:
             stage, exc = self._error
             if isinstance(exc, CamlocError):

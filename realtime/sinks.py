@@ -84,27 +84,30 @@ def _letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class VideoSink:
-    """Annotated frames into a video file (mp4v in .mp4), at the first frame's size.
+    """Annotated frames into a video file (mp4v in .mp4), at ``size`` (width, height) or,
+    when None, the first frame's size.
 
-    The writer opens on the first frame; later frames of another size (an image
-    folder) are letterboxed into it. MPEG-4 needs even sizes: an odd last row or
-    column is cropped. ``frames`` counts what was written.
+    The writer opens on the first frame; frames of another size (an image folder)
+    are letterboxed into it. MPEG-4 needs even sizes: an odd last row or column is
+    cropped. ``frames`` counts what was written.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float, flag: str = "--save") -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, flag: str = "--save",
+                 size: tuple[int, int] | None = None) -> None:
         self.path = check_output_path(path, flag, tuple(VIDEO_FOURCC))
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps!r}")
         self.fps = float(fps)
         self.fourcc = VIDEO_FOURCC[self.path.suffix.lower()]
         self.size: tuple[int, int] | None = None
+        self._want = size
         self.frames = 0
         self._writer: cv2.VideoWriter | None = None
 
     def write(self, image: np.ndarray) -> None:
         """Append one BGR uint8 frame."""
         if self._writer is None:
-            w, h = image.shape[1], image.shape[0]
+            w, h = self._want or (image.shape[1], image.shape[0])
             self.size = (w - w % 2, h - h % 2) if self.fourcc == "mp4v" else (w, h)
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
                                            self.fps, self.size)

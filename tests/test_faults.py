@@ -148,3 +148,53 @@ def test_an_output_that_is_an_input_is_refused_before_anything_is_written(
         assert (r.returncode, r.stdout) == (2, ""), (args, r.stderr)
         assert r.stderr.count("\n") == 1 and message in r.stderr, (args, r.stderr)
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_folder_with_tiny_first_images_makes_a_video_of_its_common_size(
+        photos, tiny_onnx, tmp_path):
+    """A 1x1 and a 3x3 image first, then real photos: both are skipped and counted, the
+    video takes the most common size (two cats, 451x300 -> 450x300 for MPEG-4) and every
+    good photo is in it, the square astronaut letterboxed."""
+    import cv2
+
+    from realtime.framesize import choose_frame_size, image_sizes
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0_dot.png"), photos["cat"][:1, :1, ::-1])
+    cv2.imwrite(str(folder / "1_speck.png"), photos["cat"][:3, :3, ::-1])
+    cv2.imwrite(str(folder / "2_cat.jpg"), photos["cat"][:, :, ::-1])
+    cv2.imwrite(str(folder / "3_astronaut.jpg"), photos["astronaut"][:, :, ::-1])
+    cv2.imwrite(str(folder / "4_cat.png"), photos["cat"][::-1, :, ::-1])
+    assert choose_frame_size(image_sizes(sorted(folder.iterdir()))) == (451, 300)
+    r = camloc("--source", "photos", "--model", str(tiny_onnx), "--save", "o.mp4",
+               "--save-json", "o.jsonl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "5 frames read" not in r.stdout and "2 too small skipped" in r.stdout, r.stdout
+    assert "skipped photos/0_dot.png: 1x1 pixels, too small" in r.stderr
+    assert "video: o.mp4 (3 frames)" in r.stdout
+    assert [Path(x["source"]).name for x in read_jsonl(tmp_path / "o.jsonl")] == [
+        "2_cat.jpg", "3_astronaut.jpg", "4_cat.png"]
+    cap = cv2.VideoCapture(str(tmp_path / "o.mp4"))
+    frames = [cap.read()[1] for _ in range(3)]
+    assert all(f is not None and f.shape == (300, 450, 3) for f in frames)
+    assert frames[1][:, :70].max() < 30 < frames[1][:, 80:370].mean()  # 512x512: bands
+    cap.release()
+
+
+def test_frame_size_choice_without_pillow_and_for_a_single_tiny_image(
+        photos, tiny_onnx, tmp_path, monkeypatch):
+    import cv2
+
+    from realtime import framesize
+
+    assert framesize.choose_frame_size([(1, 1), (3, 3)]) is None
+    assert framesize.choose_frame_size([(640, 480), (8000, 2000), (8000, 2000)]) == (3840, 960)
+    cv2.imwrite(str(tmp_path / "a.png"), photos["cat"][:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "b.png"), photos["cat"][:2, :2, ::-1])
+    monkeypatch.setitem(sys.modules, "PIL", None)  # Pillow not installed: decode a sample
+    assert framesize.image_sizes([tmp_path / "b.png", tmp_path / "a.png"]) == [
+        (2, 2), (451, 300)]
+    r = camloc("--source", "b.png", "--model", str(tiny_onnx), cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (2, "camloc: error: b.png: 2x2 pixels is too small to "
+                                           "localize (sides of at least 8)\n")
