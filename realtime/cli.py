@@ -301,6 +301,7 @@ def _setup_logging(verbose: int) -> None:
 def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the source, load the model, run, summarize."""
     from .engine import Localizer
+    from .outputs import check_video, explain
     from .pipeline import Pipeline, RenderOptions
     from .providers import parallelism
     from .sinks import JsonlSink, VideoSink
@@ -318,7 +319,9 @@ def _run(args: argparse.Namespace) -> int:
     window, no_window = _window_or_why(args)
     args.show = window is not None
     outputs = _plan_outputs(args)
-    with contextlib.ExitStack() as stack:
+    video = jsonl = None
+    with contextlib.ExitStack() as stack:  # runs explain() last: after the sinks are closed
+        stack.push(lambda _t, exc, _tb: explain(exc, video, jsonl))
         source = open_source(args.source, stride=args.vid_stride)
         stack.callback(source.close)  # its reader starts with the pipeline
         workers, threads = parallelism(args.device, args.threads, args.workers)
@@ -327,7 +330,6 @@ def _run(args: argparse.Namespace) -> int:
         if no_window:  # said only now: a bad source or model is the one line to see
             log.warning("--show skipped: %s%s", no_window, "; saving under "
                         f"{outputs.folder} instead" if outputs.folder else "")
-        video = jsonl = None
         if outputs.video is not None:
             video = stack.enter_context(VideoSink(  # every N-th frame: 1/N the rate
                 outputs.video, source.fps / getattr(source, "stride", 1),
@@ -348,21 +350,10 @@ def _run(args: argparse.Namespace) -> int:
             for item in _progress(run, total, source.live):
                 if window is not None:
                     _interact(window, item, run, args.topk)
+    check_video(video)  # the summary never reports frames that are not in the file
     print(_summary(run.stats, video, jsonl), flush=True)
     stopped = run.stats.stopped_by
     return 128 + signal.Signals[stopped].value if stopped in ("SIGINT", "SIGTERM") else 0
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so the interpreter's last flush does not raise again.
-
-    The summary is printed after every output was closed, so the files are complete;
-    the status (141, what a shell shows for a tool killed by SIGPIPE) still tells a
-    script that the summary itself was not read."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -387,13 +378,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("camloc: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout closed early (| head): quiet, as Unix tools end on SIGPIPE
-        _silence_stdout()
+        from .outputs import silence_stdout  # the outputs are closed (the summary comes last)
+
+        silence_stdout()  # 141, the status of a tool killed by SIGPIPE: the summary was lost
         return 128 + signal.SIGPIPE.value
     except Exception as exc:  # a stage failed (PipelineError) or a bug: one line, no traceback
         if verbose >= 2:
             log.exception("failed")
         text = first_line(exc)
-        prefix = "" if type(exc).__name__ == "PipelineError" else f"{type(exc).__name__}: "
+        prefix = "" if type(exc).__name__ in ("PipelineError", "OutputError") \
+            else f"{type(exc).__name__}: "
         print(f"camloc: error: {prefix}{text}", file=sys.stderr)
         return 1
     finally:

@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from .errors import CamlocError
+from .outputs import OutputError, check_space, write_or_fail
 from .sources import Frame, Source
 from .stats import FpsMeter, RunStats
 
@@ -255,13 +256,15 @@ class Pipeline:
                     else None
                 image = result.draw(frame.image, heatmap=o.heatmap, boxes=o.boxes, index=index)
                 times["draw"] = (time.perf_counter() - t0) * 1e3
+            for sink in (self.video, self.jsonl):  # room for both, or neither is written
+                check_space(sink)
             if self.video is not None:  # video then JSONL: both or neither for each frame
                 t0 = time.perf_counter()
-                self.video.write(image)
+                write_or_fail(self.video, image)  # OSError, full disk: OutputError
                 times["encode"] = (time.perf_counter() - t0) * 1e3
             if self.jsonl is not None:
                 t0 = time.perf_counter()
-                self.jsonl.write(record(frame, result))
+                write_or_fail(self.jsonl, record(frame, result))
                 times["json"] = (time.perf_counter() - t0) * 1e3
             if not self._put(self._q_done, Processed(frame, result, image, times)):
                 return
@@ -355,7 +358,7 @@ class Pipeline:
         s.skipped = getattr(src, "frames_skipped", 0)
         if self._error is not None:
             stage, exc = self._error
-            if isinstance(exc, CamlocError):
+            if isinstance(exc, (CamlocError, OutputError)):
                 raise exc
             raise PipelineError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
 

@@ -12,6 +12,7 @@ otherwise (no display, or an OpenCV build without GUI such as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -147,16 +148,28 @@ def _json_default(value: Any) -> Any:
 
 
 class JsonlSink:
-    """One JSON object per line, flushed line by line (a killed run leaves whole lines)."""
+    """One JSON object per line, each written whole with one unbuffered write: a killed
+    run leaves whole lines, and a write that fails (full disk) is cut back to the last
+    whole line before the OSError goes on, so the file always parses."""
 
     def __init__(self, path: str | os.PathLike[str], flag: str = "--save-json") -> None:
         self.path = check_output_path(path, flag)
         self.lines = 0
-        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 (closed in close())
+        self._end = 0  # bytes of whole lines written
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, default=_json_default) + "\n")
-        self._file.flush()
+        data = (json.dumps(record, default=_json_default) + "\n").encode("utf-8")
+        try:
+            view = memoryview(data)
+            while view:  # a short write (a nearly full disk) writes the rest, or raises
+                view = view[self._file.write(view):]
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.truncate(self._end)
+                self._file.seek(self._end)
+            raise
+        self._end += len(data)
         self.lines += 1
 
     def close(self) -> None:
