@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .outputs import silence_stdout  # stdlib only: the parser stays cheap
+
 __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
 
 log = logging.getLogger("realtime.cli")
 
-MAX_IMGSZ = 4096
+MAX_IMGSZ = 4096  # covers a 4K frame (3840); --imgsz 100000 asked for 22.5 GB (RELIABILITY.md)
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
 _EPILOG = """\
 examples:
@@ -85,8 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
       help="zoo name or .onnx path (default: %(default)s)")
     a("--device", default="auto", metavar="D",
       help="auto, cpu, cuda[:N], tensorrt[:N], openvino, coreml, directml (default: %(default)s)")
-    # 4096 covers a native 4K frame (3840); beyond it the input tensor alone is hundreds of MB
-    # and the network's receptive field is tiny next to any object (100000 asked for 22.5 GB)
     a("--imgsz", type=_int_at_least(32, MAX_IMGSZ), default=None, metavar="N",
       help="network input's longer side in pixels, a multiple of the model's stride "
            "(default: the shorter side 8/7 of the model's native size, 448x256 for a "
@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="stop after N frames (default: all)")
     a("--vid-stride", type=_int_at_least(1), default=1, metavar="N",
       help="process every N-th frame of a video file (default: %(default)s)")
+    a("--give-up-after", type=_int_at_least(0), default=None, metavar="S", help="cameras, streams: "
+      "exit 1 after S s without frames (default: reopen every 1 s while the run lasts)")
     a("--no-heatmap", action="store_true", help="draw boxes only")
     a("--no-boxes", action="store_true", help="draw the heatmap only")
     a("--batch", type=_int_at_least(1), default=1, metavar="N",
@@ -322,7 +324,8 @@ def _run(args: argparse.Namespace) -> int:
     video = jsonl = None
     with contextlib.ExitStack() as stack:  # runs explain() last: after the sinks are closed
         stack.push(lambda _t, exc, _tb: explain(exc, video, jsonl))
-        source = open_source(args.source, stride=args.vid_stride)
+        source = open_source(args.source, stride=args.vid_stride,
+                             give_up_after_s=args.give_up_after)  # live sources only
         stack.callback(source.close)  # its reader starts with the pipeline
         workers, threads = parallelism(args.device, args.threads, args.workers)
         loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
@@ -352,6 +355,9 @@ def _run(args: argparse.Namespace) -> int:
                     _interact(window, item, run, args.topk)
     check_video(video)  # the summary never reports frames that are not in the file
     print(_summary(run.stats, video, jsonl), flush=True)
+    if getattr(source, "lost", False):  # gone for --give-up-after: a failure, not an end
+        print(f"camloc: error: {source.ended_because}", file=sys.stderr)
+        return 1
     stopped = run.stats.stopped_by
     return 128 + signal.Signals[stopped].value if stopped in ("SIGINT", "SIGTERM") else 0
 
@@ -377,10 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("camloc: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # stdout closed early (| head): quiet, as Unix tools end on SIGPIPE
-        from .outputs import silence_stdout  # the outputs are closed (the summary comes last)
-
-        silence_stdout()  # 141, the status of a tool killed by SIGPIPE: the summary was lost
+    except BrokenPipeError:  # stdout closed (| head), files complete: quiet, 141 as for SIGPIPE
+        silence_stdout()
         return 128 + signal.SIGPIPE.value
     except Exception as exc:  # a stage failed (PipelineError) or a bug: one line, no traceback
         if verbose >= 2:
