@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .errors import StageError
+
 try:
     import resource
 except ImportError:  # Windows: no file size limits
@@ -40,8 +42,9 @@ RESERVE_BYTES = 1 << 20
 _PER_FRAME_BYTES = 32
 
 
-class OutputError(RuntimeError):
-    """Writing an output failed (full disk, I/O error); the message names the file."""
+class OutputError(StageError):
+    """Writing an output failed (full disk, I/O error); the message names the file.
+    A failed stage, not a user error: exit status 1 (realtime.errors)."""
 
 
 def reserve_bytes(frames: int) -> int:

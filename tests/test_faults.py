@@ -13,7 +13,7 @@ import pytest
 from media import read_jsonl, write_clip
 
 from realtime.errors import ModelError
-from realtime.meta import parse_metadata
+from realtime.format import parse_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -76,9 +76,10 @@ def test_a_full_tmpfs_stops_the_run_with_playable_parseable_outputs(busy_clip, t
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_a_file_size_limit_stops_the_run_the_same_way(busy_clip, tiny_onnx, tmp_path):
+@pytest.mark.parametrize("codec", ["h264", "mp4v"])  # PyAV's sink and OpenCV's alike
+def test_a_file_size_limit_stops_the_run_the_same_way(busy_clip, tiny_onnx, tmp_path, codec):
     r = _camloc(["--source", str(busy_clip), "--model", str(tiny_onnx), "--save", "o.mp4",
-                 "--save-json", "o.jsonl"], tmp_path, limit=2 << 20)
+                 "--codec", codec, "--save-json", "o.jsonl"], tmp_path, limit=2 << 20)
     _check_kept(r, tmp_path, "", "File too large")
 
 
@@ -88,7 +89,7 @@ def test_a_failing_jsonl_write_is_cut_back_to_whole_lines(tmp_path):
     code = ("from realtime.sinks import JsonlSink\n"
             "with JsonlSink('o.jsonl') as s:\n"
             "    try:\n"
-            "        while True: s.write({'frame': s.lines, 'pad': 'x' * 97})\n"
+            "        while True: s.write_record({'frame': s.lines, 'pad': 'x' * 97})\n"
             "    except OSError as e: print(s.lines, e.errno)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV, text=True,
                        capture_output=True, timeout=60, preexec_fn=_limit(5000))
@@ -107,7 +108,7 @@ def test_a_video_that_lost_its_end_is_never_reported_as_complete(photos, tmp_pat
 
     with VideoSink(tmp_path / "v.mp4", 25.0) as sink:
         for _ in range(10):
-            sink.write(np.ascontiguousarray(photos["cat"][:, :, ::-1]))
+            sink.write_image(np.ascontiguousarray(photos["cat"][:, :, ::-1]))
     check_video(sink)  # whole: passes
     assert frames_in(sink.path, 10) == 10
     data = sink.path.read_bytes()

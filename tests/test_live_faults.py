@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from mjpeg_server import MjpegServer
 
-from realtime.live import LiveSource
+from realtime.sources.live import LiveSource
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -38,6 +39,21 @@ def _wait(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def _scrape(src: LiveSource) -> dict[str, float]:
+    """The /metrics samples of a run reading ``src`` (realtime.metrics, as the web view
+    serves them), parsed with Prometheus' own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from realtime.metrics import Metrics, run_counters
+    from realtime.stats import FpsMeter, RunStats
+
+    run = SimpleNamespace(source=src, stats=RunStats(source=src.name, provider="cpu"),
+                          meter=FpsMeter())
+    body, _ = Metrics(lambda: run_counters(run), lambda: 0).render()
+    return {x.name: x.value for f in text_string_to_metric_families(body.decode())
+            for x in f.samples if not x.labels}
+
+
 def test_a_dropped_stream_is_back_within_the_retry_interval(server, caplog):
     with caplog.at_level(logging.WARNING, "realtime"), \
             LiveSource(server.url, stream=True, open_timeout_s=3, read_timeout_s=2,
@@ -53,8 +69,12 @@ def test_a_dropped_stream_is_back_within_the_retry_interval(server, caplog):
         before = src.frames_read
         _wait(lambda: next(frames) is not None and src.frames_read > before)
         delay = time.monotonic() - back
+        scraped = _scrape(src)
     assert delay < 3.0, delay  # retry every 0.25 s: about that, not a grown backoff
     assert src.outages == 1 and src.outage_s >= 1.5 and not src.lost
+    # the web view's /metrics says the same (issue 15: "in the log and /metrics")
+    assert scraped["camloc_source_outages_total"] == 1 == scraped["camloc_reconnects_total"]
+    assert scraped["camloc_source_gone_seconds_total"] == pytest.approx(src.outage_s, abs=0.01)
     assert "no frames; reopening every 0.2 s" in caplog.text
     assert "s without frames" in caplog.text and "back after" in caplog.text
 

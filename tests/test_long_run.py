@@ -44,13 +44,14 @@ class Endless(Source):
 
 
 class Result:
-    """What the pipeline needs of a localizer's result: one detection, stage times."""
+    """What the pipeline and the JSONL record need of a localizer's result (the fields of
+    realtime.engine.Result): one detection, stage times."""
 
     class_ids = (3,)
+    labels = ("c3",)
+    scores = (0.5,)
+    boxes = ([[1, 2, 10, 12]],)
     extra = {"times_ms": {"cam": 0.01, "boxes": 0.01}}  # noqa: RUF012 (read-only here)
-
-    def detections(self) -> list[dict]:
-        return [{"class_id": 3, "label": "c3", "score": 0.5, "box": [1, 2, 10, 12]}]
 
 
 class Instant:

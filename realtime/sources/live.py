@@ -13,7 +13,7 @@ long as the run lasts, or until ``give_up_after_s`` without frames; then the
 source is *lost* (``lost``: the CLI exits 1), not ended. How long it was gone is
 logged on return and kept (``outages``, ``outage_s``, ``gone_s``) for /metrics.
 Reopening runs in a helper thread, so a stop (Ctrl-C) is answered within
-``_POLL_S`` even while the backend blocks on a silent server; ``close()`` never
+``POLL_S`` even while the backend blocks on a silent server; ``close()`` never
 waits for a blocked read for more than ``_JOIN_S``.
 """
 
@@ -27,13 +27,12 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from .sources import DEFAULT_FPS, Frame, Source, SourceError
+from .base import DEFAULT_FPS, POLL_S, Frame, Source, SourceError
 
 __all__ = ["LiveSource"]
 
 log = logging.getLogger(__name__)
 
-_POLL_S = 0.1
 _JOIN_S = 0.5     # close() waits this long for a reader blocked in the backend, then leaves it
 _LOG_EVERY_S = 60.0  # while a source stays gone, say so again this often
 
@@ -60,9 +59,9 @@ class LiveSource(Source):
         self.kind, self.target, self.stream = kind, target, stream
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
         self.retry_s, self.give_up_after_s = retry_s, give_up_after_s
-        self.ended_because: str | None = None  # why the reader stopped early, for the summary
         self.lost = False        # gone for give_up_after_s: a failure, not an end
         self.outages = 0         # times the source went away
+        self.reconnections = 0   # times it came back
         self.outage_s = 0.0      # seconds it was gone in all (finished outages)
         self.down_since: float | None = None  # time.monotonic() when the current outage began
         self._cond = threading.Condition()
@@ -125,7 +124,7 @@ class LiveSource(Source):
             finished.set()
 
         threading.Thread(target=work, name=f"camloc-open-{self.name}", daemon=True).start()
-        while not finished.wait(_POLL_S):
+        while not finished.wait(POLL_S):
             if self._stop.is_set():
                 with lock:
                     box["abandoned"] = True
@@ -151,6 +150,7 @@ class LiveSource(Source):
                 if cap is not None:
                     log.warning("%s %s: back after %.1f s without frames", self.kind,
                                 self.name, gone)
+                    self.reconnections += 1
                     return cap
                 if self.give_up_after_s is not None and gone >= self.give_up_after_s:
                     self.lost = True
@@ -195,7 +195,7 @@ class LiveSource(Source):
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._grabbed != self._seen or self._done
-                                    or self._stop.is_set(), _POLL_S)
+                                    or self._stop.is_set(), POLL_S)
                 latest = self._latest
                 done = self._done or self._stop.is_set()
             if latest is not None and latest[0] != self._seen:
