@@ -95,14 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
 class SegmentWorker:
     """One Localizer in one Ray worker process, opened once; processes segments.
 
-    ``model`` is the .onnx file's bytes (so nodes need no shared model cache); it is
-    written once per node under the temp folder, named by its hash.
+    ``model`` holds one Ray reference to the .onnx file's bytes (so nodes need no
+    shared model cache; nested, so that Ray lends it rather than pinning it to the
+    actor's restarts); it is written once per node under the temp folder, by hash.
     """
 
-    def __init__(self, model: bytes, options: dict[str, Any], cpus: int) -> None:
+    def __init__(self, model: list[Any], options: dict[str, Any], cpus: int) -> None:
+        import ray
+
         from .engine import Localizer
         from .providers import parallelism
 
+        model = ray.get(model[0])
         digest = hashlib.sha256(model).hexdigest()[:16]
         path = Path(tempfile.gettempdir()) / "camloc-models" / f"{digest}.onnx"
         if not path.is_file():
@@ -144,6 +148,7 @@ class _Video:
     segments: list[Segment] = field(default_factory=list)
     results: dict[int, SegmentResult] = field(default_factory=dict)
     expected: int = 0  # frames the file says it has
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # for the done-marker
     error: str | None = None
     skipped: bool = False
 
@@ -168,6 +173,10 @@ def _fingerprint(spec: str, options: dict[str, Any], segment_frames: int) -> dic
             "options": options, "segment_frames": segment_frames}
 
 
+def _model_digest(model: bytes) -> str:
+    return hashlib.sha256(model).hexdigest()
+
+
 def _plan(args: argparse.Namespace, out: Path, options: dict[str, Any]) -> list[_Video]:
     """Names, skip decisions and segments for every video; unreadable ones marked failed."""
     from .names import unique_names
@@ -179,10 +188,10 @@ def _plan(args: argparse.Namespace, out: Path, options: dict[str, Any]) -> list[
     videos = [_Video(spec, name) for spec, name in zip(args.videos,
                                                        unique_names(args.videos))]
     for v in videos:
+        v.fingerprint = _fingerprint(v.spec, options, args.segment_frames)
         done = read_done(done_marker(out, v.name))
-        if not args.force and done is not None and done.get("fingerprint") == _fingerprint(
-                v.spec, options, args.segment_frames) and (out / done["video"]).is_file() \
-                and (out / done["jsonl"]).is_file():
+        if not args.force and done is not None and done.get("fingerprint") == v.fingerprint \
+                and (out / done["video"]).is_file() and (out / done["jsonl"]).is_file():
             v.skipped = True
             continue
         try:
@@ -201,8 +210,8 @@ def _connect(ray: Any, address: str | None, verbose: int) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     log.info("ray: %s", f"joining {address}" if address else "starting a local instance")
-    ray.init(address=address, include_dashboard=False if not address else None,
-             log_to_driver=verbose > 0, logging_level=logging.WARNING)
+    local = {} if address else {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}
+    ray.init(address=address, log_to_driver=verbose > 0, logging_level=logging.WARNING, **local)
     return True
 
 
@@ -232,7 +241,7 @@ def _progress(total: int) -> Any:
     return tqdm(total=total, unit="frame", dynamic_ncols=True, disable=None, leave=False)
 
 
-def _finish_video(v: _Video, out: Path, parts: Path, fingerprint: dict[str, Any]) -> None:
+def _finish_video(v: _Video, out: Path, parts: Path) -> None:
     """Join the parts of a video whose segments are all done, write its marker."""
     failed = [r for r in v.results.values() if r.error]
     if failed:
@@ -242,7 +251,7 @@ def _finish_video(v: _Video, out: Path, parts: Path, fingerprint: dict[str, Any]
             join_parts([part_paths(parts, s) for s in v.segments], out / f"{v.name}.mp4",
                        out / f"{v.name}.jsonl")
             write_done(done_marker(out, v.name), {
-                "fingerprint": fingerprint, "video": f"{v.name}.mp4",
+                "fingerprint": v.fingerprint, "video": f"{v.name}.mp4",
                 "jsonl": f"{v.name}.jsonl", "frames": v.frames,
                 "corrupt": sum(r.corrupt for r in v.results.values())})
         except (OSError, CamlocError) as exc:
@@ -264,7 +273,7 @@ def _schedule(ray: Any, args: argparse.Namespace, videos: list[_Video], out: Pat
         **resources)
     cpus = int(resources["num_cpus"]) if "num_gpus" not in resources else 1
     model_ref = ray.put(model)
-    workers = [remote.remote(model_ref, options, cpus) for _ in range(n)]
+    workers = [remote.remote([model_ref], options, cpus) for _ in range(n)]
     log.info("ray: %d worker(s) (%s each) for %d segment(s)", n, resources, len(todo))
     bar = _progress(sum(v.expected for v in videos if v.segments))
     t0 = time.monotonic()
@@ -288,7 +297,7 @@ def _schedule(ray: Any, args: argparse.Namespace, videos: list[_Video], out: Pat
             if bar is not None:
                 bar.update(result.processed)
             if len(v.results) == len(v.segments):
-                _finish_video(v, out, parts, _fingerprint(v.spec, options, args.segment_frames))
+                _finish_video(v, out, parts)
     finally:
         if bar is not None:
             bar.close()
@@ -331,7 +340,7 @@ def _run(args: argparse.Namespace) -> int:
     model_path = resolve_model(args.model)
     Localizer(str(model_path), threads=1, **options)  # bad model or option: fail here, once
     model = model_path.read_bytes()
-    videos = _plan(args, out, options)
+    videos = _plan(args, out, {**options, "model_sha256": _model_digest(model)})
     for v in videos:
         if v.error:
             log.error("%s: %s", v.spec, v.error)

@@ -241,12 +241,12 @@ class VideoFileSource(_ReadAhead):
             self.frames_in_file is not None or end is not None) else None
         if last is not None:
             self.total = max(0, -(-last // stride) - -(-start // stride))
-        if start:  # OpenCV's FFmpeg backend seeks to the keyframe before, then decodes on
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, start)
         t0 = time.perf_counter()
         tries, image = 0, None  # the first decodable frame, kept for _produce
+        if start:
+            image, tries = self._seek(start)
         while image is None:
-            if tries == _MAX_BAD:
+            if tries >= _MAX_BAD:
                 self._cap.release()
                 raise SourceError(f"cannot decode any frame of {spec} (not a video, or corrupt)")
             ok, image = self._cap.read()
@@ -254,6 +254,30 @@ class VideoFileSource(_ReadAhead):
         self._first: tuple[np.ndarray, float, int] | None = (
             image, (time.perf_counter() - t0) * 1e3, tries)
         self.size = (image.shape[1], image.shape[0])
+
+    def _seek(self, start: int) -> tuple[np.ndarray | None, int]:
+        """Go to frame ``start``: (the first decodable frame from there, tries it took
+        counted from ``start``), or (None, _MAX_BAD) when nothing decodes.
+
+        OpenCV's frame counter is not trusted (after an undecodable frame it lags, and
+        a seek past one lands early), so every frame read here is placed by its
+        timestamp; a seek that lands past ``start`` is redone from the file's start."""
+        for target in (start, 0):
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, target)
+            bad = 0
+            while bad < _MAX_BAD:
+                ok, image = self._cap.read()
+                if not ok or image is None:
+                    bad += 1
+                    continue
+                bad = 0
+                at = round(self._cap.get(cv2.CAP_PROP_POS_MSEC) * self.fps / 1e3)
+                if at < start:
+                    continue
+                if at == start or target == 0:  # from 0: the frames between were corrupt
+                    return image, at - start + 1
+                break
+        return None, _MAX_BAD
 
     def _produce(self) -> Iterator[Frame]:
         assert self._first is not None, "a VideoFileSource is read once"
