@@ -33,6 +33,7 @@ examples:
   python -m realtime --source video.mp4 --save out.mp4 --save-json out.jsonl
   python -m realtime --source rtsp://host/stream --show --topk 3
   python -m realtime --source "photos/*.jpg" --save-json photos.jsonl
+  python -m realtime --source a.mp4 b.mp4 rtsp://cam/1 --save out/ --save-json out/
 
 window keys: q/Esc quit, space pause, h heatmap, b boxes, n/p next/previous class
 """
@@ -76,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog=_EPILOG, formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
                     prog, max_help_position=30))
     a = p.add_argument
-    a("--source", default=None, metavar="SRC",
+    a("--source", nargs="+", default=None, metavar="SRC",
       help="camera index (0) or device path, video file, image, folder, glob, or "
-           "rtsp/http(s) URL (default: the bundled demo clip)")
+           "rtsp/http(s) URL (default: the bundled demo clip); several, or a .streams/.txt "
+           "list, run together with one output each (realtime/multi.py)")
     a("--model", default="efficientnet_lite0", metavar="M",
       help="zoo name or .onnx path (default: %(default)s)")
     a("--device", default="auto", metavar="D",
@@ -298,6 +300,13 @@ def _run(args: argparse.Namespace) -> int:
     from .sinks import JsonlSink, VideoSink
     from .sources import classify_source, frames_expected, open_source
 
+    if args.source is not None:  # several sources: one process, outputs per source
+        from .multi import expand_sources, run_cli
+
+        specs = expand_sources(args.source)
+        if len(specs) > 1:
+            return run_cli(args, specs)
+        args.source = specs[0]
     if args.source is None:
         if not DEMO_CLIP.is_file():
             raise UsageError(f"the demo clip {DEMO_CLIP} is missing; make it with "

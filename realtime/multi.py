@@ -1,0 +1,408 @@
+"""Several sources in one process: ``python -m realtime --source A B C`` or a ``.streams`` list.
+
+Each source has its own reader (the usual ``Source`` classes: every frame of a
+file in order, the newest frame of a live source), its own smoothing state and
+its own outputs (``NAME.mp4`` and ``NAME.jsonl`` in one folder, records with
+their ``source``). One inference loop takes the next frame of every source that
+has one and runs frames of equal shape in one ``session.run`` (a batch across
+sources); CAMs, boxes, drawing and writing stay per source, in its frame order,
+on a writer thread per source.
+
+Faults stay local: a camera or stream that cannot be opened is retried with
+backoff while the others run (a missing file is reported at once); one that
+drops out reconnects (``realtime.live``) and is reported if it stays lost. The
+run ends when every source has ended. Stopping (Ctrl-C) ends every source's
+reading; frames already read are still written, so each output is consistent.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cam import CamSmoother
+from .errors import CamlocError, first_line
+from .sources import Frame, Source, SourceError, classify_source, open_source
+from .stats import FpsMeter
+
+__all__ = ["DEFAULT_RETRY", "LIST_SUFFIXES", "Feed", "MultiRun", "NoSourceError", "Retry",
+           "expand_sources", "read_source_list", "run_cli", "summary"]
+
+log = logging.getLogger(__name__)
+
+LIST_SUFFIXES = (".streams", ".txt")
+_POLL_S = 0.1
+
+
+class _End:
+    """Sentinel: a feed has no more frames."""
+
+
+def read_source_list(path: str | Path) -> list[str]:
+    """The sources in a text file: one per line; blank lines and ``#`` comments skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SourceError(f"cannot read source list {path}: {exc.strerror or exc}") from None
+    return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]
+
+
+def expand_sources(values: Sequence[str]) -> list[str]:
+    """``--source`` values with every ``.streams``/``.txt`` file replaced by its lines."""
+    specs: list[str] = []
+    for value in values:
+        if value.lower().endswith(LIST_SUFFIXES) and Path(value).is_file():
+            listed = read_source_list(value)
+            if not listed:
+                raise SourceError(f"no sources listed in {value}")
+            specs += listed
+        else:
+            specs.append(value)
+    return specs
+
+
+@dataclass
+class Retry:
+    """How a camera or stream that cannot be opened, or drops out, is retried: ``attempts``
+    more tries, waiting ``backoff_s``, then twice as long each time up to ``max_backoff_s``."""
+
+    attempts: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 10.0
+
+
+DEFAULT_RETRY = Retry()
+
+
+@dataclass
+class Feed:
+    """One source of a multi-source run: its reader, localizer copy, sinks and tallies."""
+
+    spec: str
+    name: str
+    localizer: Any
+    video: Any = None
+    jsonl: Any = None
+    source: Source | None = None
+    error: str | None = None      # why it failed or was lost (for the summary)
+    processed: int = 0
+    meter: FpsMeter = field(default_factory=FpsMeter)
+    inbox: queue.Queue[Any] = field(default_factory=lambda: queue.Queue(maxsize=4))
+    outbox: queue.Queue[Any] = field(default_factory=lambda: queue.Queue(maxsize=4))
+    done: bool = False            # its last frame went through inference
+
+    @property
+    def live(self) -> bool:
+        return classify_source(self.spec) in ("camera", "stream")
+
+
+def _own_localizer(loc: Any) -> Any:
+    """A view of ``loc`` sharing its session but with a smoothing state of its own."""
+    mine = copy.copy(loc)
+    mine.smoother = CamSmoother(loc.smoother.alpha)
+    return mine
+
+
+class MultiRun:
+    """Run one Localizer over several sources; see the module docstring.
+
+    ``sinks(feed)`` is called once a feed's source is open and returns its
+    (video sink or None, JSONL sink or None). ``batch`` False runs one frame per
+    call (to measure what batching across sources gives).
+    """
+
+    def __init__(self, specs: Sequence[str], names: Sequence[str], localizer: Any, sinks: Any,
+                 *, stride: int = 1, max_frames: int | None = None, retry: Retry | None = None,
+                 batch: bool = True, live_options: dict[str, Any] | None = None) -> None:
+        self.localizer, self.sinks, self.stride = localizer, sinks, stride
+        self.max_frames, self.retry, self.batch = max_frames, retry or DEFAULT_RETRY, batch
+        r = self.retry
+        self.live_options = {"reconnects": r.attempts, "backoff_s": r.backoff_s,
+                             "max_backoff_s": r.max_backoff_s, **(live_options or {})}
+        self.feeds = [Feed(s, n, _own_localizer(localizer)) for s, n in zip(specs, names)]
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.started = self.elapsed_s = 0.0
+        self.stopped_by: str | None = None
+
+    # -- control ----------------------------------------------------------------------------
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop reading every source; frames already read are still written."""
+        self.stopped_by = self.stopped_by or reason
+        self._stop.set()
+        for f in self.feeds:
+            if f.source is not None:
+                f.source.stop()
+
+    def abort(self) -> None:
+        self._abort.set()
+        self.stop("aborted")
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- per feed threads --------------------------------------------------------------------
+    def _open(self, feed: Feed) -> Source | None:
+        """Open the feed's source; cameras and streams are retried with backoff."""
+        delay, attempt = self.retry.backoff_s, 0
+        while not self._stop.is_set():
+            try:
+                return open_source(feed.spec, stride=self.stride, **(
+                    self.live_options if feed.live else {}))
+            except SourceError as exc:
+                if not feed.live or attempt >= self.retry.attempts:
+                    feed.error = first_line(exc) + (f" (after {attempt} retries)" if attempt
+                                                    else "")
+                    log.error("%s: %s", feed.name, feed.error)
+                    return None
+                attempt += 1
+                log.warning("%s: %s; retrying in %.1f s (%d of %d)", feed.name, first_line(exc),
+                            delay, attempt, self.retry.attempts)
+                if self._stop.wait(delay):
+                    return None
+                delay = min(self.retry.max_backoff_s, delay * 2)
+        return None
+
+    def _put(self, q: queue.Queue[Any], item: Any, newest: bool = False) -> bool:
+        """Put, waiting while the run is not aborted; ``newest``: replace what waits."""
+        while not self._abort.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                if newest:
+                    try:
+                        q.get_nowait()
+                    except queue.Empty:
+                        pass
+        return False
+
+    def _read(self, feed: Feed) -> None:
+        """Reader thread of one feed: open, then hand frames to the inference loop."""
+        try:
+            feed.source = self._open(feed)
+            if feed.source is None:
+                return
+            if self._stop.is_set():
+                feed.source.stop()
+            feed.video, feed.jsonl = self.sinks(feed)
+            n = 0
+            for frame in feed.source:
+                if not self._put(feed.inbox, frame, newest=feed.live):
+                    return
+                n += 1
+                if self.max_frames is not None and n >= self.max_frames:
+                    feed.source.stop()
+            lost = getattr(feed.source, "ended_because", None)
+            if lost and not self._stop.is_set():
+                feed.error = lost
+        except Exception as exc:  # noqa: BLE001 - a failing source ends alone, reported
+            feed.error = first_line(exc)
+            log.error("%s: %s", feed.name, feed.error)
+        finally:
+            self._put(feed.inbox, _End)
+
+    def _write(self, feed: Feed) -> None:
+        """Writer thread of one feed: draw, then video and JSONL (both or neither)."""
+        from .pipeline import record
+
+        failed = False
+        while True:
+            try:
+                item = feed.outbox.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._abort.is_set():
+                    return
+                continue
+            if item is _End:
+                return
+            if failed:
+                continue  # keep draining so that inference never waits on this feed
+            frame, result = item
+            try:
+                if feed.video is not None:
+                    feed.video.write(result.draw(frame.image))
+                if feed.jsonl is not None:
+                    feed.jsonl.write(record(frame, result))
+            except Exception as exc:  # noqa: BLE001 - e.g. a full disk: this feed stops
+                feed.error, failed = f"writing failed: {first_line(exc)}", True
+                log.error("%s: %s", feed.name, feed.error)
+                if feed.source is not None:
+                    feed.source.stop()
+                continue
+            feed.processed += 1
+            feed.meter.tick()
+
+    # -- the inference loop -------------------------------------------------------------------
+    def _round(self, active: list[Feed]) -> list[tuple[Feed, Frame]]:
+        """The next frame of each feed that has one (at most one each: order per feed)."""
+        taken = []
+        for feed in active:
+            try:
+                item = feed.inbox.get_nowait()
+            except queue.Empty:
+                continue
+            if item is _End:
+                feed.done = True
+                self._put(feed.outbox, _End)
+            else:
+                taken.append((feed, item))
+        return taken
+
+    def _infer(self, taken: list[tuple[Feed, Frame]]) -> None:
+        """Prepare every frame, one ``session.run`` per group of equal shapes, then
+        postprocess each with its feed's localizer and hand it to its writer."""
+        loc = self.localizer
+        prepared = [loc.prepare(frame.image) for _, frame in taken]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (x, _) in enumerate(prepared):
+            groups.setdefault(x.shape if self.batch else (i,), []).append(i)
+        outputs: list[Any] = [None] * len(taken)
+        for idx in groups.values():
+            x = prepared[idx[0]][0] if len(idx) == 1 else np.concatenate(
+                [prepared[i][0] for i in idx])
+            logits, feats = loc.infer(x)
+            for j, i in enumerate(idx):
+                outputs[i] = (logits[j], feats[j])
+        for (feed, frame), (_, geo), (logit, feat) in zip(taken, prepared, outputs):
+            result = feed.localizer.postprocess(logit, feat, geo)
+            self._put(feed.outbox, (frame, result))
+
+    def run(self) -> MultiRun:
+        """Run until every source has ended (or the run is stopped); always joins."""
+        self.started = time.monotonic()
+        for feed in self.feeds:
+            for target, kind in ((self._read, "read"), (self._write, "write")):
+                t = threading.Thread(target=target, args=(feed,), daemon=True,
+                                     name=f"camloc-{kind}-{feed.name}")
+                self._threads.append(t)
+                t.start()
+        try:
+            active = list(self.feeds)
+            while active and not self._abort.is_set():
+                taken = self._round(active)
+                active = [f for f in active if not f.done]
+                if taken:
+                    self._infer(taken)
+                else:
+                    time.sleep(0.005)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self.close()
+        return self
+
+    def close(self) -> None:
+        """Stop and join every thread; close every source and sink."""
+        if any(not f.done for f in self.feeds):
+            self.abort()
+        for t in self._threads:
+            while t.is_alive():
+                t.join(_POLL_S)
+        for feed in self.feeds:
+            if feed.source is not None:
+                feed.source.close()
+            for sink in (feed.video, feed.jsonl):
+                if sink is not None:
+                    sink.close()
+        self.elapsed_s = time.monotonic() - self.started
+
+    def failed(self) -> list[Feed]:
+        return [f for f in self.feeds if f.error is not None]
+
+
+def summary(run: MultiRun) -> str:
+    """A line per source, then the total."""
+    lines = []
+    for f in run.feeds:
+        s = f.source
+        if s is None:
+            lines.append(f"camloc: {f.spec}: not opened: {f.error}")
+            continue
+        head = (f"camloc: {f.spec}: {s.frames_read} frames read, {f.processed} processed, "
+                f"{s.frames_dropped} dropped, {s.frames_corrupt} corrupt skipped; "
+                f"{f.meter.mean_fps:.1f} fps")
+        outs = [f"{sink.path} ({getattr(sink, 'frames', getattr(sink, 'lines', 0))})"
+                for sink in (f.video, f.jsonl) if sink is not None]
+        lines.append(head + (f" -> {', '.join(outs)}" if outs else ""))
+        if f.error:
+            lines.append(f"  lost: {f.error}")
+    total = sum(f.processed for f in run.feeds)
+    rate = total / run.elapsed_s if run.elapsed_s > 0 else 0.0
+    lines.append(f"camloc: {len(run.feeds)} sources, {total} frames in {run.elapsed_s:.1f} s "
+                 f"({rate:.1f} fps together) on {getattr(run.localizer, 'provider', '')}")
+    return "\n".join(lines)
+
+
+class NoSourceError(CamlocError, ValueError):
+    """None of the sources could be opened."""
+
+
+def _folders(args: Any, names: Sequence[str]) -> tuple[Path | None, Path | None]:
+    """(video folder, JSONL folder): --save/--save-json as folders, else a fresh run folder."""
+    from .cli import UsageError, _fresh_folder
+
+    if args.save or args.save_json or args.show:
+        out = []
+        for flag, value in (("--save", args.save), ("--save-json", args.save_json)):
+            if value and not (value.endswith(("/", "\\")) or Path(value).is_dir()):
+                raise UsageError(f"{flag} {value}: with several sources, give a folder (one "
+                                 "file per source goes in it)")
+            out.append(Path(value) if value else None)
+        return out[0], out[1]
+    folder = _fresh_folder(Path(args.runs_dir), "multi")
+    return folder, folder
+
+
+def run_cli(args: Any, specs: Sequence[str]) -> int:
+    """``python -m realtime`` with several sources: run, print the summary, exit status."""
+    import signal
+
+    from .cli import _stop_on_signals
+    from .engine import Localizer
+    from .names import unique_names
+    from .providers import parallelism
+    from .sinks import JsonlSink, VideoSink
+
+    if args.show:
+        log.warning("--show with several sources is not supported yet; saving instead")
+        args.show = False
+    names = unique_names(specs)
+    video_dir, json_dir = _folders(args, names)
+    _, threads = parallelism(args.device, args.threads, 1)
+    loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
+                    threshold=args.threshold, smooth=args.smooth, threads=threads)
+
+    def sinks(feed: Feed) -> tuple[Any, Any]:
+        assert feed.source is not None
+        fps = feed.source.fps / getattr(feed.source, "stride", 1)
+        video = VideoSink(video_dir / f"{feed.name}.mp4", fps) if video_dir else None
+        return video, JsonlSink(json_dir / f"{feed.name}.jsonl") if json_dir else None
+
+    run = MultiRun(specs, names, loc, sinks, stride=args.vid_stride, max_frames=args.max_frames,
+                   retry=DEFAULT_RETRY)
+    with _stop_on_signals(run):
+        run.run()
+    print(summary(run), flush=True)
+    failed = run.failed()
+    if failed and all(f.source is None for f in run.feeds):
+        raise NoSourceError(f"none of the {len(specs)} sources could be opened "
+                            f"({failed[0].spec}: {failed[0].error})")
+    for f in failed:
+        print(f"camloc: error: {f.spec}: {f.error}", file=sys.stderr)
+    if run.stopped_by in ("SIGINT", "SIGTERM"):
+        return 128 + signal.Signals[run.stopped_by].value
+    return 1 if failed else 0
