@@ -1,18 +1,15 @@
 """Several sources in one process: ``python -m realtime --source A B C`` or a ``.streams`` list.
 
-Each source has its own reader (the usual ``Source`` classes: every frame of a
-file in order, the newest frame of a live source), its own smoothing state and
-its own outputs (``NAME.mp4`` and ``NAME.jsonl`` in one folder, records with
-their ``source``). One inference loop takes the next frame of every source that
-has one and runs frames of equal shape in one ``session.run`` (a batch across
-sources); CAMs, boxes, drawing and writing stay per source, in its frame order,
-on a writer thread per source.
+Each source has its own reader (every frame of a file in order, the newest frame
+of a live source), its own smoothing state and its own outputs (``NAME.mp4``,
+``NAME.jsonl``). One inference loop takes the next frame of every source that has
+one and runs frames of equal shape in one ``session.run``; CAMs, boxes, drawing and
+writing stay per source, in its frame order, on a writer thread per source.
 
-Faults stay local: a camera or stream that cannot be opened is retried with
-backoff while the others run (a missing file is reported at once); one that
-drops out reconnects (``realtime.live``) and is reported if it stays lost. The
-run ends when every source has ended. Stopping (Ctrl-C) ends every source's
-reading; frames already read are still written, so each output is consistent.
+Faults stay local: a camera or stream that cannot be opened, or drops out, is
+retried with backoff while the others run, and reported (a missing file at once).
+The run ends when every source has ended; Ctrl-C ends every source's reading and
+the frames already read are still written, so each output is consistent.
 """
 
 from __future__ import annotations
@@ -100,10 +97,7 @@ class Feed:
     inbox: queue.Queue[Any] = field(default_factory=lambda: queue.Queue(maxsize=4))
     outbox: queue.Queue[Any] = field(default_factory=lambda: queue.Queue(maxsize=4))
     done: bool = False            # its last frame went through inference
-
-    @property
-    def live(self) -> bool:
-        return classify_source(self.spec) in ("camera", "stream")
+    live: bool = False            # a camera or stream (newest frame; retried)
 
 
 def _own_localizer(loc: Any) -> Any:
@@ -129,7 +123,8 @@ class MultiRun:
         r = self.retry
         self.live_options = {"reconnects": r.attempts, "backoff_s": r.backoff_s,
                              "max_backoff_s": r.max_backoff_s, **(live_options or {})}
-        self.feeds = [Feed(s, n, _own_localizer(localizer)) for s, n in zip(specs, names)]
+        self.feeds = [Feed(s, n, _own_localizer(localizer), live=classify_source(s) in (
+            "camera", "stream")) for s, n in zip(specs, names)]
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -145,13 +140,11 @@ class MultiRun:
             if f.source is not None:
                 f.source.stop()
 
-    def abort(self) -> None:
+    def abort(self) -> None:  # stop at once: frames in flight are dropped
         self._abort.set()
         self.stop("aborted")
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
+    stopping = property(lambda self: self._stop.is_set())
 
     # -- per feed threads --------------------------------------------------------------------
     def _open(self, feed: Feed) -> Source | None:
@@ -254,11 +247,11 @@ class MultiRun:
                 item = feed.inbox.get_nowait()
             except queue.Empty:
                 continue
-            if item is _End:
-                feed.done = True
-                self._put(feed.outbox, _End)
-            else:
+            if item is not _End:
                 taken.append((feed, item))
+                continue
+            feed.done = True
+            self._put(feed.outbox, _End)
         return taken
 
     def _infer(self, taken: list[tuple[Feed, Frame]]) -> None:
@@ -320,8 +313,6 @@ class MultiRun:
                     sink.close()
         self.elapsed_s = time.monotonic() - self.started
 
-    def failed(self) -> list[Feed]:
-        return [f for f in self.feeds if f.error is not None]
 
 
 def summary(run: MultiRun) -> str:
@@ -340,6 +331,7 @@ def summary(run: MultiRun) -> str:
         lines.append(head + (f" -> {', '.join(outs)}" if outs else ""))
         if f.error:
             lines.append(f"  lost: {f.error}")
+    lines += [f"  stopped: {run.stopped_by}"] if run.stopped_by else []
     total = sum(f.processed for f in run.feeds)
     rate = total / run.elapsed_s if run.elapsed_s > 0 else 0.0
     lines.append(f"camloc: {len(run.feeds)} sources, {total} frames in {run.elapsed_s:.1f} s "
@@ -351,7 +343,7 @@ class NoSourceError(CamlocError, ValueError):
     """None of the sources could be opened."""
 
 
-def _folders(args: Any, names: Sequence[str]) -> tuple[Path | None, Path | None]:
+def _folders(args: Any) -> tuple[Path | None, Path | None]:
     """(video folder, JSONL folder): --save/--save-json as folders, else a fresh run folder."""
     from .cli import UsageError, _fresh_folder
 
@@ -381,7 +373,7 @@ def run_cli(args: Any, specs: Sequence[str]) -> int:
         log.warning("--show with several sources is not supported yet; saving instead")
         args.show = False
     names = unique_names(specs)
-    video_dir, json_dir = _folders(args, names)
+    video_dir, json_dir = _folders(args)
     _, threads = parallelism(args.device, args.threads, 1)
     loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
                     threshold=args.threshold, smooth=args.smooth, threads=threads)
@@ -397,7 +389,7 @@ def run_cli(args: Any, specs: Sequence[str]) -> int:
     with _stop_on_signals(run):
         run.run()
     print(summary(run), flush=True)
-    failed = run.failed()
+    failed = [f for f in run.feeds if f.error is not None]
     if failed and all(f.source is None for f in run.feeds):
         raise NoSourceError(f"none of the {len(specs)} sources could be opened "
                             f"({failed[0].spec}: {failed[0].error})")

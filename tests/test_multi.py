@@ -119,3 +119,32 @@ def test_a_source_list_skips_comments_and_blank_lines(tmp_path):
     assert expand_sources(["a.mp4", str(listing)]) == ["a.mp4", "rtsp://10.0.0.2/1", "0",
                                                        "clip.mp4"]
     assert expand_sources(["missing.txt"]) == ["missing.txt"]  # not a list: a source
+
+
+def test_ctrl_c_leaves_every_source_with_consistent_outputs(photos, tiny_onnx, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    files = [write_clip(tmp_path / f"{n}.mp4", photos, 400, size=(160, 120)) for n in "xy"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime", "--source", *map(str, files), "--model",
+         str(tiny_onnx), "--save", "o/", "--save-json", "o/"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first, give_up = tmp_path / "o" / "x.jsonl", time.monotonic() + 120  # a bound only
+    while proc.poll() is None and (not first.exists() or first.read_text().count("\n") < 5):
+        assert time.monotonic() < give_up, "the run never got going"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    for name in "xy":
+        records = read_jsonl(tmp_path / "o" / f"{name}.jsonl")
+        frames = read_video(tmp_path / "o" / f"{name}.mp4")
+        assert len(records) < 400
+        assert [r["frame"] for r in records] == [read_stamp(f) for f in frames] == \
+            list(range(len(records)))
+    assert "stopped: SIGINT" in stdout and "Traceback" not in stderr
