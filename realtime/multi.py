@@ -14,6 +14,7 @@ the frames already read are still written, so each output is consistent.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import queue
@@ -58,13 +59,11 @@ def expand_sources(values: Sequence[str]) -> list[str]:
     """``--source`` values with every ``.streams``/``.txt`` file replaced by its lines."""
     specs: list[str] = []
     for value in values:
-        if value.lower().endswith(LIST_SUFFIXES) and Path(value).is_file():
-            listed = read_source_list(value)
-            if not listed:
-                raise SourceError(f"no sources listed in {value}")
-            specs += listed
-        else:
-            specs.append(value)
+        is_list = value.lower().endswith(LIST_SUFFIXES) and Path(value).is_file()
+        listed = read_source_list(value) if is_list else [value]
+        if not listed:
+            raise SourceError(f"no sources listed in {value}")
+        specs += listed
     return specs
 
 
@@ -125,8 +124,7 @@ class MultiRun:
                              "max_backoff_s": r.max_backoff_s, **(live_options or {})}
         self.feeds = [Feed(s, n, _own_localizer(localizer), live=classify_source(s) in (
             "camera", "stream")) for s, n in zip(specs, names)]
-        self._stop = threading.Event()
-        self._abort = threading.Event()
+        self._stop, self._abort = threading.Event(), threading.Event()
         self._threads: list[threading.Thread] = []
         self.started = self.elapsed_s = 0.0
         self.stopped_by: str | None = None
@@ -168,18 +166,14 @@ class MultiRun:
                 delay = min(self.retry.max_backoff_s, delay * 2)
         return None
 
-    def _put(self, q: queue.Queue[Any], item: Any, newest: bool = False) -> bool:
-        """Put, waiting while the run is not aborted; ``newest``: replace what waits."""
+    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
+        """Put, waiting while the run is not aborted; False once aborted."""
         while not self._abort.is_set():
             try:
                 q.put(item, timeout=_POLL_S)
                 return True
             except queue.Full:
-                if newest:
-                    try:
-                        q.get_nowait()
-                    except queue.Empty:
-                        pass
+                pass
         return False
 
     def _read(self, feed: Feed) -> None:
@@ -193,11 +187,16 @@ class MultiRun:
             feed.video, feed.jsonl = self.sinks(feed)
             n = 0
             for frame in feed.source:
-                if not self._put(feed.inbox, frame, newest=feed.live):
+                while feed.live and not feed.inbox.empty():  # newest only: older ones go
+                    with contextlib.suppress(queue.Empty):
+                        feed.inbox.get_nowait()
+                        feed.source.frames_dropped += 1
+                if not self._put(feed.inbox, frame):
                     return
                 n += 1
                 if self.max_frames is not None and n >= self.max_frames:
                     feed.source.stop()
+                    break
             lost = getattr(feed.source, "ended_because", None)
             if lost and not self._stop.is_set():
                 feed.error = lost

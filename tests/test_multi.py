@@ -85,7 +85,8 @@ def test_three_files_and_a_stream_at_once_beside_an_unreachable_source(
         assert f"camloc: {path}: {n} frames read, {n} processed" in out
     live = read_jsonl(tmp_path / "out" / "127.0.0.1_" f"{url.split(':')[2].split('/')[0]}"
                       "_live.jsonl")
-    assert 3 <= len(live) <= 40 and {r["source"] for r in live} == {url}
+    assert 3 <= len(live) <= 40 and {r["source"] for r in live} == {url}  # --max-frames 40
+    assert f"camloc: {url}: 40 frames read, {len(live)} processed" in out  # others dropped
     frames = [r["frame"] for r in live]
     assert frames == sorted(set(frames))  # the newest frame each time, in order
     assert f"camloc: {dead}: not opened" in out
