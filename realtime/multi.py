@@ -111,7 +111,7 @@ class MultiRun:
 
     ``sinks(feed)`` is called once a feed's source is open and returns its
     (video sink or None, JSONL sink or None). ``batch`` False runs one frame per
-    call (to measure what batching across sources gives).
+    call: the CLI's choice on the CPU, where batching did not pay (docs/SCALING.md).
     """
 
     def __init__(self, specs: Sequence[str], names: Sequence[str], localizer: Any, sinks: Any,
@@ -384,7 +384,7 @@ def run_cli(args: Any, specs: Sequence[str]) -> int:
         return video, JsonlSink(json_dir / f"{feed.name}.jsonl") if json_dir else None
 
     run = MultiRun(specs, names, loc, sinks, stride=args.vid_stride, max_frames=args.max_frames,
-                   retry=DEFAULT_RETRY)
+                   retry=DEFAULT_RETRY, batch=loc.provider != "CPUExecutionProvider")
     with _stop_on_signals(run):
         run.run()
     print(summary(run), flush=True)

@@ -149,3 +149,23 @@ def test_ctrl_c_leaves_every_source_with_consistent_outputs(photos, tiny_onnx, t
         assert [r["frame"] for r in records] == [read_stamp(f) for f in frames] == \
             list(range(len(records)))
     assert "stopped: SIGINT" in stdout and "Traceback" not in stderr
+
+
+def test_batching_across_sources_keeps_each_source_in_order(photos, tiny_onnx, tmp_path):
+    from realtime.engine import Localizer
+    from realtime.multi import MultiRun
+    from realtime.sinks import JsonlSink
+
+    files = [write_clip(tmp_path / "p.mp4", photos, 12), write_clip(tmp_path / "q.mp4", photos, 7)]
+    loc = Localizer(tiny_onnx, topk=2)
+    results = {}
+    for batch in (True, False):
+        def sinks(feed, batch=batch):
+            return None, JsonlSink(tmp_path / f"{feed.name}-{batch}.jsonl")
+        MultiRun([str(f) for f in files], ["p", "q"], loc, sinks, batch=batch).run()
+        results[batch] = [read_jsonl(tmp_path / f"{n}-{batch}.jsonl") for n in "pq"]
+    for records, n in zip(results[True], (12, 7)):
+        assert [r["frame"] for r in records] == list(range(n))
+    labels = {b: [[[d["label"] for d in r["detections"]] for r in recs] for recs in results[b]]
+              for b in results}
+    assert labels[True] == labels[False]
