@@ -173,10 +173,6 @@ def _fingerprint(spec: str, options: dict[str, Any], segment_frames: int) -> dic
             "options": options, "segment_frames": segment_frames}
 
 
-def _model_digest(model: bytes) -> str:
-    return hashlib.sha256(model).hexdigest()
-
-
 def _plan(args: argparse.Namespace, out: Path, options: dict[str, Any]) -> list[_Video]:
     """Names, skip decisions and segments for every video; unreadable ones marked failed."""
     from .names import unique_names
@@ -340,7 +336,7 @@ def _run(args: argparse.Namespace) -> int:
     model_path = resolve_model(args.model)
     Localizer(str(model_path), threads=1, **options)  # bad model or option: fail here, once
     model = model_path.read_bytes()
-    videos = _plan(args, out, {**options, "model_sha256": _model_digest(model)})
+    videos = _plan(args, out, {**options, "model_sha256": hashlib.sha256(model).hexdigest()})
     for v in videos:
         if v.error:
             log.error("%s: %s", v.spec, v.error)
