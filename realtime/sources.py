@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from .errors import CamlocError
+from .seek import seek_frame
 
 __all__ = ["DEFAULT_FPS", "IMAGE_FPS", "IMAGE_SUFFIXES", "STREAM_SCHEMES", "Frame",
            "ImageSource", "Source", "SourceError", "VideoFileSource", "classify_source",
@@ -237,14 +238,13 @@ class VideoFileSource(_ReadAhead):
             log.info("%s reports %s frames per second; using %g", spec, fps, DEFAULT_FPS)
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frames_in_file = int(count) if math.isfinite(count) and 0 < count < 1e9 else None
-        last = min(x for x in (self.frames_in_file, end) if x is not None) if (
-            self.frames_in_file is not None or end is not None) else None
+        last = min((x for x in (self.frames_in_file, end) if x is not None), default=None)
         if last is not None:
             self.total = max(0, -(-last // stride) - -(-start // stride))
         t0 = time.perf_counter()
         tries, image = 0, None  # the first decodable frame, kept for _produce
-        if start:
-            image, tries = self._seek(start)
+        if start:  # placed by timestamps: OpenCV's own frame counter is not trusted
+            image, tries = seek_frame(self._cap, self.fps, start, _MAX_BAD)
         while image is None:
             if tries >= _MAX_BAD:
                 self._cap.release()
@@ -254,30 +254,6 @@ class VideoFileSource(_ReadAhead):
         self._first: tuple[np.ndarray, float, int] | None = (
             image, (time.perf_counter() - t0) * 1e3, tries)
         self.size = (image.shape[1], image.shape[0])
-
-    def _seek(self, start: int) -> tuple[np.ndarray | None, int]:
-        """Go to frame ``start``: (the first decodable frame from there, tries it took
-        counted from ``start``), or (None, _MAX_BAD) when nothing decodes.
-
-        OpenCV's frame counter is not trusted (after an undecodable frame it lags, and
-        a seek past one lands early), so every frame read here is placed by its
-        timestamp; a seek that lands past ``start`` is redone from the file's start."""
-        for target in (start, 0):
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, target)
-            bad = 0
-            while bad < _MAX_BAD:
-                ok, image = self._cap.read()
-                if not ok or image is None:
-                    bad += 1
-                    continue
-                bad = 0
-                at = round(self._cap.get(cv2.CAP_PROP_POS_MSEC) * self.fps / 1e3)
-                if at < start:
-                    continue
-                if at == start or target == 0:  # from 0: the frames between were corrupt
-                    return image, at - start + 1
-                break
-        return None, _MAX_BAD
 
     def _produce(self) -> Iterator[Frame]:
         assert self._first is not None, "a VideoFileSource is read once"
