@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CamlocError, first_line
+from .cliargs import Parser, fraction, int_at_least, logging_state, restore_logging, setup_logging
+from .errors import CamlocError, first_line, report_error
 from .segments import (
     Segment,
     SegmentResult,
@@ -60,9 +61,7 @@ class BatchError(CamlocError, ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: imports nothing heavy)."""
-    from .cli import _fraction, _int_at_least, _Parser
-
-    p = _Parser(prog="python -m realtime.batch", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python -m realtime.batch", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("videos", nargs="+", metavar="VIDEO", help="video files (visible to every Ray node)")
@@ -72,20 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
            "else a local Ray on this machine")
     a("--model", default="efficientnet_lite0", metavar="M", help="zoo name or .onnx path")
     a("--device", default="auto", metavar="D", help="as for python -m realtime")
-    a("--imgsz", type=_int_at_least(32), default=None, metavar="N",
+    a("--imgsz", type=int_at_least(32), default=None, metavar="N",
       help="network input's longer side (default: the CLI's)")
-    a("--topk", type=_int_at_least(1), default=1, metavar="K", help="classes per frame")
-    a("--threshold", type=_fraction, default=None, metavar="T",
+    a("--topk", type=int_at_least(1), default=1, metavar="K", help="classes per frame")
+    a("--threshold", type=fraction, default=None, metavar="T",
       help="box threshold (default: the CLI's)")
-    a("--smooth", type=_fraction, default=0.0, metavar="S",
+    a("--codec", default=None, choices=("h264", "h264_nvenc", "mp4v"), metavar="C",
+      help="video codec: h264, h264_nvenc, mp4v (default: the CLI's, h264 in fragmented MP4)")
+    a("--smooth", type=fraction, default=0.0, metavar="S",
       help="temporal smoothing; segments warm up on the frames before them (docs/SCALING.md)")
-    a("--segment-frames", type=_int_at_least(1), default=500, metavar="N",
+    a("--segment-frames", type=int_at_least(1), default=500, metavar="N",
       help="frames per segment (a unit of work)")
-    a("--cpus-per-worker", type=_int_at_least(1), default=2, metavar="N",
+    a("--cpus-per-worker", type=int_at_least(1), default=2, metavar="N",
       help="cores per worker without GPUs")
-    a("--num-workers", type=_int_at_least(1), default=None, metavar="N",
+    a("--num-workers", type=int_at_least(1), default=None, metavar="N",
       help="workers (default: one per GPU, else cores / --cpus-per-worker)")
-    a("--retries", type=_int_at_least(0), default=3, metavar="N",
+    a("--retries", type=int_at_least(0), default=3, metavar="N",
       help="restarts of a dead worker, and retries of its segment")
     a("--force", action="store_true", help="redo videos whose outputs are complete")
     a("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
@@ -100,11 +101,12 @@ class SegmentWorker:
     actor's restarts); it is written once per node under the temp folder, by hash.
     """
 
-    def __init__(self, model: list[Any], options: dict[str, Any], cpus: int) -> None:
+    def __init__(self, model: list[Any], options: dict[str, Any], cpus: int,
+                 codec: str | None = None) -> None:
         import ray
 
         from .engine import Localizer
-        from .providers import parallelism
+        from .providers import expected_provider, parallelism
 
         model = ray.get(model[0])
         digest = hashlib.sha256(model).hexdigest()[:16]
@@ -114,15 +116,21 @@ class SegmentWorker:
             tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
             tmp.write_bytes(model)
             os.replace(tmp, path)
-        self.workers, threads = parallelism(options["device"], None, None, cores=cpus)
-        self.localizer = Localizer(str(path), threads=threads, **options)
+        # decided on the provider the session granted (a GPU that fell back: the CPU's share)
+        _, guess = parallelism(expected_provider(options["device"]), None, None, cores=cpus)
+        self.localizer = Localizer(str(path), threads=guess, **options)
+        self.workers, threads = parallelism(self.localizer.provider, None, None, cores=cpus)
+        if threads != guess:
+            self.localizer = Localizer(str(path), threads=threads, **options)
+        self.codec = codec
         self.warmup = warmup_frames(options["smooth"])
 
     def run(self, seg: Segment, parts_dir: str) -> SegmentResult:
         """Process one segment into its parts; failures come back as ``error``."""
         try:
             return process_segment(self.localizer, seg, parts_dir, warmup=self.warmup,
-                                   workers=self.workers, on_frame=_kill_hook)
+                                   workers=self.workers, codec=self.codec,
+                                   on_frame=_kill_hook)
         except Exception as exc:  # noqa: BLE001 - reported per video by the driver
             log.debug("segment %s failed", seg, exc_info=True)
             return SegmentResult(seg, error=describe_failure(exc))
@@ -269,7 +277,7 @@ def _schedule(ray: Any, args: argparse.Namespace, videos: list[_Video], out: Pat
         **resources)
     cpus = int(resources["num_cpus"]) if "num_gpus" not in resources else 1
     model_ref = ray.put(model)
-    workers = [remote.remote([model_ref], options, cpus) for _ in range(n)]
+    workers = [remote.remote([model_ref], options, cpus, args.codec) for _ in range(n)]
     log.info("ray: %d worker(s) (%s each) for %d segment(s)", n, resources, len(todo))
     bar = _progress(sum(v.expected for v in videos if v.segments))
     t0 = time.monotonic()
@@ -318,7 +326,7 @@ def _summary(videos: list[_Video], workers: int, seconds: float, out: Path) -> l
     failed = sum(v.error is not None for v in videos)
     skipped = sum(v.skipped for v in videos)
     fps = frames / seconds if seconds > 0 else 0.0
-    head = (f"camloc.batch: {len(videos)} video(s): {len(videos) - failed - skipped} done, "
+    head = (f"camloc: batch of {len(videos)} video(s): {len(videos) - failed - skipped} done, "
             f"{skipped} skipped, {failed} failed; {frames} frames in {seconds:.1f} s "
             f"({fps:.1f} fps) on {workers} worker(s)")
     return [head, *lines]
@@ -326,28 +334,26 @@ def _summary(videos: list[_Video], workers: int, seconds: float, out: Path) -> l
 
 def _run(args: argparse.Namespace) -> int:
     from .engine import Localizer
-    from .sinks import check_output_path
+    from .recorder import open_video_sink, pyav_available
     from .zoo import resolve_model
 
-    out = Path(args.output)
-    check_output_path(out / ".camloc-write-test", "--output")
+    out = Path(args.output)  # writable, and the codec's encoder there: one line now, exit 2
+    open_video_sink(out / ".camloc-write-test.mp4", 25.0, args.codec, "--output").close()
     options = {"device": args.device, "imgsz": args.imgsz, "topk": args.topk,
                "threshold": args.threshold, "smooth": args.smooth}
     model_path = resolve_model(args.model)
     Localizer(str(model_path), threads=1, **options)  # bad model or option: fail here, once
     model = model_path.read_bytes()
-    videos = _plan(args, out, {**options, "model_sha256": hashlib.sha256(model).hexdigest()})
+    videos = _plan(args, out, {**options, "codec": args.codec,
+                               "model_sha256": hashlib.sha256(model).hexdigest()})
     for v in videos:
         if v.error:
             log.error("%s: %s", v.spec, v.error)
     workers, seconds = 0, 0.0
     if any(v.segments for v in videos):
-        if any(len(v.segments) > 1 for v in videos):
-            try:
-                import av  # noqa: F401
-            except ImportError:
-                raise BatchError("joining segments needs PyAV: pip install av (or a "
-                                 "--segment-frames longer than the videos)") from None
+        if any(len(v.segments) > 1 for v in videos) and not pyav_available():
+            raise BatchError("joining segments needs PyAV: pip install av (or a "
+                             "--segment-frames longer than the videos)")
         ray = _import_ray()
         started = _connect(ray, args.address, args.verbose)
         try:
@@ -363,34 +369,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; 0 when every video's outputs are complete, 1 when one failed, 2 user error."""
-    from .cli import UsageError, _logging_state, _restore_logging, _setup_logging
-
-    saved = _logging_state()
+    """Entry point; 0 when every video's outputs are complete, 1 when one failed (or a
+    bug), 2 for a user error; see :mod:`realtime.errors`."""
+    saved = logging_state()
     verbose = 0
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose
-        _setup_logging(verbose)
+        setup_logging(verbose)
         return _run(args)
-    except SystemExit as exc:
+    except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    except (UsageError, CamlocError, ValueError) as exc:
-        if verbose >= 2:
-            log.exception("user error")
-        print(f"camloc: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("camloc: interrupted (complete videos are kept; run again to finish)",
               file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - one line, no traceback
-        if verbose >= 2:
-            log.exception("failed")
-        print(f"camloc: error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
+        return report_error("camloc", exc, verbose)
     finally:
-        _restore_logging(saved)
+        restore_logging(saved)
 
 
 if __name__ == "__main__":

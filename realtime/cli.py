@@ -16,10 +16,22 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .cliargs import (
+    Parser,
+    fraction,
+    fresh_folder,
+    int_at_least,
+    logging_state,
+    restore_logging,
+    setup_logging,
+    stop_on_signals,
+)
+from .errors import UsageError, report_error
 
 __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
 
@@ -34,48 +46,17 @@ examples:
   python -m realtime --source rtsp://host/stream --show --topk 3
   python -m realtime --source "photos/*.jpg" --save-json photos.jsonl
   python -m realtime --source a.mp4 b.mp4 rtsp://cam/1 --save out/ --save-json out/
+  python -m realtime --source 0 --serve 8080          # headless box: watch in a browser
 
 window keys: q/Esc quit, space pause, h heatmap, b boxes, n/p next/previous class
 """
 
 
-class UsageError(ValueError):
-    """Malformed or conflicting command-line flags."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
-def _int_at_least(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-    parse.__name__ = f"int>={low}"
-    return parse
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: imports nothing heavy)."""
-    p = _Parser(prog="python -m realtime", description=__doc__.split("\n\n")[0],
-                epilog=_EPILOG, formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
-                    prog, max_help_position=30))
+    p = Parser(prog="python -m realtime", description=__doc__.split("\n\n")[0],
+               epilog=_EPILOG, formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
+                   prog, max_help_position=30))
     a = p.add_argument
     a("--source", nargs="+", default=None, metavar="SRC",
       help="camera index (0) or device path, video file, image, folder, glob, or "
@@ -85,37 +66,46 @@ def build_parser() -> argparse.ArgumentParser:
       help="zoo name or .onnx path (default: %(default)s)")
     a("--device", default="auto", metavar="D",
       help="auto, cpu, cuda[:N], tensorrt[:N], openvino, coreml, directml (default: %(default)s)")
-    a("--imgsz", type=_int_at_least(32), default=None, metavar="N",
+    a("--imgsz", type=int_at_least(32), default=None, metavar="N",
       help="network input's longer side in pixels, a multiple of the model's stride "
            "(default: the shorter side 8/7 of the model's native size, 448x256 for a "
            "16:9 frame with Lite0; docs/LOCALIZATION.md)")
-    a("--topk", type=_int_at_least(1), default=1, metavar="K",
+    a("--topk", type=int_at_least(1), default=1, metavar="K",
       help="classes localized per frame (default: %(default)s)")
-    a("--threshold", type=_fraction, default=None, metavar="T",
+    a("--threshold", type=fraction, default=None, metavar="T",
       help="box threshold, a fraction of each CAM's maximum (default: 0.3, chosen in "
            "docs/LOCALIZATION.md)")
-    a("--smooth", type=_fraction, default=0.0, metavar="S",
+    a("--smooth", type=fraction, default=0.0, metavar="S",
       help="temporal smoothing of CAMs across frames, 0 = off (default: %(default)s)")
     a("--show", action="store_true", help="show a live window (skipped without a display)")
     a("--save", default=None, metavar="PATH",
-      help="write the annotated video here (.mp4, .mkv, .mov: mp4v; .avi: MJPG)")
+      help="write the annotated video here (.mp4, .mov, .mkv; .avi: MJPEG)")
+    a("--codec", default=None, choices=("h264", "h264_nvenc", "mp4v", "mjpeg"), metavar="C",
+      help="video codec of --save: h264, h264_nvenc, mp4v, mjpeg (default: h264 in "
+           "fragmented MP4, playable in browsers and after a crash; mjpeg for .avi)")
     a("--save-json", default=None, metavar="PATH",
       help="write one JSON object per processed frame here (JSON Lines)")
+    a("--serve", default=None, metavar="[HOST:]PORT",
+      help="serve a live page (video, detections, controls) and /metrics on 127.0.0.1 "
+           "unless a host is given (0.0.0.0: every interface)")
+    a("--token", default=os.environ.get("CAMLOC_TOKEN") or None, metavar="T",
+      help="require this token for the --serve page, stream and API (default: "
+           "$CAMLOC_TOKEN; the variable keeps it out of the process list)")
     a("--runs-dir", default="runs", metavar="DIR",
       help="without --save, --save-json or --show, outputs go to a new folder in here "
            "(default: %(default)s)")
-    a("--max-frames", type=_int_at_least(1), default=None, metavar="N",
+    a("--max-frames", type=int_at_least(1), default=None, metavar="N",
       help="stop after N frames (default: all)")
-    a("--vid-stride", type=_int_at_least(1), default=1, metavar="N",
+    a("--vid-stride", type=int_at_least(1), default=1, metavar="N",
       help="process every N-th frame of a video file (default: %(default)s)")
     a("--no-heatmap", action="store_true", help="draw boxes only")
     a("--no-boxes", action="store_true", help="draw the heatmap only")
-    a("--batch", type=_int_at_least(1), default=1, metavar="N",
+    a("--batch", type=int_at_least(1), default=1, metavar="N",
       help="frames per inference call, files only (default: %(default)s)")
-    a("--threads", type=_int_at_least(1), default=None, metavar="N",
+    a("--threads", type=int_at_least(1), default=None, metavar="N",
       help="ONNX Runtime intra-op threads per inference (default: on the CPU, "
            "cores / workers)")
-    a("--workers", type=_int_at_least(1), default=None, metavar="N",
+    a("--workers", type=int_at_least(1), default=None, metavar="N",
       help="inference threads working on consecutive frames (default: on the CPU, one "
            "per core up to 4; on a GPU, 2)")
     a("-v", "--verbose", action="count", default=0,
@@ -142,29 +132,21 @@ def _run_name(source: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip("._") or "run"
 
 
-def _fresh_folder(root: Path, name: str) -> Path:
-    """root/name, or root/name2, name3... : the first that does not exist yet."""
-    for n in range(1, 100000):
-        folder = root / (name if n == 1 else f"{name}{n}")
-        if not folder.exists():
-            return folder
-    raise UsageError(f"too many runs in {root}; clean it up")
-
-
 def _plan_outputs(args: argparse.Namespace) -> _Outputs:
     """Decide and check every output path before any frame is read."""
-    from .sinks import VIDEO_FOURCC, check_output_path
+    from .recorder import video_suffixes
+    from .sinks import check_output_path
 
     if args.save and args.save_json and Path(args.save).resolve() == Path(
             args.save_json).resolve():
         raise UsageError("--save and --save-json point to the same file")
-    if args.save or args.save_json or args.show:
-        video = check_output_path(args.save, "--save", tuple(VIDEO_FOURCC)) if args.save \
+    if args.save or args.save_json or args.show or args.serve:
+        video = check_output_path(args.save, "--save", video_suffixes(args.codec)) if args.save \
             else None
         jsonl = check_output_path(args.save_json, "--save-json") if args.save_json else None
         return _Outputs(video, jsonl, None)
     name = _run_name(args.source)
-    folder = _fresh_folder(Path(args.runs_dir), name)
+    folder = fresh_folder(Path(args.runs_dir), name)
     base = folder
     while not base.exists():  # created only once the run starts: nothing left on errors
         base = base.parent
@@ -197,50 +179,6 @@ def _progress(items: Iterable[Any], total: int | None, live: bool) -> Iterable[A
     return tqdm(items, total=total, unit="frame", dynamic_ncols=True, disable=None, leave=False)
 
 
-@contextlib.contextmanager
-def _stop_on_signals(run: Any) -> Iterator[None]:
-    """SIGINT/SIGTERM: first one stops reading and drains; a second one aborts."""
-    def handler(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        if run.stopping:
-            log.warning("%s again: aborting (frames written so far stay consistent)", name)
-            run.abort()
-        else:
-            log.warning("%s: stopping; finishing the frames in flight (again to abort)", name)
-            run.stop(name)
-
-    old = {}
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
-def _interact(window: Any, item: Any, run: Any, topk: int) -> None:
-    """Show one frame with a HUD and act on keys (pause waits here, keys still work)."""
-    from .draw import draw_hud
-
-    label = f" | {item.result.labels[0]} {item.result.scores[0]:.2f}" if len(
-        item.result.labels) else ""
-    image = draw_hud(item.image, f"{run.meter.fps:.1f} fps | {run.stats.provider}{label}")
-    action, paused = window.show(image), False
-    while True:
-        if action == "quit":
-            run.stop("q")
-            return
-        if action == "pause":
-            paused = not paused
-        elif action is not None:
-            run.options.apply(action, topk)
-        if not paused or run.stopping:
-            return
-        action = window.poll(30)
-
-
 def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     s = stats
     head = (f"camloc: {s.source}: {s.frames_read} frames read, {s.processed} processed, "
@@ -261,47 +199,18 @@ def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     return "\n".join(lines)
 
 
-def _logging_state() -> tuple[list[logging.Handler], bool, int]:
-    root = logging.getLogger("realtime")
-    return list(root.handlers), root.propagate, root.level
-
-
-def _restore_logging(state: tuple[list[logging.Handler], bool, int]) -> None:
-    """Leave logging as it was (main() may be called in-process, e.g. by tests)."""
-    root = logging.getLogger("realtime")
-    root.handlers[:], root.propagate, root.level = state[0], state[1], state[2]
-
-
-def _setup_logging(verbose: int) -> None:
-    class _Fmt(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            text = super().format(record)
-            return text if text.startswith("camloc:") else f"camloc: {text}"
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Fmt("%(message)s"))
-    root = logging.getLogger("realtime")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1
-                  else logging.DEBUG)
-    if verbose < 2:  # our messages say what went wrong; OpenCV's and FFmpeg's add noise
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-        if "cv2" in sys.modules:
-            sys.modules["cv2"].utils.logging.setLogLevel(0)
-
-
 def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the source, load the model, run, summarize."""
+    from .draw import RenderOptions
     from .engine import Localizer
-    from .pipeline import Pipeline, RenderOptions
-    from .providers import parallelism
-    from .sinks import JsonlSink, VideoSink
+    from .pipeline import Pipeline
+    from .recorder import open_video_sink
+    from .sinks import JsonlSink, WindowSink
     from .sources import classify_source, frames_expected, open_source
 
     if args.source is not None:  # several sources: one process, outputs per source
-        from .multi import expand_sources, run_cli
+        from .multi import expand_sources
+        from .multi_cli import run_cli
 
         specs = expand_sources(args.source)
         if len(specs) > 1:
@@ -319,67 +228,65 @@ def _run(args: argparse.Namespace) -> int:
     window, no_window = _window_or_why(args)
     args.show = window is not None
     outputs = _plan_outputs(args)
+    options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
     with contextlib.ExitStack() as stack:
+        web = None
+        if args.serve:
+            from .serve import open_web_view
+
+            web = stack.enter_context(open_web_view(args.serve, args.token, options, args.topk))
+            print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)
         source = open_source(args.source, stride=args.vid_stride)
         stack.callback(source.close)  # its reader starts with the pipeline
-        workers, threads = parallelism(args.device, args.threads, args.workers)
-        loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
-                        threshold=args.threshold, smooth=args.smooth, threads=threads)
+        loc, workers = Localizer.for_pipeline(
+            args.model, args.device, args.threads, args.workers, imgsz=args.imgsz,
+            topk=args.topk, threshold=args.threshold, smooth=args.smooth)
         if no_window:  # said only now: a bad source or model is the one line to see
             log.warning("--show skipped: %s%s", no_window, "; saving under "
                         f"{outputs.folder} instead" if outputs.folder else "")
         video = jsonl = None
+        sinks: list[Any] = []  # fed in this order: video then JSONL, both or neither per frame
         if outputs.video is not None:
-            video = stack.enter_context(VideoSink(  # every N-th frame: 1/N the rate
-                outputs.video, source.fps / getattr(source, "stride", 1)))
+            video = stack.enter_context(open_video_sink(  # every N-th frame: 1/N the rate
+                outputs.video, source.fps / source.stride, args.codec))
+            sinks.append(video)
         if outputs.jsonl is not None:
             jsonl = stack.enter_context(JsonlSink(outputs.jsonl))
+            sinks.append(jsonl)
         if window is not None:
-            stack.enter_context(window)
-        options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
-        run = stack.enter_context(Pipeline(source, loc, video=video, jsonl=jsonl,
-                                           draw=window is not None, options=options,
+            sinks.append(stack.enter_context(WindowSink(window)))
+        if web is not None:
+            sinks.append(web)
+        run = stack.enter_context(Pipeline(source, loc, sinks=sinks, draw=False, options=options,
                                            max_frames=args.max_frames, batch=args.batch,
                                            workers=workers))
         total = frames_expected(source)
         if total is not None and args.max_frames is not None:
             total = min(total, args.max_frames)
-        with _stop_on_signals(run):
-            for item in _progress(run, total, source.live):
-                if window is not None:
-                    _interact(window, item, run, args.topk)
+        with stop_on_signals(run):
+            for _item in _progress(run, total, source.live):
+                pass  # the sinks did the work; the bar counts the frames
     print(_summary(run.stats, video, jsonl), flush=True)
     stopped = run.stats.stopped_by
     return 128 + signal.Signals[stopped].value if stopped in ("SIGINT", "SIGTERM") else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 failure, 2 user error, 128+N signal)."""
-    from .errors import CamlocError, first_line
-
+    """Entry point; returns the exit status (0 ok, 1 failure or bug, 2 user error, 128+N
+    signal); see :mod:`realtime.errors`."""
     verbose = 0
-    saved = _logging_state()
+    saved = logging_state()
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose
-        _setup_logging(verbose)
+        setup_logging(verbose)
         return _run(args)
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
-    except (UsageError, CamlocError, ValueError) as exc:
-        if verbose >= 2:
-            log.exception("user error")
-        print(f"camloc: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("camloc: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a stage failed (PipelineError) or a bug: one line, no traceback
-        if verbose >= 2:
-            log.exception("failed")
-        text = first_line(exc)
-        prefix = "" if type(exc).__name__ == "PipelineError" else f"{type(exc).__name__}: "
-        print(f"camloc: error: {prefix}{text}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
+        return report_error("camloc", exc, verbose)
     finally:
-        _restore_logging(saved)
+        restore_logging(saved)

@@ -18,7 +18,6 @@ import contextlib
 import copy
 import logging
 import queue
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -29,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from .cam import CamSmoother
-from .errors import CamlocError, first_line
+from .draw import RenderOptions, draw_result
+from .errors import first_line
 from .sources import Frame, Source, SourceError, classify_source, open_source
 from .stats import FpsMeter
 
-__all__ = ["DEFAULT_RETRY", "LIST_SUFFIXES", "Feed", "MultiRun", "NoSourceError", "Retry",
-           "expand_sources", "read_source_list", "run_cli", "summary"]
+__all__ = ["DEFAULT_RETRY", "LIST_SUFFIXES", "Feed", "MultiRun", "Retry", "expand_sources",
+           "read_source_list"]
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ class Feed:
     spec: str
     name: str
     localizer: Any
-    video: Any = None
-    jsonl: Any = None
+    sinks: list[Any] = field(default_factory=list)  # realtime.sinks.Sink, fed in order
     source: Source | None = None
     error: str | None = None      # why it failed or was lost (for the summary)
     processed: int = 0
@@ -109,15 +108,19 @@ def _own_localizer(loc: Any) -> Any:
 class MultiRun:
     """Run one Localizer over several sources; see the module docstring.
 
-    ``sinks(feed)`` is called once a feed's source is open and returns its
-    (video sink or None, JSONL sink or None). ``batch`` False runs one frame per
-    call: the CLI's choice on the CPU, where batching did not pay (docs/SCALING.md).
+    ``sinks(feed)`` is called once a feed's source is open and returns its list of
+    :class:`realtime.sinks.Sink` (the CLI's: the video sink, then the JSONL sink), each
+    fed every processed frame of that source in order; ``options`` say what is drawn
+    for sinks that need the image. ``batch`` False runs one frame per call: the CLI's
+    choice on the CPU, where batching did not pay (docs/SCALING.md).
     """
 
     def __init__(self, specs: Sequence[str], names: Sequence[str], localizer: Any, sinks: Any,
                  *, stride: int = 1, max_frames: int | None = None, retry: Retry | None = None,
-                 batch: bool = True, live_options: dict[str, Any] | None = None) -> None:
+                 batch: bool = True, live_options: dict[str, Any] | None = None,
+                 options: RenderOptions | None = None) -> None:
         self.localizer, self.sinks, self.stride = localizer, sinks, stride
+        self.options = options or RenderOptions()
         self.max_frames, self.retry, self.batch = max_frames, retry or DEFAULT_RETRY, batch
         r = self.retry
         self.live_options = {"reconnects": r.attempts, "backoff_s": r.backoff_s,
@@ -184,7 +187,7 @@ class MultiRun:
                 return
             if self._stop.is_set():
                 feed.source.stop()
-            feed.video, feed.jsonl = self.sinks(feed)
+            feed.sinks = list(self.sinks(feed))
             n = 0
             for frame in feed.source:
                 while feed.live and not feed.inbox.empty():  # newest only: older ones go
@@ -207,8 +210,9 @@ class MultiRun:
             self._put(feed.inbox, _End)
 
     def _write(self, feed: Feed) -> None:
-        """Writer thread of one feed: draw, then video and JSONL (both or neither)."""
-        from .pipeline import record
+        """Writer thread of one feed: draw (if a sink needs the image), then each sink in
+        order (video and JSONL: both or neither per frame)."""
+        from .pipeline import Processed
 
         failed = False
         while True:
@@ -224,10 +228,11 @@ class MultiRun:
                 continue  # keep draining so that inference never waits on this feed
             frame, result = item
             try:
-                if feed.video is not None:
-                    feed.video.write(result.draw(frame.image))
-                if feed.jsonl is not None:
-                    feed.jsonl.write(record(frame, result))
+                image = draw_result(frame.image, result, self.options) if any(
+                    s.needs_image for s in feed.sinks) else None
+                processed = Processed(frame, result, image, {}, feed.meter.fps)
+                for sink in feed.sinks:
+                    sink.write(processed)
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk: this feed stops
                 feed.error, failed = f"writing failed: {first_line(exc)}", True
                 log.error("%s: %s", feed.name, feed.error)
@@ -307,93 +312,6 @@ class MultiRun:
         for feed in self.feeds:
             if feed.source is not None:
                 feed.source.close()
-            for sink in (feed.video, feed.jsonl):
-                if sink is not None:
-                    sink.close()
+            for sink in feed.sinks:
+                sink.close()
         self.elapsed_s = time.monotonic() - self.started
-
-
-
-def summary(run: MultiRun) -> str:
-    """A line per source, then the total."""
-    lines = []
-    for f in run.feeds:
-        s = f.source
-        if s is None:
-            lines.append(f"camloc: {f.spec}: not opened: {f.error}")
-            continue
-        head = (f"camloc: {f.spec}: {s.frames_read} frames read, {f.processed} processed, "
-                f"{s.frames_dropped} dropped, {s.frames_corrupt} corrupt skipped; "
-                f"{f.meter.mean_fps:.1f} fps")
-        outs = [f"{sink.path} ({getattr(sink, 'frames', getattr(sink, 'lines', 0))})"
-                for sink in (f.video, f.jsonl) if sink is not None]
-        lines.append(head + (f" -> {', '.join(outs)}" if outs else ""))
-        if f.error:
-            lines.append(f"  lost: {f.error}")
-    lines += [f"  stopped: {run.stopped_by}"] if run.stopped_by else []
-    total = sum(f.processed for f in run.feeds)
-    rate = total / run.elapsed_s if run.elapsed_s > 0 else 0.0
-    lines.append(f"camloc: {len(run.feeds)} sources, {total} frames in {run.elapsed_s:.1f} s "
-                 f"({rate:.1f} fps together) on {getattr(run.localizer, 'provider', '')}")
-    return "\n".join(lines)
-
-
-class NoSourceError(CamlocError, ValueError):
-    """None of the sources could be opened."""
-
-
-def _folders(args: Any) -> tuple[Path | None, Path | None]:
-    """(video folder, JSONL folder): --save/--save-json as folders, else a fresh run folder."""
-    from .cli import UsageError, _fresh_folder
-
-    if args.save or args.save_json or args.show:
-        out = []
-        for flag, value in (("--save", args.save), ("--save-json", args.save_json)):
-            if value and not (value.endswith(("/", "\\")) or Path(value).is_dir()):
-                raise UsageError(f"{flag} {value}: with several sources, give a folder (one "
-                                 "file per source goes in it)")
-            out.append(Path(value) if value else None)
-        return out[0], out[1]
-    folder = _fresh_folder(Path(args.runs_dir), "multi")
-    return folder, folder
-
-
-def run_cli(args: Any, specs: Sequence[str]) -> int:
-    """``python -m realtime`` with several sources: run, print the summary, exit status."""
-    import signal
-
-    from .cli import _stop_on_signals
-    from .engine import Localizer
-    from .names import unique_names
-    from .providers import parallelism
-    from .sinks import JsonlSink, VideoSink
-
-    if args.show:
-        log.warning("--show with several sources is not supported yet; saving instead")
-        args.show = False
-    names = unique_names(specs)
-    video_dir, json_dir = _folders(args)
-    _, threads = parallelism(args.device, args.threads, 1)
-    loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
-                    threshold=args.threshold, smooth=args.smooth, threads=threads)
-
-    def sinks(feed: Feed) -> tuple[Any, Any]:
-        assert feed.source is not None
-        fps = feed.source.fps / getattr(feed.source, "stride", 1)
-        video = VideoSink(video_dir / f"{feed.name}.mp4", fps) if video_dir else None
-        return video, JsonlSink(json_dir / f"{feed.name}.jsonl") if json_dir else None
-
-    run = MultiRun(specs, names, loc, sinks, stride=args.vid_stride, max_frames=args.max_frames,
-                   retry=DEFAULT_RETRY, batch=loc.provider != "CPUExecutionProvider")
-    with _stop_on_signals(run):
-        run.run()
-    print(summary(run), flush=True)
-    failed = [f for f in run.feeds if f.error is not None]
-    if failed and all(f.source is None for f in run.feeds):
-        raise NoSourceError(f"none of the {len(specs)} sources could be opened "
-                            f"({failed[0].spec}: {failed[0].error})")
-    for f in failed:
-        print(f"camloc: error: {f.spec}: {f.error}", file=sys.stderr)
-    if run.stopped_by in ("SIGINT", "SIGTERM"):
-        return 128 + signal.Signals[run.stopped_by].value
-    return 1 if failed else 0

@@ -2,8 +2,10 @@
 
 Plain functions, no Ray: ``realtime.batch`` calls :func:`process_segment` inside
 its Ray workers, and a segment is processed by the very pieces the single-process
-CLI uses (``VideoFileSource`` to decode, ``Pipeline`` to run, ``VideoSink`` and
-``JsonlSink`` to write), so the outputs are the CLI's.
+CLI uses (``VideoFileSource`` to decode, ``Pipeline`` to run, the sinks of
+``realtime.recorder.open_video_sink`` (``--codec``, H.264 by default) and
+``JsonlSink`` to write), so the outputs are the CLI's. Every part starts with a
+keyframe (its own encoder), so parts join by copying packets: no second encoding.
 
 Temporal smoothing (``--smooth``) crosses a segment boundary by warm-up: a
 segment that does not start at frame 0 first runs the :func:`warmup_frames`
@@ -93,16 +95,18 @@ def part_paths(parts_dir: str | os.PathLike[str], seg: Segment) -> tuple[Path, P
 
 
 def process_segment(localizer: Any, seg: Segment, parts_dir: str | os.PathLike[str], *,
-                    warmup: int = 0, workers: int = 1,
+                    warmup: int = 0, workers: int = 1, codec: str | None = None,
                     on_frame: Callable[[int], None] | None = None) -> SegmentResult:
     """Run ``localizer`` on one segment, writing its annotated video and JSONL part.
 
     Frames are those the CLI would read from the whole file (same numbers, same
-    ``source`` and ``time_ms`` in the records). ``on_frame(n)`` is called after the
-    n-th frame is written. Raises what the source, model or writers raise.
+    ``source`` and ``time_ms`` in the records), written as the CLI writes them
+    (``codec`` as its ``--codec``). ``on_frame(n)`` is called after the n-th frame is
+    written. Raises what the source, model or writers raise.
     """
     from .pipeline import Pipeline
-    from .sinks import JsonlSink, VideoSink
+    from .recorder import open_video_sink
+    from .sinks import JsonlSink
     from .sources import VideoFileSource
 
     localizer.reset()
@@ -114,8 +118,9 @@ def process_segment(localizer: Any, seg: Segment, parts_dir: str | os.PathLike[s
     result = SegmentResult(seg)
     source = VideoFileSource(seg.path, start=seg.start, end=seg.end)
     source.name = seg.video  # records name the video as the user did, like the CLI's
-    with source, VideoSink(video_part, source.fps) as video, JsonlSink(json_part) as jsonl:
-        with Pipeline(source, localizer, video=video, jsonl=jsonl, draw=True,
+    with source, open_video_sink(video_part, source.fps, codec, "--output") as video, \
+            JsonlSink(json_part, "--output") as jsonl:
+        with Pipeline(source, localizer, sinks=[video, jsonl], draw=False,
                       workers=workers) as run:
             for n, _ in enumerate(run, 1):
                 if on_frame is not None:
@@ -127,12 +132,16 @@ def process_segment(localizer: Any, seg: Segment, parts_dir: str | os.PathLike[s
 
 
 def _remux(parts: Sequence[Path], target: Path) -> None:
-    """Concatenate video files of one codec into ``target`` without re-encoding (PyAV)."""
+    """Concatenate video files of one codec into ``target`` without re-encoding (PyAV);
+    an MP4 target is fragmented like the recorder's (a keyframe starts every part)."""
     try:
         import av
     except ImportError:
         raise CamlocError("joining the segments of a video needs PyAV: pip install av") from None
-    with av.open(str(target), "w") as dst:
+    from .recorder import FRAGMENTED_MP4
+
+    opts = FRAGMENTED_MP4 if target.suffix.lower() in (".mp4", ".m4v", ".mov") else {}
+    with av.open(str(target), "w", options=opts) as dst:
         out = None
         offset = Fraction(0)  # where the next part starts, in seconds
         for part in parts:

@@ -77,6 +77,7 @@ def test_three_files_and_a_stream_at_once_beside_an_unreachable_source(
     assert rc == 1  # the unreachable one is reported as failed; the others complete
     for path, n in zip(files, (30, 17, 24)):
         name = path.stem
+        assert _codec(tmp_path / "out" / f"{name}.mp4") == "h264"  # the CLI's default
         assert [read_stamp(f) for f in read_video(tmp_path / "out" / f"{name}.mp4")] == \
             list(range(n))
         records = read_jsonl(tmp_path / "out" / f"{name}.jsonl")
@@ -92,6 +93,35 @@ def test_three_files_and_a_stream_at_once_beside_an_unreachable_source(
     assert f"camloc: {dead}: not opened" in out
     assert "retrying in" in err
     assert err.strip().splitlines()[-1].startswith(f"camloc: error: {dead}: cannot open stream")
+
+
+def _codec(path) -> str:
+    import av
+
+    with av.open(str(path)) as c:
+        return c.streams.video[0].codec_context.name
+
+
+def test_serve_with_several_sources_is_one_line_and_status_2(photos, tiny_onnx, tmp_path,
+                                                              capsys):
+    a = write_clip(tmp_path / "a.mp4", photos, 3)
+    rc = cli.main(["--source", str(a), str(a), "--model", str(tiny_onnx), "--serve", "0",
+                   "--runs-dir", str(tmp_path / "runs")])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == (
+        "camloc: error: --serve shows one source; with several sources, run one process per "
+        "source to watch each")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_several_sources_write_the_codec_asked_for(photos, tiny_onnx, tmp_path):
+    files = [write_clip(tmp_path / f"{n}.mp4", photos, 5) for n in "ab"]
+    rc = cli.main(["--source", *map(str, files), "--model", str(tiny_onnx), "--codec", "mp4v",
+                   "--save", str(tmp_path / "o") + "/"])
+    assert rc == 0
+    for n in "ab":
+        assert _codec(tmp_path / "o" / f"{n}.mp4") == "mpeg4"
+        assert [read_stamp(f) for f in read_video(tmp_path / "o" / f"{n}.mp4")] == list(range(5))
 
 
 def test_none_opened_is_one_line_and_status_2(tiny_onnx, tmp_path, capsys):
@@ -161,7 +191,7 @@ def test_batching_across_sources_keeps_each_source_in_order(photos, tiny_onnx, t
     results = {}
     for batch in (True, False):
         def sinks(feed, batch=batch):
-            return None, JsonlSink(tmp_path / f"{feed.name}-{batch}.jsonl")
+            return [JsonlSink(tmp_path / f"{feed.name}-{batch}.jsonl")]
         MultiRun([str(f) for f in files], ["p", "q"], loc, sinks, batch=batch).run()
         results[batch] = [read_jsonl(tmp_path / f"{n}-{batch}.jsonl") for n in "pq"]
     for records, n in zip(results[True], (12, 7)):
