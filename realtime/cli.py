@@ -16,11 +16,21 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cliargs import (
+    Parser,
+    fraction,
+    fresh_folder,
+    int_at_least,
+    logging_state,
+    restore_logging,
+    setup_logging,
+    stop_on_signals,
+)
 from .errors import StageError, UsageError, report_error
 from .outputs import silence_stdout  # stdlib only: the parser stays cheap
 
@@ -37,64 +47,37 @@ examples:
   python -m realtime --source video.mp4 --save out.mp4 --save-json out.jsonl
   python -m realtime --source rtsp://host/stream --show --topk 3
   python -m realtime --source "photos/*.jpg" --save-json photos.jsonl
+  python -m realtime --source a.mp4 b.mp4 rtsp://cam/1 --save out/ --save-json out/
   python -m realtime --source 0 --serve 8080          # headless box: watch in a browser
 
 window keys: q/Esc quit, space pause, h heatmap, b boxes, n/p next/previous class
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
-def _int_at_least(low: int, high: int | None = None) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bound = f"must be >= {low}" if high is None else f"must be in [{low}, {high}]"
-            raise argparse.ArgumentTypeError(f"{bound}, got {value}")
-        return value
-    parse.__name__ = f"int>={low}"
-    return parse
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: imports nothing heavy)."""
-    p = _Parser(prog="python -m realtime", description=__doc__.split("\n\n")[0],
-                epilog=_EPILOG, formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
-                    prog, max_help_position=30))
+    p = Parser(prog="python -m realtime", description=__doc__.split("\n\n")[0],
+               epilog=_EPILOG, formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
+                   prog, max_help_position=30))
     a = p.add_argument
-    a("--source", default=None, metavar="SRC",
+    a("--source", nargs="+", default=None, metavar="SRC",
       help="camera index (0) or device path, video file, image, folder, glob, or "
-           "rtsp/http(s) URL (default: the bundled demo clip)")
+           "rtsp/http(s) URL (default: the bundled demo clip); several, or a .streams/.txt "
+           "list, run together with one output each (realtime/multi.py)")
     a("--model", default="efficientnet_lite0", metavar="M",
       help="zoo name or .onnx path (default: %(default)s)")
     a("--device", default="auto", metavar="D",
       help="auto, cpu, cuda[:N], tensorrt[:N], openvino, coreml, directml (default: %(default)s)")
-    a("--imgsz", type=_int_at_least(32, MAX_IMGSZ), default=None, metavar="N",
+    a("--imgsz", type=int_at_least(32, MAX_IMGSZ), default=None, metavar="N",
       help="network input's longer side in pixels, a multiple of the model's stride "
            "(default: the shorter side 8/7 of the model's native size, 448x256 for a "
            "16:9 frame with Lite0; docs/LOCALIZATION.md)")
-    a("--topk", type=_int_at_least(1), default=1, metavar="K",
+    a("--topk", type=int_at_least(1), default=1, metavar="K",
       help="classes localized per frame (default: %(default)s)")
-    a("--threshold", type=_fraction, default=None, metavar="T",
+    a("--threshold", type=fraction, default=None, metavar="T",
       help="box threshold, a fraction of each CAM's maximum (default: 0.3, chosen in "
            "docs/LOCALIZATION.md)")
-    a("--smooth", type=_fraction, default=0.0, metavar="S",
+    a("--smooth", type=fraction, default=0.0, metavar="S",
       help="temporal smoothing of CAMs across frames, 0 = off (default: %(default)s)")
     a("--show", action="store_true", help="show a live window (skipped without a display)")
     a("--save", default=None, metavar="PATH",
@@ -113,20 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     a("--runs-dir", default="runs", metavar="DIR",
       help="without --save, --save-json or --show, outputs go to a new folder in here "
            "(default: %(default)s)")
-    a("--max-frames", type=_int_at_least(1), default=None, metavar="N",
+    a("--max-frames", type=int_at_least(1), default=None, metavar="N",
       help="stop after N frames (default: all)")
-    a("--vid-stride", type=_int_at_least(1), default=1, metavar="N",
+    a("--vid-stride", type=int_at_least(1), default=1, metavar="N",
       help="process every N-th frame of a video file (default: %(default)s)")
-    a("--give-up-after", type=_int_at_least(0), default=None, metavar="S", help="cameras, streams: "
+    a("--give-up-after", type=int_at_least(0), default=None, metavar="S", help="cameras, streams: "
       "exit 1 after S s without frames (default: reopen every 1 s while the run lasts)")
     a("--no-heatmap", action="store_true", help="draw boxes only")
     a("--no-boxes", action="store_true", help="draw the heatmap only")
-    a("--batch", type=_int_at_least(1), default=1, metavar="N",
+    a("--batch", type=int_at_least(1), default=1, metavar="N",
       help="frames per inference call, files only (default: %(default)s)")
-    a("--threads", type=_int_at_least(1), default=None, metavar="N",
+    a("--threads", type=int_at_least(1), default=None, metavar="N",
       help="ONNX Runtime intra-op threads per inference (default: on the CPU, "
            "cores / workers)")
-    a("--workers", type=_int_at_least(1), default=None, metavar="N",
+    a("--workers", type=int_at_least(1), default=None, metavar="N",
       help="inference threads working on consecutive frames (default: on the CPU, one "
            "per core up to 4; on a GPU, 2)")
     a("-v", "--verbose", action="count", default=0,
@@ -153,15 +136,6 @@ def _run_name(source: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip("._") or "run"
 
 
-def _fresh_folder(root: Path, name: str) -> Path:
-    """root/name, or root/name2, name3... : the first that does not exist yet."""
-    for n in range(1, 100000):
-        folder = root / (name if n == 1 else f"{name}{n}")
-        if not folder.exists():
-            return folder
-    raise UsageError(f"too many runs in {root}; clean it up")
-
-
 def _plan_outputs(args: argparse.Namespace) -> _Outputs:
     """Decide and check every output path before any frame is read."""
     from .guard import input_files, refuse_overwrites
@@ -179,7 +153,7 @@ def _plan_outputs(args: argparse.Namespace) -> _Outputs:
         jsonl = check_output_path(args.save_json, "--save-json") if args.save_json else None
         return _Outputs(video, jsonl, None)
     name = _run_name(args.source)
-    folder = _fresh_folder(Path(args.runs_dir), name)
+    folder = fresh_folder(Path(args.runs_dir), name)
     base = folder
     while not base.exists():  # created only once the run starts: nothing left on errors
         base = base.parent
@@ -212,29 +186,6 @@ def _progress(items: Iterable[Any], total: int | None, live: bool) -> Iterable[A
     return tqdm(items, total=total, unit="frame", dynamic_ncols=True, disable=None, leave=False)
 
 
-@contextlib.contextmanager
-def _stop_on_signals(run: Any) -> Iterator[None]:
-    """SIGINT/SIGTERM: first one stops reading and drains; a second one aborts."""
-    def handler(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        if run.stopping:
-            log.warning("%s again: aborting (frames written so far stay consistent)", name)
-            run.abort()
-        else:
-            log.warning("%s: stopping; finishing the frames in flight (again to abort)", name)
-            run.stop(name)
-
-    old = {}
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
 def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     s = stats
     head = (f"camloc: {s.source}: {s.frames_read} frames read, {s.processed} processed, "
@@ -256,37 +207,6 @@ def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     return "\n".join(lines)
 
 
-def _logging_state() -> tuple[list[logging.Handler], bool, int]:
-    root = logging.getLogger("realtime")
-    return list(root.handlers), root.propagate, root.level
-
-
-def _restore_logging(state: tuple[list[logging.Handler], bool, int]) -> None:
-    """Leave logging as it was (main() may be called in-process, e.g. by tests)."""
-    root = logging.getLogger("realtime")
-    root.handlers[:], root.propagate, root.level = state[0], state[1], state[2]
-
-
-def _setup_logging(verbose: int) -> None:
-    class _Fmt(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            text = super().format(record)
-            return text if text.startswith("camloc:") else f"camloc: {text}"
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Fmt("%(message)s"))
-    root = logging.getLogger("realtime")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1
-                  else logging.DEBUG)
-    if verbose < 2:  # our messages say what went wrong; OpenCV's and FFmpeg's add noise
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-        if "cv2" in sys.modules:
-            sys.modules["cv2"].utils.logging.setLogLevel(0)
-
-
 def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the source, load the model, run, summarize."""
     from .draw import RenderOptions
@@ -297,6 +217,14 @@ def _run(args: argparse.Namespace) -> int:
     from .sinks import JsonlSink, WindowSink
     from .sources import ImageSource, classify_source, frames_expected, open_source
 
+    if args.source is not None:  # several sources: one process, outputs per source
+        from .multi import expand_sources
+        from .multi_cli import run_cli
+
+        specs = expand_sources(args.source)
+        if len(specs) > 1:
+            return run_cli(args, specs)
+        args.source = specs[0]
     if args.source is None:
         if not DEMO_CLIP.is_file():
             raise UsageError(f"the demo clip {DEMO_CLIP} is missing; make it with "
@@ -347,7 +275,7 @@ def _run(args: argparse.Namespace) -> int:
         total = frames_expected(source)
         if total is not None and args.max_frames is not None:
             total = min(total, args.max_frames)
-        with _stop_on_signals(run):
+        with stop_on_signals(run):
             for _item in _progress(run, total, source.live):
                 pass  # the sinks did the work; the bar counts the frames
     check_video(video)  # the summary never reports frames that are not in the file
@@ -362,11 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 failure or bug, 2 user error, 128+N
     signal); see :mod:`realtime.errors`."""
     verbose = 0
-    saved = _logging_state()
+    saved = logging_state()
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose
-        _setup_logging(verbose)
+        setup_logging(verbose)
         return _run(args)
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
@@ -379,4 +307,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
         return report_error("camloc", exc, verbose)
     finally:
-        _restore_logging(saved)
+        restore_logging(saved)

@@ -32,8 +32,8 @@ from .sinks import VIDEO_FOURCC, Sink, SinkError, VideoSink, _letterbox, check_o
 if TYPE_CHECKING:
     from .pipeline import Processed
 
-__all__ = ["CODECS", "AvVideoSink", "default_codec", "open_video_sink", "pyav_available",
-           "video_suffixes"]
+__all__ = ["CODECS", "FRAGMENTED_MP4", "AvVideoSink", "default_codec", "open_video_sink",
+           "pyav_available", "video_suffixes"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ CODECS = {"h264": ("av", "libx264"), "h264_nvenc": ("av", "h264_nvenc"),
 # containers PyAV's H.264 goes into (fragmented where the container is MP4/MOV)
 AV_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 # a fragment per keyframe, each handed to the OS as soon as it is complete (flush_packets)
-_FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 # libx264 at its fastest preset without lookahead or B-frames: a frame leaves the encoder
 # as soon as it is in (nothing buffered for a crash to lose); docs/PERFORMANCE.md
 _X264 = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}
@@ -132,7 +132,7 @@ class AvVideoSink(Sink):
     def _open(self, w: int, h: int) -> None:
         av = self._av
         self.size = (w - w % 2, h - h % 2)  # 4:2:0 needs even sizes
-        opts = _FRAGMENTED if self.path.suffix.lower() != ".mkv" else {}
+        opts = FRAGMENTED_MP4 if self.path.suffix.lower() != ".mkv" else {}
         try:
             self._container = av.open(str(self.path), "w", options=opts)
             stream = self._container.add_stream(self.encoder, rate=_rate(self.fps))

@@ -105,7 +105,7 @@ def test_runtime_requirements_hold_no_heavy_packages():
     # and Prometheus client (--serve): no torch, torchvision or onnx
     assert {"numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "av",
             "aiohttp", "prometheus-client"} == set(names)
-    # and the runtime imports nothing beyond them (plus the optional, guarded tqdm and Pillow)
+    # and the runtime imports nothing beyond them (plus optional, guarded ones)
     import ast
 
     third = set()
@@ -116,5 +116,6 @@ def test_runtime_requirements_hold_no_heavy_packages():
                     and node.module else [])
             third.update(m.split(".")[0] for m in mods)
     stdlib = set(sys.stdlib_module_names)
+    # ray: python -m realtime.batch only, imported there lazily with an install hint
     assert third - stdlib - {"realtime", "numpy", "cv2", "onnxruntime", "av", "aiohttp",
-                             "prometheus_client"} <= {"tqdm", "export", "PIL"}
+                             "prometheus_client"} <= {"tqdm", "export", "PIL", "ray"}

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..framesize import MIN_SIDE, choose_frame_size, image_sizes, too_small
 from .base import DEFAULT_FPS, IMAGE_FPS, IMAGE_SUFFIXES, POLL_S, Frame, Source, SourceError
+from .seek import seek_frame
 
 __all__ = ["ImageSource", "VideoFileSource", "check_readable", "images_in"]
 
@@ -104,16 +105,23 @@ def check_readable(path: Path, spec: str) -> None:
 class VideoFileSource(_ReadAhead):
     """Every frame of a video file (or a file URL), in order; ``stride`` keeps every N-th.
 
+    ``start``/``end`` limit it to frames ``start <= index < end`` (a segment of a
+    long video, for ``realtime.batch``); frame numbers stay those of the file.
     Opening reads the first frame, so a file that is not a video fails here,
     before any thread starts. The frame rate is the container's, or
     ``DEFAULT_FPS`` when it reports none or nonsense.
     """
 
-    def __init__(self, spec: str, stride: int = 1, read_ahead: int = 8) -> None:
+    def __init__(self, spec: str, stride: int = 1, read_ahead: int = 8, *, start: int = 0,
+                 end: int | None = None) -> None:
         super().__init__(spec, read_ahead)
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
-        self.stride = stride
+        if start < 0 or (end is not None and end <= start):
+            raise ValueError(f"need 0 <= start < end, got start={start}, end={end}")
+        if start % stride:
+            raise ValueError(f"start must be a multiple of stride, got {start} and {stride}")
+        self.stride, self.start_frame, self.end_frame = stride, start, end
         if "://" not in spec:
             check_readable(Path(spec), spec)
         self._cap = cv2.VideoCapture(spec)
@@ -128,12 +136,15 @@ class VideoFileSource(_ReadAhead):
             log.info("%s reports %s frames per second; using %g", spec, fps, DEFAULT_FPS)
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frames_in_file = int(count) if math.isfinite(count) and 0 < count < 1e9 else None
-        if self.frames_in_file is not None:
-            self.total = -(-self.frames_in_file // stride)
+        last = min((x for x in (self.frames_in_file, end) if x is not None), default=None)
+        if last is not None:
+            self.total = max(0, -(-last // stride) - -(-start // stride))
         t0 = time.perf_counter()
         tries, image = 0, None  # the first decodable frame, kept for _produce
+        if start:  # placed by timestamps: OpenCV's own frame counter is not trusted
+            image, tries = seek_frame(self._cap, self.fps, start, _MAX_BAD)
         while image is None:
-            if tries == _MAX_BAD:
+            if tries >= _MAX_BAD:
                 self._cap.release()
                 raise SourceError(f"cannot decode any frame of {spec} (not a video, or corrupt)")
             ok, image = self._cap.read()
@@ -146,10 +157,10 @@ class VideoFileSource(_ReadAhead):
         assert self._first is not None, "a VideoFileSource is read once"
         image, ms, tries = self._first
         self._first = None
-        index = tries - 1            # frames before the first decodable one were corrupt
-        self.frames_corrupt += index
+        index = self.start_frame + tries - 1  # frames before the first decodable one were
+        self.frames_corrupt += tries - 1      # corrupt
         bad = 0                      # consecutive failures: corrupt frames, or the end
-        while not self._stop.is_set():
+        while not self._stop.is_set() and (self.end_frame is None or index < self.end_frame):
             if image is None:
                 t0 = time.perf_counter()
                 if index % self.stride == 0:
@@ -174,7 +185,9 @@ class VideoFileSource(_ReadAhead):
                 yield Frame(index, image, self.name, index * 1e3 / self.fps, ms)
             image = None
             index += 1
-        if bad and self.frames_in_file is not None and index - bad < self.frames_in_file:
+        if bad and self.end_frame is not None and index >= self.end_frame:
+            self.frames_corrupt += bad  # the segment ends here, the file goes on
+        elif bad and self.frames_in_file is not None and index - bad < self.frames_in_file:
             log.warning("%s: no frame could be decoded after frame %d (the file says %d "
                         "frames); treating it as the end", self.name, index - bad - 1,
                         self.frames_in_file)

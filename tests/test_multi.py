@@ -1,0 +1,203 @@
+"""Several sources in one process: three real video files and a real HTTP MJPEG stream
+served on 127.0.0.1 at once, beside an unreachable stream that is retried and reported;
+every file frame in its own output, in order; a .streams list; folder checks."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import socketserver
+import threading
+import time
+
+import cv2
+import pytest
+from media import clip_frames, read_jsonl, read_stamp, read_video, write_clip
+
+from realtime import cli
+from realtime.multi import expand_sources, read_source_list
+
+
+@pytest.fixture
+def mjpeg_stream(photos):
+    """A live HTTP MJPEG stream of real photo frames on 127.0.0.1 (25 fps while served)."""
+    frames = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames(photos, 50, (160, 120))]
+    stop = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            i = 0
+            try:
+                while not stop.is_set():
+                    jpg = frames[i % len(frames)]
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                     b"%d\r\n\r\n%s\r\n" % (len(jpg), jpg))
+                    i += 1
+                    time.sleep(0.04)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/live.mjpg"
+    stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_port() -> int:
+    with socketserver.TCPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler) as s:
+        return s.server_address[1]  # closed when we leave: nothing listens there
+
+
+def test_three_files_and_a_stream_at_once_beside_an_unreachable_source(
+        photos, tiny_onnx, tmp_path, mjpeg_stream, capsys, monkeypatch):
+    from realtime import multi, multi_cli
+
+    monkeypatch.setattr(multi_cli, "Retry", functools.partial(multi.Retry, 0.2))
+    url = mjpeg_stream
+    files = [write_clip(tmp_path / "a.mp4", photos, 30, fps=20.0),
+             write_clip(tmp_path / "b.avi", photos, 17, fourcc="MJPG", size=(256, 192)),
+             write_clip(tmp_path / "sub_c.mp4", photos, 24, size=(160, 120))]
+    dead = f"http://127.0.0.1:{_closed_port()}/gone.mjpg"
+    listing = tmp_path / "cams.streams"
+    listing.write_text(f"# two cameras\n{url}\n\n{dead}\n")
+    rc = cli.main(["--source", *map(str, files), str(listing), "--model", str(tiny_onnx),
+                   "--max-frames", "40",  # the stream ends there, after the files
+                   "--give-up-after", "2",  # else the dead one is retried as long as the run
+                   "--save", str(tmp_path / "out") + "/", "--save-json",
+                   str(tmp_path / "out") + "/"])
+    out, err = capsys.readouterr()
+    assert rc == 1  # the unreachable one is reported as failed; the others complete
+    for path, n in zip(files, (30, 17, 24)):
+        name = path.stem
+        assert _codec(tmp_path / "out" / f"{name}.mp4") == "h264"  # the CLI's default
+        assert [read_stamp(f) for f in read_video(tmp_path / "out" / f"{name}.mp4")] == \
+            list(range(n))
+        records = read_jsonl(tmp_path / "out" / f"{name}.jsonl")
+        assert [r["frame"] for r in records] == list(range(n))
+        assert {r["source"] for r in records} == {str(path)}
+        assert f"camloc: {path}: {n} frames read, {n} processed" in out
+    live = read_jsonl(tmp_path / "out" / "127.0.0.1_" f"{url.split(':')[2].split('/')[0]}"
+                      "_live.jsonl")
+    assert 3 <= len(live) <= 40 and {r["source"] for r in live} == {url}  # --max-frames 40
+    assert f"camloc: {url}: 40 frames read, {len(live)} processed" in out  # others dropped
+    frames = [r["frame"] for r in live]
+    assert frames == sorted(set(frames))  # the newest frame each time, in order
+    assert f"camloc: {dead}: not opened" in out
+    assert "retrying in" in err
+    assert err.strip().splitlines()[-1].startswith(f"camloc: error: {dead}: cannot open stream")
+
+
+def _codec(path) -> str:
+    import av
+
+    with av.open(str(path)) as c:
+        return c.streams.video[0].codec_context.name
+
+
+def test_serve_with_several_sources_is_one_line_and_status_2(photos, tiny_onnx, tmp_path,
+                                                              capsys):
+    a = write_clip(tmp_path / "a.mp4", photos, 3)
+    rc = cli.main(["--source", str(a), str(a), "--model", str(tiny_onnx), "--serve", "0",
+                   "--runs-dir", str(tmp_path / "runs")])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == (
+        "camloc: error: --serve shows one source; with several sources, run one process per "
+        "source to watch each")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_several_sources_write_the_codec_asked_for(photos, tiny_onnx, tmp_path):
+    files = [write_clip(tmp_path / f"{n}.mp4", photos, 5) for n in "ab"]
+    rc = cli.main(["--source", *map(str, files), "--model", str(tiny_onnx), "--codec", "mp4v",
+                   "--save", str(tmp_path / "o") + "/"])
+    assert rc == 0
+    for n in "ab":
+        assert _codec(tmp_path / "o" / f"{n}.mp4") == "mpeg4"
+        assert [read_stamp(f) for f in read_video(tmp_path / "o" / f"{n}.mp4")] == list(range(5))
+
+
+def test_none_opened_is_one_line_and_status_2(tiny_onnx, tmp_path, capsys):
+    rc = cli.main(["--source", str(tmp_path / "no1.mp4"), str(tmp_path / "no2.mp4"),
+                   "--model", str(tiny_onnx), "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1] == f"camloc: error: none of the 2 sources could be opened ({tmp_path}/no1.mp4: " \
+        f"source not found: {tmp_path}/no1.mp4)"
+
+
+def test_several_sources_need_folders_for_save(photos, tiny_onnx, tmp_path, capsys):
+    a = write_clip(tmp_path / "a.mp4", photos, 3)
+    rc = cli.main(["--source", str(a), str(a), "--model", str(tiny_onnx),
+                   "--save", str(tmp_path / "x.mp4")])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == (
+        f"camloc: error: --save {tmp_path}/x.mp4: with several sources, give a folder (one "
+        "file per source goes in it)")
+
+
+def test_a_source_list_skips_comments_and_blank_lines(tmp_path):
+    listing = tmp_path / "cams.txt"
+    listing.write_text("# front door\nrtsp://10.0.0.2/1\n\n  0  \n# off: 1\nclip.mp4\n")
+    assert read_source_list(listing) == ["rtsp://10.0.0.2/1", "0", "clip.mp4"]
+    assert expand_sources(["a.mp4", str(listing)]) == ["a.mp4", "rtsp://10.0.0.2/1", "0",
+                                                       "clip.mp4"]
+    assert expand_sources(["missing.txt"]) == ["missing.txt"]  # not a list: a source
+
+
+def test_ctrl_c_leaves_every_source_with_consistent_outputs(photos, tiny_onnx, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    files = [write_clip(tmp_path / f"{n}.mp4", photos, 400, size=(160, 120)) for n in "xy"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime", "--source", *map(str, files), "--model",
+         str(tiny_onnx), "--save", "o/", "--save-json", "o/"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first, give_up = tmp_path / "o" / "x.jsonl", time.monotonic() + 120  # a bound only
+    while proc.poll() is None and (not first.exists() or first.read_text().count("\n") < 5):
+        assert time.monotonic() < give_up, "the run never got going"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    for name in "xy":
+        records = read_jsonl(tmp_path / "o" / f"{name}.jsonl")
+        frames = read_video(tmp_path / "o" / f"{name}.mp4")
+        assert len(records) < 400
+        assert [r["frame"] for r in records] == [read_stamp(f) for f in frames] == \
+            list(range(len(records)))
+    assert "stopped: SIGINT" in stdout and "Traceback" not in stderr
+
+
+def test_batching_across_sources_keeps_each_source_in_order(photos, tiny_onnx, tmp_path):
+    from realtime.engine import Localizer
+    from realtime.multi import MultiRun
+    from realtime.sinks import JsonlSink
+
+    files = [write_clip(tmp_path / "p.mp4", photos, 12), write_clip(tmp_path / "q.mp4", photos, 7)]
+    loc = Localizer(tiny_onnx, topk=2)
+    results = {}
+    for batch in (True, False):
+        def sinks(feed, batch=batch):
+            return [JsonlSink(tmp_path / f"{feed.name}-{batch}.jsonl")]
+        MultiRun([str(f) for f in files], ["p", "q"], loc, sinks, batch=batch).run()
+        results[batch] = [read_jsonl(tmp_path / f"{n}-{batch}.jsonl") for n in "pq"]
+    for records, n in zip(results[True], (12, 7)):
+        assert [r["frame"] for r in records] == list(range(n))
+    labels = {b: [[[d["label"] for d in r["detections"]] for r in recs] for recs in results[b]]
+              for b in results}
+    assert labels[True] == labels[False]
