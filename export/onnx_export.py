@@ -2,7 +2,8 @@
 
 The file has input ``images`` (float32 N x 3 x H x W, N/H/W dynamic), outputs
 ``logits``, ``features`` (what the global pooling consumes), ``cam_weight`` and
-``cam_bias`` (the classifier, constant) and ``camloc.*`` metadata: labels,
+``cam_bias`` (the classifier, constant), the in-graph top-k scores, class ids and
+CAMs (export/incam.py) and ``camloc.*`` metadata: labels,
 normalisation, colour order, native size, stride, architecture, weight source
 (see docs/DESIGN.md). It is written to a temporary file beside the target,
 verified, and only then moved into place, so a failed export leaves nothing.
@@ -25,6 +26,7 @@ from torch import nn
 from models.zoo import ZooModel, load_model
 
 from .gap import GapHead, find_gap_head
+from .incam import INCAM_TOLERANCE, add_incam_file, incam_error
 from .photos import real_photos
 
 __all__ = ["ExportError", "ExportReport", "default_output", "export_model", "export_zoo_model",
@@ -160,6 +162,7 @@ def write_onnx(zm: ZooModel, output: str | Path, opset: int = 17) -> ExportRepor
                               stride, size)
         _add_classifier_outputs(tmp, head.linear)
         _add_metadata(tmp, zm, stride)
+        add_incam_file(tmp)
         _verify(tmp, wrapper, zm, report)
         os.replace(tmp, output)
     except BaseException:
@@ -250,6 +253,11 @@ def _verify(path: Path, wrapper: nn.Module, zm: ZooModel, report: ExportReport) 
         for name, err in checks.items():
             if not err < TOLERANCE:
                 raise ExportError(f"verification failed: {name} relative error {err:.2e} >= {TOLERANCE:g}")
+        incam = incam_error(session, batch)  # in-graph top-k and CAMs vs realtime.cam
+        if not incam < INCAM_TOLERANCE:
+            raise ExportError(f"verification failed: in-graph CAMs ({tag}) differ from numpy by "
+                              f"{incam:.2e} >= {INCAM_TOLERANCE:g}")
+        checks[f"in-graph CAMs vs numpy ({tag})"] = incam
         report.checks.update(checks)
         if batch is native:
             probs = np.exp(logits - logits.max(1, keepdims=True))

@@ -39,6 +39,7 @@ from realtime.errors import first_line
 from .calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, prepare_frames, read_frames
 from .compare import _run_all, _session, compare, speed_ratio
 from .fp16 import _make_fp16
+from .incam import INCAM_TOLERANCE, incam_error
 from .graph import (
     QuantizeError,
     _load,
@@ -153,9 +154,11 @@ def _int8_classifier_weight(proto) -> None:
     graph.node.insert(0, helper.make_node(
         "DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"], [deq],
         name="cam_weight_dequantize", axis=0))
-    graph.node.extend([helper.make_node("Identity", [deq], ["cam_weight"], name="cam_weight_output"),
-                       helper.make_node("Identity", [bias_name], ["cam_bias"],
-                                        name="cam_bias_output")])
+    # right after the dequantization: the in-graph CAMs (export/incam.py) read cam_weight
+    graph.node.insert(1, helper.make_node("Identity", [deq], ["cam_weight"],
+                                          name="cam_weight_output"))
+    graph.node.insert(2, helper.make_node("Identity", [bias_name], ["cam_bias"],
+                                          name="cam_bias_output"))
     onnx.checker.check_model(proto)
 
 
@@ -314,6 +317,11 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
         if not c.identity_err < IDENTITY_TOLERANCE:
             raise QuantizeError(f"verification failed: CAM identity rel. error "
                                 f"{c.identity_err:.2e} >= {IDENTITY_TOLERANCE:g}")
+        if info.topk_max:  # in-graph CAMs against numpy on the variant's own features
+            incam = max(incam_error(_session(tmp), x) for x in held_x[:4])
+            if not incam < INCAM_TOLERANCE:
+                raise QuantizeError(f"verification failed: in-graph CAMs differ from numpy "
+                                    f"by {incam:.2e} >= {INCAM_TOLERANCE:g}")
         if c.agreement < min_agreement:
             raise QuantizeError(f"verification failed: top-1 agreement with FP32 "
                                 f"{c.agreement:.3f} < {min_agreement:g} on {len(held_x)} "

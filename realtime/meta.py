@@ -2,6 +2,9 @@
 
 The layout (format 1) is pinned in docs/DESIGN.md: outputs ``logits``,
 ``features``, ``cam_weight``, ``cam_bias`` and ``camloc.*`` metadata strings.
+Format 1 is extended, not bumped: a model may also carry the CAMs inside its
+graph (outputs ``INCAM_OUTPUTS`` and metadata ``camloc.topk_max``); a runtime
+that does not know them ignores them, and this one reads models without them.
 Everything here works on an ``onnxruntime.InferenceSession`` so the runtime
 needs no ``onnx`` package.
 """
@@ -15,12 +18,18 @@ from typing import Any
 
 from realtime.errors import ModelError
 
-__all__ = ["FRAME_OUTPUTS", "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS", "ModelInfo", "check_outputs",
-           "parse_metadata", "reexport_hint"]
+__all__ = ["DEFAULT_TOPK_MAX", "FRAME_OUTPUTS", "INCAM_OUTPUTS", "REQUIRED_OUTPUTS",
+           "TOPK_MAX_KEY", "WEIGHT_OUTPUTS", "ModelInfo", "check_outputs", "parse_metadata",
+           "reexport_hint"]
 
 FRAME_OUTPUTS = ("logits", "features")
 WEIGHT_OUTPUTS = ("cam_weight", "cam_bias")
 REQUIRED_OUTPUTS = FRAME_OUTPUTS + WEIGHT_OUTPUTS
+# optional, in-graph CAMs (export/incam.py): the top ``camloc.topk_max`` softmax scores
+# [N, k] (float32), their class ids [N, k] (int64) and max-normalised CAMs [N, k, h, w]
+INCAM_OUTPUTS = ("topk_scores", "topk_ids", "cams")
+TOPK_MAX_KEY = "camloc.topk_max"
+DEFAULT_TOPK_MAX = 10  # what the export puts in the graph (fewer if the model has fewer classes)
 _REQUIRED_KEYS = ("camloc.labels", "camloc.mean", "camloc.std", "camloc.stride")
 
 
@@ -39,6 +48,7 @@ class ModelInfo:
     stride: int                      # input pixels per feature cell
     precision: str
     format: int
+    topk_max: int = 0                # classes the graph's in-graph CAMs cover (0: none)
 
     @property
     def num_classes(self) -> int:
@@ -94,6 +104,10 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
         raise ModelError(f"{path}: metadata camloc.stride must be an integer") from exc
     if stride < 1:
         raise ModelError(f"{path}: metadata camloc.stride must be >= 1, got {stride}")
+    topk_max = meta.get(TOPK_MAX_KEY, "0")
+    if not topk_max.isdigit():
+        raise ModelError(f"{path}: metadata {TOPK_MAX_KEY} must be an integer >= 0, "
+                         f"got {topk_max!r}")
     return ModelInfo(
         path=path, arch=arch, weights=meta.get("camloc.weights", "unknown"),
         labels=tuple(labels), color=color,
@@ -101,6 +115,7 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
         std=_triple(_json(meta, "camloc.std", path), "camloc.std", path),
         input_size=(int(size[0]), int(size[1])), stride=stride,
         precision=meta.get("camloc.precision", "fp32"), format=fmt,
+        topk_max=min(int(topk_max), len(labels)),
     )
 
 
