@@ -39,7 +39,6 @@ from realtime.errors import first_line
 from .calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, prepare_frames, read_frames
 from .compare import _run_all, _session, compare, speed_ratio
 from .fp16 import _make_fp16
-from .incam import INCAM_TOLERANCE, incam_error
 from .graph import (
     QuantizeError,
     _load,
@@ -47,6 +46,7 @@ from .graph import (
     _set_metadata,
     float_node_names,
 )
+from .incam import INCAM_TOLERANCE, incam_error
 
 __all__ = ["DEFAULT_FLOAT_FIRST", "DEFAULT_FLOAT_LAST", "MIN_CALIB_FRAMES", "QuantizeError",
            "QuantizeReport", "compare", "quantize_onnx", "quantize_zoo_model"]

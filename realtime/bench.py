@@ -48,7 +48,7 @@ def _read_frames(spec: str, count: int) -> list[np.ndarray]:
 
 def bare_fps(loc: Any, tensors: list[np.ndarray], warmup: int, batch: int = 1,
              workers: int = 1) -> float:
-    """Frames per second of ``loc.infer`` alone on ``tensors`` (prepared beforehand), from
+    """Frames per second of ``loc.forward`` alone on ``tensors`` (prepared beforehand), from
     ``workers`` threads at once (as the pipeline runs it), warm-up excluded."""
     import threading
 
@@ -59,10 +59,10 @@ def bare_fps(loc: Any, tensors: list[np.ndarray], warmup: int, batch: int = 1,
 
     def loop(mine: list[np.ndarray]) -> None:
         for x in mine[:max(1, warmup // (batch * workers))]:
-            loc.infer(x)
+            loc.forward(x)
         start.wait()
         for x in mine:
-            loc.infer(x)
+            loc.forward(x)
         done.wait()
 
     threads = [threading.Thread(target=loop, args=(batches[w::workers],), daemon=True)
