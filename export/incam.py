@@ -50,10 +50,11 @@ def add_incam(proto, topk_max: int = DEFAULT_TOPK_MAX) -> int:
         raise ValueError(f"topk_max must be >= 1, got {topk_max}")
     p = "incam_"  # prefix of every name added here
     consts = {"k": np.array([k], np.int64), "flat": np.array([0, 0, -1], np.int64),
-              "hw_idx": np.array([2, 3], np.int64), "eps": np.array(CAM_EPS, np.float32),
-              "axes": np.array([2], np.int64)}
+              "hw_idx": np.array([2, 3], np.int64), "eps": np.array(CAM_EPS, np.float32)}
+    if _opset(proto) >= 18:  # ReduceMax takes its axes as an input from opset 18
+        consts["axes"] = np.array([2], np.int64)
     graph.initializer.extend(numpy_helper.from_array(v, p + n) for n, v in consts.items())
-    if _opset(proto) >= 18:
+    if "axes" in consts:
         reduce_max = helper.make_node("ReduceMax", [p + "relu", p + "axes"], [p + "hi"],
                                       keepdims=1, name=p + "hi")
     else:
