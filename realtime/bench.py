@@ -28,12 +28,35 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["STAGE_KEYS", "main", "run_bench"]
+__all__ = ["STAGE_KEYS", "device_name", "main", "run_bench"]
 
 log = logging.getLogger(__name__)
 
 STAGE_KEYS = ("decode", "preprocess", "infer", "cam", "boxes", "draw", "encode")
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
+
+
+def device_name(provider: str) -> str:
+    """What ran the model, for the record: the GPU's name (nvidia-smi) for CUDA and
+    TensorRT, else the CPU's model name; "unknown" when the system does not say."""
+    import platform
+    import subprocess
+
+    if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10, check=True)
+            return out.stdout.strip().splitlines()[0] or "unknown NVIDIA GPU"
+        except (OSError, subprocess.SubprocessError, IndexError):
+            return "unknown NVIDIA GPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _read_frames(spec: str, count: int) -> list[np.ndarray]:
@@ -143,6 +166,8 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
         "draw_over_bare": round(median(draw) / median(bare), 3),
         "file_over_bare": round(median(file_) / median(bare), 3),
         "provider": loc.provider,
+        "device": device_name(loc.provider),
+        "in_graph_cams": bool(getattr(loc, "in_graph", False)),
         "model": loc.info.arch,
         "precision": getattr(loc.info, "precision", "fp32"),
         "input_size": [int(x.shape[2]), int(x.shape[3])],
@@ -163,7 +188,9 @@ def format_table(r: dict[str, Any]) -> str:
     """A small human table of ``run_bench``'s figures."""
     h, w = r["frame_size"]
     ih, iw = r["input_size"]
-    lines = [f"camloc bench: {r['model']} ({r['precision']}) on {r['provider']}, frames {w}x{h} "
+    cams = "in-graph CAMs" if r.get("in_graph_cams") else "numpy CAMs"
+    lines = [f"camloc bench: {r['model']} ({r['precision']}, {cams}) on {r['provider']} "
+             f"({r.get('device', 'unknown')}), frames {w}x{h} "
              f"-> input {iw}x{ih}, {r['frames']} frames ({r['warmup']} warm-up), "
              f"median of {r['repeats']}, batch {r['batch']}, {r['workers']} worker(s) x "
              f"{r['threads'] or 'default'} thread(s)",
