@@ -15,6 +15,7 @@ import torch
 from export.gap import NotGapError, find_gap_head
 from export.onnx_export import OUTPUTS, export_model
 from models.zoo import load_model
+from realtime.meta import INCAM_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTORCYCLE = {"moped", "motor scooter"}  # ImageNet has no plain "motorcycle"
@@ -55,7 +56,7 @@ def test_lite0_onnx_contract(lite0_onnx, photos):
     """Dynamic N/H/W, the outputs and metadata the runtime relies on, the CAM identity."""
     sess = _session(lite0_onnx)
     meta = sess.get_modelmeta().custom_metadata_map
-    assert [o.name for o in sess.get_outputs()] == OUTPUTS
+    assert [o.name for o in sess.get_outputs()] == OUTPUTS + list(INCAM_OUTPUTS)
     assert sess.get_inputs()[0].name == "images"
     for key in ("camloc.arch", "camloc.weights", "camloc.mean", "camloc.std", "camloc.stride",
                 "camloc.precision", "camloc.format"):
