@@ -20,8 +20,10 @@ import onnxruntime as ort
 import pytest
 
 from export.calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, evenly, read_frames
+from export.incam import INCAM_TOLERANCE, incam_error
 from export.photos import CALIB_PHOTOS, HELDOUT_PHOTOS, photo_set
 from export.quantize import QuantizeError, quantize_onnx
+from realtime.meta import INCAM_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,8 +87,10 @@ def test_int8_keeps_the_metadata_and_float_outputs(int8, lite0_onnx):
     s32 = ort.InferenceSession(str(lite0_onnx), providers=["CPUExecutionProvider"])
     x = np.zeros((1, 3, 64, 96), np.float32)
     outs8 = s8.run(None, {"images": x})
-    assert [o.name for o in s8.get_outputs()] == ["logits", "features", "cam_weight", "cam_bias"]
-    assert all(o.dtype == np.float32 for o in outs8)
+    assert [o.name for o in s8.get_outputs()] == ["logits", "features", "cam_weight", "cam_bias",
+                                                  *INCAM_OUTPUTS]
+    assert [o.dtype for o in outs8] == [np.float32] * 5 + [np.int64, np.float32]  # topk_ids
+    assert incam_error(s8, x) < INCAM_TOLERANCE            # in-graph CAMs stay float
     assert outs8[1].shape == (1, 1280, 2, 3)
     w32, b32 = s32.run(["cam_weight", "cam_bias"], {"images": x})
     w8, b8 = outs8[2], outs8[3]
@@ -103,7 +107,7 @@ def test_fp16_export_agrees(lite0_onnx, heldout, tmp_path):
     assert _meta(out)["camloc.precision"] == "fp16"
     s = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert s.get_inputs()[0].type == "tensor(float)"
-    assert {o.type for o in s.get_outputs()} == {"tensor(float)"}
+    assert {o.type for o in s.get_outputs() if o.name != "topk_ids"} == {"tensor(float)"}
 
 
 def test_read_frames_samples_a_video_evenly(photos, tmp_path):
