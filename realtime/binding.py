@@ -29,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from realtime.errors import first_line
+from realtime.format import INPUT
 
 __all__ = ["BoundRunner", "GraphRunner", "PlainRunner", "Runner", "TensorrtWatch",
            "with_cuda_graph"]
@@ -56,13 +57,13 @@ def _run_options(graph_id: int) -> ort.RunOptions:
 
 
 class PlainRunner:
-    """``session.run(names, {"images": x})``."""
+    """``session.run(names, {INPUT: x})``."""
 
     def __init__(self, session: Any, names: tuple[str, ...] | list[str]):
         self.session, self.names = session, list(names)
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self.names, {"images": x})
+        return self.session.run(self.names, {INPUT: x})
 
 
 class BoundRunner:
@@ -77,7 +78,7 @@ class BoundRunner:
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         binding = self.session.io_binding()
-        binding.bind_cpu_input("images", np.ascontiguousarray(x))
+        binding.bind_cpu_input(INPUT, np.ascontiguousarray(x))
         for name in self.names:
             binding.bind_output(name, self.device, self.device_id)
         self.session.run_with_iobinding(binding, self.run_options)
@@ -105,14 +106,14 @@ class GraphRunner:
     def _bind(self, x: np.ndarray) -> tuple[Any, ...]:
         """Fixed device buffers for this shape (output shapes from one run without a
         graph) and the run options naming its graph."""
-        outs = self.session.run(self.names, {"images": x}, _run_options(-1))
+        outs = self.session.run(self.names, {INPUT: x}, _run_options(-1))
         x_val = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), self.device,
                                                  self.device_id)
         out_vals = [ort.OrtValue.ortvalue_from_shape_and_type(o.shape, o.dtype.type,
                                                               self.device, self.device_id)
                     for o in outs]
         binding = self.session.io_binding()
-        binding.bind_ortvalue_input("images", x_val)
+        binding.bind_ortvalue_input(INPUT, x_val)
         for name, val in zip(self.names, out_vals):
             binding.bind_ortvalue_output(name, val)
         log.debug("CUDA graph %d for input %s", len(self._slots) + 1, x.shape)

@@ -17,7 +17,7 @@ from realtime import binding
 from realtime import engine as eng
 from realtime import providers as prov
 from realtime.engine import Localizer
-from realtime.meta import FRAME_OUTPUTS, INCAM_OUTPUTS
+from realtime.format import FRAME_OUTPUTS, INCAM_OUTPUTS
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 

@@ -15,7 +15,7 @@ import pytest
 
 from export.incam import INCAM_TOLERANCE, add_incam_file, incam_error
 from realtime.engine import Localizer
-from realtime.meta import INCAM_OUTPUTS, TOPK_MAX_KEY
+from realtime.format import INCAM_OUTPUTS, KEY_TOPK_MAX
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -38,7 +38,7 @@ def old_lite0(lite0_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         graph.output.remove(o)
     for i in [i for i in graph.initializer if i.name.startswith("incam_")]:
         graph.initializer.remove(i)
-    for m in [m for m in proto.metadata_props if m.key == TOPK_MAX_KEY]:
+    for m in [m for m in proto.metadata_props if m.key == KEY_TOPK_MAX]:
         proto.metadata_props.remove(m)
     onnx.checker.check_model(proto)
     path = tmp_path_factory.mktemp("old") / "lite0-old.onnx"
@@ -51,7 +51,7 @@ def test_export_writes_in_graph_cams(lite0_onnx: Path, photos: dict[str, np.ndar
     names = [o.name for o in sess.get_outputs()]
     assert names[:4] == ["logits", "features", "cam_weight", "cam_bias"]  # format 1 kept
     assert names[4:] == list(INCAM_OUTPUTS)
-    assert sess.get_modelmeta().custom_metadata_map[TOPK_MAX_KEY] == "10"
+    assert sess.get_modelmeta().custom_metadata_map[KEY_TOPK_MAX] == "10"
     loc = Localizer(lite0_onnx, device="cpu")
     batch = np.concatenate([loc.prepare(_bgr(photos, n))[0] for n in ("cat", "espresso")])
     assert incam_error(sess, batch) < INCAM_TOLERANCE

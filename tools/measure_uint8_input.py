@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from realtime.meta import INCAM_OUTPUTS, parse_metadata  # noqa: E402
+from realtime.format import INCAM_OUTPUTS, INPUT, parse_metadata  # noqa: E402
 from realtime.preprocess import normalize_to_tensor, resize_frame, working_size  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def uint8_variant(src: Path, dst: Path, mean, std, rgb: bool) -> None:
 
     proto = onnx.load(str(src))
     g = proto.graph
-    g.input.remove(next(i for i in g.input if i.name == "images"))
+    g.input.remove(next(i for i in g.input if i.name == INPUT))
     g.input.insert(0, helper.make_tensor_value_info("frames", TensorProto.UINT8,
                                                     ["N", "H", "W", 3]))
     scale = (1.0 / np.float32(std)).reshape(1, 3, 1, 1).astype(np.float32)
@@ -52,7 +52,7 @@ def uint8_variant(src: Path, dst: Path, mean, std, rgb: bool) -> None:
         nodes.append(helper.make_node("Gather", [last, "u8_swap"], ["u8_rgb"], axis=1))
         last = "u8_rgb"
     nodes += [helper.make_node("Mul", [last, "u8_scale"], ["u8_scaled"]),
-              helper.make_node("Sub", ["u8_scaled", "u8_shift"], ["images"])]
+              helper.make_node("Sub", ["u8_scaled", "u8_shift"], [INPUT])]
     for n in reversed(nodes):
         g.node.insert(0, n)
     onnx.save(proto, str(dst))
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         uint8_variant(path, u8, info.mean, info.std, rgb)
         s8 = ort.InferenceSession(str(u8), opts, providers=["CPUExecutionProvider"])
     names = list(INCAM_OUTPUTS)
-    a = s32.run(names, {"images": normalize_to_tensor(frames[0], info.mean, info.std, rgb)})
+    a = s32.run(names, {INPUT: normalize_to_tensor(frames[0], info.mean, info.std, rgb)})
     b = s8.run(names, {"frames": frames[0][None]})
     diff = max(float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in zip(a, b))
     t_prep, t_f32, t_u8 = [], [], []
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         x = normalize_to_tensor(f, info.mean, info.std, rgb)
         t1 = time.perf_counter()
-        s32.run(names, {"images": x})
+        s32.run(names, {INPUT: x})
         t2 = time.perf_counter()
         s8.run(names, {"frames": f[None]})
         t3 = time.perf_counter()
