@@ -105,7 +105,7 @@ def test_runtime_requirements_hold_no_heavy_packages():
     # and Prometheus client (--serve): no torch, torchvision or onnx
     assert {"numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "av",
             "aiohttp", "prometheus-client"} == set(names)
-    # and the runtime imports nothing beyond them (plus the optional, guarded tqdm)
+    # and the runtime imports nothing beyond them (plus the optional, guarded tqdm and Pillow)
     import ast
 
     third = set()
@@ -117,4 +117,4 @@ def test_runtime_requirements_hold_no_heavy_packages():
             third.update(m.split(".")[0] for m in mods)
     stdlib = set(sys.stdlib_module_names)
     assert third - stdlib - {"realtime", "numpy", "cv2", "onnxruntime", "av", "aiohttp",
-                             "prometheus_client"} <= {"tqdm", "export"}
+                             "prometheus_client"} <= {"tqdm", "export", "PIL"}
