@@ -58,6 +58,20 @@ def _drop_cast_pairs(graph) -> None:
             graph.node.remove(n)
 
 
+def _drop_duplicate_casts(graph) -> None:
+    """Keep one of identical Cast nodes: the converter inserts the same float16 -> float32
+    Cast (same name, same output) once per float32 consumer of a float16 tensor, and
+    ``features`` has several (pooling, in-graph CAMs), which breaks single assignment."""
+    seen, drop = set(), []
+    for n in graph.node:
+        key = (n.op_type, tuple(n.input), tuple(n.output))
+        if n.op_type == "Cast" and key in seen:
+            drop.append(n)
+        seen.add(key)
+    for n in drop:
+        graph.node.remove(n)
+
+
 def _toposort(graph) -> None:
     """Reorder ``graph.node`` so every node comes after the producers of its inputs."""
     ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
@@ -86,6 +100,7 @@ def make_fp16(fp32: Path, out: Path) -> list[str]:
     meta = read_metadata(proto)
     head = [n.name for n in head_nodes(proto.graph)]
     proto = convert_float_to_float16(proto, keep_io_types=True, node_block_list=head)
+    _drop_duplicate_casts(proto.graph)
     _drop_cast_pairs(proto.graph)
     _toposort(proto.graph)  # the converter appends its input/output casts at the end
     write_metadata(proto, with_precision(meta, "fp16"))

@@ -2,7 +2,8 @@
 
 The file has input ``images`` (float32 N x 3 x H x W, N/H/W dynamic), outputs
 ``logits``, ``features`` (what the global pooling consumes), ``cam_weight`` and
-``cam_bias`` (the classifier, constant) and ``camloc.*`` metadata: labels,
+``cam_bias`` (the classifier, constant), the in-graph top-k scores, class ids and
+CAMs (export/incam.py) and ``camloc.*`` metadata: labels,
 normalisation, colour order, native size, stride, architecture, weight source
 (see docs/DESIGN.md). It is written to a temporary file beside the target,
 verified, and only then moved into place, so a failed export leaves nothing.
@@ -37,6 +38,7 @@ from realtime.paths import cache_path
 
 from .atomic import atomic_output, check_writable
 from .gap import GapHead, find_gap_head
+from .incam import INCAM_TOLERANCE, add_incam_file, incam_error
 from .photos import real_photos
 
 __all__ = ["ExportError", "ExportReport", "default_output", "export_model", "export_zoo_model",
@@ -153,7 +155,8 @@ def write_onnx(zm: ZooModel, output: str | Path, opset: int = 17) -> ExportRepor
         report = ExportReport(output, zm.arch, zm.weights, len(zm.labels), int(feats.shape[1]),
                               stride, size)
         _add_classifier_outputs(tmp, head.linear)
-        _add_metadata(tmp, model_info(zm, stride, output))
+        topk_max = add_incam_file(tmp)
+        _add_metadata(tmp, model_info(zm, stride, output, topk_max))
         _verify(tmp, wrapper, zm, report)
     report.size_bytes = output.stat().st_size
     log.debug(report.summary())
@@ -194,12 +197,14 @@ def _add_classifier_outputs(path: Path, linear: nn.Linear) -> None:
     onnx.save(proto, str(path))
 
 
-def model_info(zm: ZooModel, stride: int, path: Path | str = "") -> ModelInfo:
-    """What the runtime will read back from the FP32 export of ``zm``."""
+def model_info(zm: ZooModel, stride: int, path: Path | str = "", topk_max: int = 0
+               ) -> ModelInfo:
+    """What the runtime will read back from the FP32 export of ``zm`` (``topk_max``: the
+    classes its in-graph CAMs cover, 0 for none)."""
     return ModelInfo(path=str(path), arch=zm.arch, weights=zm.weights, labels=tuple(zm.labels),
                      color=zm.color, mean=tuple(zm.mean), std=tuple(zm.std),
                      input_size=tuple(zm.input_size), stride=stride, precision="fp32",
-                     format=FORMAT)
+                     format=FORMAT, topk_max=topk_max)
 
 
 def _add_metadata(path: Path, info: ModelInfo) -> None:
@@ -236,6 +241,11 @@ def _verify(path: Path, wrapper: nn.Module, zm: ZooModel, report: ExportReport) 
         for name, err in checks.items():
             if not err < TOLERANCE:
                 raise ExportError(f"verification failed: {name} relative error {err:.2e} >= {TOLERANCE:g}")
+        incam = incam_error(session, batch)  # in-graph top-k and CAMs vs realtime.cam
+        if not incam < INCAM_TOLERANCE:
+            raise ExportError(f"verification failed: in-graph CAMs ({tag}) differ from numpy by "
+                              f"{incam:.2e} >= {INCAM_TOLERANCE:g}")
+        checks[f"in-graph CAMs vs numpy ({tag})"] = incam
         report.checks.update(checks)
         if batch is native:
             probs = np.exp(logits - logits.max(1, keepdims=True))

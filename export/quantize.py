@@ -54,6 +54,7 @@ from .graph import (
     read_metadata,
     write_metadata,
 )
+from .incam import INCAM_TOLERANCE, incam_error
 
 __all__ = ["DEFAULT_FLOAT_FIRST", "DEFAULT_FLOAT_LAST", "INT8_TARGETS", "MIN_CALIB_FRAMES",
            "QuantizeError", "QuantizeReport", "compare", "quantize_onnx", "quantize_zoo_model"]
@@ -169,9 +170,11 @@ def _int8_classifier_weight(proto) -> None:
     graph.node.insert(0, helper.make_node(
         "DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"], [deq],
         name="cam_weight_dequantize", axis=0))
-    graph.node.extend([helper.make_node("Identity", [deq], [CAM_WEIGHT], name="cam_weight_output"),
-                       helper.make_node("Identity", [bias_name], [CAM_BIAS],
-                                        name="cam_bias_output")])
+    # right after the dequantization: the in-graph CAMs (export/incam.py) read cam_weight
+    graph.node.insert(1, helper.make_node("Identity", [deq], [CAM_WEIGHT],
+                                          name="cam_weight_output"))
+    graph.node.insert(2, helper.make_node("Identity", [bias_name], [CAM_BIAS],
+                                          name="cam_bias_output"))
     onnx.checker.check_model(proto)
 
 
@@ -331,6 +334,11 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
         if not c.identity_err < IDENTITY_TOLERANCE:
             raise QuantizeError(f"verification failed: CAM identity rel. error "
                                 f"{c.identity_err:.2e} >= {IDENTITY_TOLERANCE:g}")
+        if info.topk_max:  # in-graph CAMs against numpy on the variant's own features
+            incam = max(incam_error(open_session(tmp), x) for x in held_x[:4])
+            if not incam < INCAM_TOLERANCE:
+                raise QuantizeError(f"verification failed: in-graph CAMs differ from numpy "
+                                    f"by {incam:.2e} >= {INCAM_TOLERANCE:g}")
         if c.agreement < min_agreement:
             raise QuantizeError(f"verification failed: top-1 agreement with FP32 "
                                 f"{c.agreement:.3f} < {min_agreement:g} on {len(held_x)} "

@@ -31,12 +31,35 @@ import numpy as np
 
 from .errors import UsageError, report_error
 
-__all__ = ["STAGE_KEYS", "main", "run_bench"]
+__all__ = ["STAGE_KEYS", "device_name", "main", "run_bench"]
 
 log = logging.getLogger(__name__)
 
 STAGE_KEYS = ("decode", "preprocess", "infer", "cam", "boxes", "draw", "encode")
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
+
+
+def device_name(provider: str) -> str:
+    """What ran the model, for the record: the GPU's name (nvidia-smi) for CUDA and
+    TensorRT, else the CPU's model name; "unknown" when the system does not say."""
+    import platform
+    import subprocess
+
+    if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10, check=True)
+            return out.stdout.strip().splitlines()[0] or "unknown NVIDIA GPU"
+        except (OSError, subprocess.SubprocessError, IndexError):
+            return "unknown NVIDIA GPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _read_frames(spec: str, count: int) -> list[np.ndarray]:
@@ -51,7 +74,7 @@ def _read_frames(spec: str, count: int) -> list[np.ndarray]:
 
 def bare_fps(loc: Any, tensors: list[np.ndarray], warmup: int, batch: int = 1,
              workers: int = 1) -> float:
-    """Frames per second of ``loc.infer`` alone on ``tensors`` (prepared beforehand), from
+    """Frames per second of ``loc.forward`` alone on ``tensors`` (prepared beforehand), from
     ``workers`` threads at once (as the pipeline runs it), warm-up excluded."""
     import threading
 
@@ -62,10 +85,10 @@ def bare_fps(loc: Any, tensors: list[np.ndarray], warmup: int, batch: int = 1,
 
     def loop(mine: list[np.ndarray]) -> None:
         for x in mine[:max(1, warmup // (batch * workers))]:
-            loc.infer(x)
+            loc.forward(x)
         start.wait()
         for x in mine:
-            loc.infer(x)
+            loc.forward(x)
         done.wait()
 
     threads = [threading.Thread(target=loop, args=(batches[w::workers],), daemon=True)
@@ -151,6 +174,8 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
         "codec": codecs[0],
         "file_fps_by_codec": {c: round(median(v), 2) for c, v in files.items()},
         "provider": loc.provider,
+        "device": device_name(loc.provider),
+        "in_graph_cams": bool(getattr(loc, "in_graph", False)),
         "model": loc.info.arch,
         "precision": loc.info.precision,
         "input_size": [int(x.shape[2]), int(x.shape[3])],
@@ -172,7 +197,9 @@ def format_table(r: dict[str, Any]) -> str:
     """A small human table of ``run_bench``'s figures."""
     h, w = r["frame_size"]
     ih, iw = r["input_size"]
-    lines = [f"camloc bench: {r['model']} ({r['precision']}) on {r['provider']}, frames {w}x{h} "
+    cams = "in-graph CAMs" if r.get("in_graph_cams") else "numpy CAMs"
+    lines = [f"camloc bench: {r['model']} ({r['precision']}, {cams}) on {r['provider']} "
+             f"({r.get('device', 'unknown')}), frames {w}x{h} "
              f"-> input {iw}x{ih}, {r['frames']} frames ({r['warmup']} warm-up), "
              f"median of {r['repeats']}, batch {r['batch']}, {r['workers']} worker(s) x "
              f"{r['threads'] or 'default'} thread(s)",

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CamSmoother", "compute_cams", "normalize_cams", "softmax", "top_k"]
+__all__ = ["CAM_EPS", "CamSmoother", "compute_cams", "normalize_cams", "softmax", "top_k"]
 
-_EPS = 1e-7
+CAM_EPS = 1e-7  # floor of a map's maximum in normalize_cams (export/incam.py uses it too)
+_EPS = CAM_EPS
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -2,9 +2,12 @@
 data of one frame's localization (drawing it: realtime.draw; its JSONL: realtime.sinks).
 
 The work is split so a pipeline can time each stage and run it in its own
-thread: ``prepare`` (frame -> tensor, on the CPU), ``infer`` (the session; any
-batch size), ``postprocess`` (one image's logits and features -> Result).
-``Localizer(frame)`` chains the three for one frame.
+thread: ``prepare`` (frame -> tensor, on the CPU), ``forward`` (the session; any
+batch size), ``finish`` (one image's outputs -> Result). ``Localizer(frame)``
+chains the three for one frame. A model with in-graph CAMs (export/incam.py)
+hands back only top-k scores, class ids and normalised CAMs; an older model
+hands back logits and features and the CAMs are computed here in numpy
+(``infer`` + ``postprocess``, which stay available for every model).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from realtime import binding
 from realtime import providers as prov
 from realtime.boxes import BOX_RULES, boxes_from_cam, scale_boxes
 from realtime.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
 from realtime.errors import DeviceError, ModelError, OptionError, first_line
 from realtime.format import (
     FRAME_OUTPUTS,
+    INCAM_OUTPUTS,
     INPUT,
     KEY_ARCH,
     MAX_INPUT_SIDE,
@@ -32,6 +37,7 @@ from realtime.format import (
     check_outputs,
     parse_metadata,
 )
+from realtime.paths import tensorrt_cache
 from realtime.preprocess import Geometry, prepare_frame
 from realtime.zoo import DEFAULT_MODEL, resolve_model
 
@@ -86,12 +92,13 @@ class Result:
         return draw_result(frame, self, RenderOptions(heatmap, boxes, index, alpha), hud)
 
 
-def _open_session(path: str, device: str, threads: int | None
-                  ) -> tuple[ort.InferenceSession, list[str]]:
-    """An InferenceSession on the best providers for ``device``; (session, granted)."""
-    available = ort.get_available_providers()
+def _plan(device: str) -> list[prov.Provider]:
     gpu = prov.gpu_present()
-    plan = prov.plan_providers(device, available, gpu, prov.tensorrt_present() if gpu else False)
+    return prov.plan_providers(device, ort.get_available_providers(), gpu,
+                               prov.tensorrt_present() if gpu else False)
+
+
+def _session_options(threads: int | None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
@@ -103,10 +110,39 @@ def _open_session(path: str, device: str, threads: int | None
             raise OptionError(f"threads must be a positive integer or None, got {threads!r}")
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    return opts
+
+
+def _graph_session(path: str, device: str, threads: int | None) -> ort.InferenceSession:
+    """A second session of the model with CUDA graphs on, used only by GraphRunner (its
+    buffers are fixed per shape); raises when the provider refuses graphs."""
+    plan = binding.with_cuda_graph(_plan(device))
+    if plan is None:
+        raise DeviceError(f"device {device!r} has no CUDA provider for graphs")
+    session = ort.InferenceSession(path, sess_options=_session_options(threads), providers=plan)
+    if session.get_providers()[0] != prov.PROVIDER_OF["cuda"]:
+        raise DeviceError(f"CUDA graphs session runs on {session.get_providers()[0]}")
+    return session
+
+
+def _open_session(path: str, device: str, threads: int | None
+                  ) -> tuple[ort.InferenceSession, list[str]]:
+    """An InferenceSession on the best providers for ``device``; (session, granted).
+    TensorRT that fails to start falls back to CUDA, GPUs that fail to the CPU (auto)."""
+    plan = _plan(device)
+    opts = _session_options(threads)
     if any(not isinstance(p, str) for p in plan):
         prov.preload_cuda()
     try:
-        session = ort.InferenceSession(path, sess_options=opts, providers=plan)
+        try:
+            session = ort.InferenceSession(path, sess_options=opts, providers=plan)
+        except Exception as trt_exc:
+            lighter = prov.without_tensorrt(plan)
+            if lighter is None:
+                raise
+            session = ort.InferenceSession(path, sess_options=opts, providers=lighter)
+            log.warning("TensorRT could not start (%s); running on CUDA", first_line(trt_exc))
+            plan = lighter
     except Exception as exc:
         first = first_line(exc)
         if plan == ["CPUExecutionProvider"]:
@@ -122,6 +158,9 @@ def _open_session(path: str, device: str, threads: int | None
         plan = ["CPUExecutionProvider"]
     granted = session.get_providers()
     prov.check_granted(device, plan, granted)
+    if granted[0] == prov.PROVIDER_OF["tensorrt"]:
+        log.warning("TensorRT builds an engine for each new input size on first use: "
+                    "minutes the first time, cached under %s after", tensorrt_cache())
     return session, granted
 
 
@@ -132,14 +171,18 @@ class Localizer:
     openvino, coreml, directml. ``imgsz``: the working size's longer side (None: a shorter
     side of 8/7 the model's native size, see ``default_imgsz``). ``threshold``: box threshold relative
     to each CAM's maximum. ``smooth``: EMA weight of the previous frame's CAM (video).
-    ``threads``: ONNX Runtime intra-op threads (None: its default).
+    ``threads``: ONNX Runtime intra-op threads (None: its default). ``incam``: use the
+    model's in-graph CAMs when it has them (else, or with ``normalize="minmax"`` or a
+    ``topk`` above the graph's, numpy computes them). ``cuda_graphs``: replay CUDA graphs
+    on CUDA (in-graph CAMs only).
     """
 
     def __init__(self, model: str | os.PathLike[str] = DEFAULT_MODEL, device: str = "auto",
                  imgsz: int | None = None, topk: int = 1, threshold: float | None = None,
                  smooth: float = 0.0, threads: int | None = None, *,
                  box_rule: str = DEFAULT_RULE, min_area: float = DEFAULT_MIN_AREA,
-                 max_boxes: int = 3, normalize: str = "max"):
+                 max_boxes: int = 3, normalize: str = "max", incam: bool = True,
+                 cuda_graphs: bool = True):
         prov.parse_device(device)  # unknown names fail before any loading
         self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
         if not 0.0 <= self.threshold < 1.0:
@@ -169,6 +212,10 @@ class Localizer:
             raise OptionError(f"topk must be between 1 and the number of classes ({num}), "
                              f"got {topk!r}")
         self.topk = topk
+        self.in_graph = (incam and normalize == "max" and topk <= self.info.topk_max
+                         and all(n in outputs for n in INCAM_OUTPUTS))
+        self._cuda_graphs = cuda_graphs
+        self._use(self.session, granted, threads)
         log.info("camloc: %s (%s, %d classes) running on %s (asked: %s; available: %s)",
                  os.path.basename(path), self.info.arch, num, ", ".join(granted), device,
                  ", ".join(ort.get_available_providers()))
@@ -181,7 +228,8 @@ class Localizer:
         the provider the session really granted (``providers.parallelism``): opened with
         the threads the expected provider calls for, re-opened with the CPU's share when
         a GPU was expected but the session fell back to the CPU. Explicit ``threads`` and
-        ``workers`` are kept."""
+        ``workers`` are kept. How ``forward`` calls the session (IO binding, CUDA graphs)
+        follows the same granted provider (``_use``)."""
         guess_workers, guess_threads = prov.parallelism(prov.expected_provider(device), threads,
                                                         workers)
         loc = cls(model, device=device, threads=guess_threads, **options)
@@ -189,9 +237,40 @@ class Localizer:
         if wanted != guess_threads:
             log.info("session runs on %s, not the expected provider: %s intra-op threads",
                      loc.provider, wanted)
-            loc.session, granted = _open_session(loc.info.path, device, wanted)
-            loc.provider, loc.threads = granted[0], wanted
+            loc._use(*_open_session(loc.info.path, device, wanted), wanted)
         return loc, workers
+
+    def _use(self, session: ort.InferenceSession, granted: list[str], threads: int | None
+             ) -> None:
+        """Run on ``session`` from now on: its granted provider decides ``forward``'s runner."""
+        self.session, self.provider, self.threads = session, granted[0], threads
+        self._forward = self._runner(session, self.provider)
+
+    def _runner(self, session: ort.InferenceSession, provider: str) -> binding.Runner:
+        """How ``forward`` calls ``session`` (realtime/binding.py): plainly on the CPU, with
+        IO binding on CUDA/TensorRT, plus CUDA graphs on CUDA where the provider takes them."""
+        names = INCAM_OUTPUTS if self.in_graph else FRAME_OUTPUTS
+        index = prov.parse_device(self.device)[1]
+        if provider not in (prov.PROVIDER_OF["cuda"], prov.PROVIDER_OF["tensorrt"]):
+            return binding.PlainRunner(session, names)
+        bound = binding.BoundRunner(session, names, "cuda", index)
+        if provider == prov.PROVIDER_OF["tensorrt"]:
+            return binding.TensorrtWatch(bound, self._on_cuda)
+        if not (self._cuda_graphs and self.in_graph):
+            return bound
+        try:
+            graphs = _graph_session(self.info.path, f"cuda:{index}", self.threads)
+        except Exception as exc:  # noqa: BLE001 - any refusal: plain IO binding
+            log.warning("CUDA graphs refused (%s); running without them", first_line(exc))
+            return bound
+        return binding.GraphRunner(graphs, names, bound, "cuda", index)
+
+    def _on_cuda(self) -> binding.Runner:
+        """After a failed TensorRT engine build: the model on CUDA instead (a GPU provider
+        like TensorRT, so the pipeline's workers and threads still hold)."""
+        index = prov.parse_device(self.device)[1]
+        self._use(*_open_session(self.info.path, f"cuda:{index}", self.threads), self.threads)
+        return self._forward
 
     def _fetch_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """The classifier's constant weight [K, C] and bias [K], read once."""
@@ -221,6 +300,22 @@ class Localizer:
         logits, feats = self.session.run(list(FRAME_OUTPUTS), {INPUT: x})
         return logits, feats
 
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Run the network on a batch [N, 3, H, W] for ``finish``: batch-first (top-k
+        scores, class ids, CAMs) from a model with in-graph CAMs, else (logits, features)."""
+        return tuple(self._forward(x))
+
+    def finish(self, outputs: tuple[np.ndarray, ...], geo: Geometry) -> Result:
+        """One image's ``forward`` outputs (batch index taken) -> Result. Applies temporal
+        smoothing when ``smooth > 0``: call it in frame order."""
+        if not self.in_graph:
+            return self.postprocess(outputs[0], outputs[1], geo)
+        scores, ids, cams = outputs
+        t0 = time.perf_counter()
+        ids = np.asarray(ids[:self.topk], np.int64)
+        cams = self.smoother(ids, np.asarray(cams[:self.topk], np.float32))
+        return self._result(ids, np.asarray(scores[:self.topk], np.float32), cams, geo, t0)
+
     def postprocess(self, logits: np.ndarray, features: np.ndarray, geo: Geometry) -> Result:
         """One image's logits [K] and features [C, h, w] -> Result (top-k, CAMs, boxes).
 
@@ -233,6 +328,11 @@ class Localizer:
         ids = top_k(probs, self.topk)
         cams = normalize_cams(compute_cams(features, self.weight, ids), self.normalize)
         cams = self.smoother(ids, cams)
+        return self._result(ids, probs[ids], cams, geo, t0)
+
+    def _result(self, ids: np.ndarray, scores: np.ndarray, cams: np.ndarray, geo: Geometry,
+                t0: float) -> Result:
+        """Boxes of each CAM, and the Result (``t0``: when the CAM work started)."""
         t1 = time.perf_counter()
         boxes = []
         for cam in cams:
@@ -240,7 +340,7 @@ class Localizer:
                                       self.max_boxes)
             boxes.append(scale_boxes(cells, cam.shape, geo.frame_h, geo.frame_w).tolist())
         t2 = time.perf_counter()
-        return Result(class_ids=ids.astype(np.int64), scores=probs[ids].astype(np.float32),
+        return Result(class_ids=ids.astype(np.int64), scores=scores.astype(np.float32),
                       labels=[self.info.labels[i] for i in ids], cams=cams, boxes=boxes,
                       frame_shape=(geo.frame_h, geo.frame_w), provider=self.provider,
                       extra={"times_ms": {"cam": (t1 - t0) * 1e3, "boxes": (t2 - t1) * 1e3}})
@@ -250,9 +350,8 @@ class Localizer:
         self.smoother.reset()
 
     def localize(self, frame: np.ndarray) -> Result:
-        """prepare + infer + postprocess for one BGR frame."""
+        """prepare + forward + finish for one BGR frame."""
         x, geo = self.prepare(frame)
-        logits, feats = self.infer(x)
-        return self.postprocess(logits[0], feats[0], geo)
+        return self.finish(tuple(o[0] for o in self.forward(x)), geo)
 
     __call__ = localize

@@ -3,6 +3,9 @@
 
 The layout is pinned in docs/DESIGN.md: input ``images``, outputs ``logits``,
 ``features``, ``cam_weight``, ``cam_bias`` and ``camloc.*`` metadata strings.
+Format 1 is extended, not bumped: a model may also carry its CAMs inside the graph
+(outputs :data:`INCAM_OUTPUTS`, metadata ``camloc.topk_max``, export/incam.py); a
+runtime that does not know them ignores them, and this one reads models without them.
 ``export/`` writes through :func:`to_metadata` / :func:`with_precision`, the runtime
 reads through :func:`parse_metadata` / :func:`check_outputs`. Pure Python: no torch,
 no onnx, no onnxruntime, so both sides (and an edge box) can import it.
@@ -17,12 +20,13 @@ from typing import Any
 
 from realtime.errors import ModelError
 
-__all__ = ["CAM_BIAS", "CAM_WEIGHT", "FEATURES", "FORMAT", "FRAME_OUTPUTS", "INPUT", "KEY_ARCH",
-           "KEY_COLOR", "KEY_FORMAT", "KEY_INPUT_SIZE", "KEY_LABELS", "KEY_MEAN", "KEY_PRECISION",
-           "KEY_STD", "KEY_STRIDE", "KEY_WEIGHTS", "MAX_INPUT_SIDE", "MAX_STRIDE", "METADATA_KEYS",
-           "OUTPUTS", "PRODUCER",
-           "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS", "ModelInfo", "check_outputs", "parse_metadata",
-           "reexport_hint", "to_metadata", "with_precision"]
+__all__ = ["CAMS", "CAM_BIAS", "CAM_WEIGHT", "DEFAULT_TOPK_MAX", "FEATURES", "FORMAT",
+           "FRAME_OUTPUTS", "INCAM_OUTPUTS", "INPUT", "KEY_ARCH", "KEY_COLOR", "KEY_FORMAT",
+           "KEY_INPUT_SIZE", "KEY_LABELS", "KEY_MEAN", "KEY_PRECISION", "KEY_STD", "KEY_STRIDE",
+           "KEY_TOPK_MAX", "KEY_WEIGHTS", "MAX_INPUT_SIDE", "MAX_STRIDE", "METADATA_KEYS",
+           "OUTPUTS", "PRODUCER", "REQUIRED_OUTPUTS", "TOPK_IDS", "TOPK_SCORES", "WEIGHT_OUTPUTS",
+           "ModelInfo", "check_outputs", "parse_metadata", "reexport_hint", "to_metadata",
+           "with_precision"]
 
 FORMAT = 1           # the layout this module writes and reads
 PRODUCER = "camloc"  # ModelProto.producer_name of the files export writes
@@ -35,6 +39,12 @@ FRAME_OUTPUTS = (LOGITS, FEATURES)       # per frame: what session.run asks for
 WEIGHT_OUTPUTS = (CAM_WEIGHT, CAM_BIAS)  # constants, fetched once after loading
 REQUIRED_OUTPUTS = FRAME_OUTPUTS + WEIGHT_OUTPUTS
 OUTPUTS = REQUIRED_OUTPUTS                   # in the order export writes them
+# optional, the CAMs inside the graph (export/incam.py), after OUTPUTS:
+TOPK_SCORES = "topk_scores"  # [N, k] float32: the top camloc.topk_max softmax scores, best first
+TOPK_IDS = "topk_ids"        # [N, k] int64: their class ids
+CAMS = "cams"                # [N, k, h, w] float32: their CAMs, ReLU'd and max-normalised
+INCAM_OUTPUTS = (TOPK_SCORES, TOPK_IDS, CAMS)
+DEFAULT_TOPK_MAX = 10  # k the export puts in the graph (fewer if the model has fewer classes)
 
 KEY_FORMAT = "camloc.format"
 KEY_ARCH = "camloc.arch"
@@ -46,8 +56,9 @@ KEY_STD = "camloc.std"
 KEY_INPUT_SIZE = "camloc.input_size"
 KEY_STRIDE = "camloc.stride"
 KEY_PRECISION = "camloc.precision"
+KEY_TOPK_MAX = "camloc.topk_max"  # classes the in-graph CAMs cover; absent: none (old models)
 METADATA_KEYS = (KEY_FORMAT, KEY_ARCH, KEY_WEIGHTS, KEY_LABELS, KEY_COLOR, KEY_MEAN, KEY_STD,
-                 KEY_INPUT_SIZE, KEY_STRIDE, KEY_PRECISION)
+                 KEY_INPUT_SIZE, KEY_STRIDE, KEY_PRECISION, KEY_TOPK_MAX)
 _REQUIRED_KEYS = (KEY_LABELS, KEY_MEAN, KEY_STD, KEY_STRIDE)
 # bounds on what a model file may claim: a stride beyond 512 or a native side beyond 4096 is
 # no CNN anyone trains (strides are 8 to 64); a file claiming it would only make the runtime
@@ -71,6 +82,7 @@ class ModelInfo:
     stride: int                      # input pixels per feature cell
     precision: str
     format: int
+    topk_max: int = 0                # classes the graph's in-graph CAMs cover (0: none)
 
     @property
     def num_classes(self) -> int:
@@ -114,8 +126,9 @@ def _int(value: Any, key: str, path: str, low: int, high: int) -> int:
 
 def to_metadata(info: ModelInfo) -> dict[str, str]:
     """The ``camloc.*`` metadata strings of ``info`` (``info.path`` is not stored);
-    :func:`parse_metadata` reads them back into an equal ModelInfo."""
-    return {
+    :func:`parse_metadata` reads them back into an equal ModelInfo. ``camloc.topk_max``
+    is written only for a model with in-graph CAMs."""
+    meta = {
         KEY_FORMAT: str(info.format),
         KEY_ARCH: info.arch,
         KEY_WEIGHTS: info.weights,
@@ -127,6 +140,9 @@ def to_metadata(info: ModelInfo) -> dict[str, str]:
         KEY_STRIDE: str(int(info.stride)),
         KEY_PRECISION: info.precision,
     }
+    if info.topk_max:
+        meta[KEY_TOPK_MAX] = str(int(info.topk_max))
+    return meta
 
 
 def with_precision(meta: dict[str, str], precision: str) -> dict[str, str]:
@@ -138,7 +154,7 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
     """Turn the ``camloc.*`` metadata strings into a :class:`ModelInfo`.
 
     Raises ModelError naming the missing or malformed key; optional keys
-    (arch, weights, input size, precision, colour) fall back to sensible values.
+    (arch, weights, input size, precision, colour, topk_max) fall back to sensible values.
     """
     path = str(path)
     arch = meta.get(KEY_ARCH, "unknown")
@@ -162,6 +178,8 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
                          f"got {size!r}")
     size = [_int(v, KEY_INPUT_SIZE, path, 1, MAX_INPUT_SIDE) for v in size]
     stride = _int(meta[KEY_STRIDE], KEY_STRIDE, path, 1, MAX_STRIDE)
+    # the export caps k at the class count: more than that is a malformed file
+    topk_max = _int(meta.get(KEY_TOPK_MAX, "0"), KEY_TOPK_MAX, path, 0, len(labels))
     return ModelInfo(
         path=path, arch=arch, weights=meta.get(KEY_WEIGHTS, "unknown"),
         labels=tuple(labels), color=color,
@@ -169,6 +187,7 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
         std=_triple(_json(meta, KEY_STD, path), KEY_STD, path),
         input_size=(size[0], size[1]), stride=stride,
         precision=meta.get(KEY_PRECISION, "fp32"), format=fmt,
+        topk_max=topk_max,
     )
 
 

@@ -272,11 +272,11 @@ class MultiRun:
         for idx in groups.values():
             x = prepared[idx[0]][0] if len(idx) == 1 else np.concatenate(
                 [prepared[i][0] for i in idx])
-            logits, feats = loc.infer(x)
+            outs = loc.forward(x)  # in-graph CAMs where the model has them
             for j, i in enumerate(idx):
-                outputs[i] = (logits[j], feats[j])
-        for (feed, frame), (_, geo), (logit, feat) in zip(taken, prepared, outputs):
-            result = feed.localizer.postprocess(logit, feat, geo)
+                outputs[i] = tuple(o[j] for o in outs)
+        for (feed, frame), (_, geo), out in zip(taken, prepared, outputs):
+            result = feed.localizer.finish(out, geo)
             self._put(feed.outbox, (frame, result))
 
     def run(self) -> MultiRun:

@@ -1,5 +1,5 @@
 """Where camloc keeps files between runs: ``$CAMLOC_HOME`` (default ``~/.cache/camloc``)
-with the zoo models (``models/<name>.onnx``) and TensorRT's engine and timing caches
+with the zoo models (``models/<revision>/<name>.onnx``) and TensorRT's engine and timing caches
 (``tensorrt/``). Both the runtime and ``export`` (which writes the zoo cache) read
 them from here."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_path", "camloc_home", "tensorrt_cache"]
+__all__ = ["CACHE_REVISION", "cache_path", "camloc_home", "tensorrt_cache"]
 
 
 def camloc_home() -> Path:
@@ -16,9 +16,15 @@ def camloc_home() -> Path:
     return Path(os.environ.get("CAMLOC_HOME", "~/.cache/camloc")).expanduser()
 
 
+# The export's revision: a zoo model cached by an older camloc lacks what this one adds
+# (in-graph CAMs since "incam1") and would silently take the slower numpy path, so each
+# revision caches in its own folder and the first run re-exports (a few seconds).
+CACHE_REVISION = "incam1"
+
+
 def cache_path(name: str) -> Path:
     """Where the zoo model ``name`` is (or will be) cached."""
-    return camloc_home() / "models" / f"{name}.onnx"
+    return camloc_home() / "models" / CACHE_REVISION / f"{name}.onnx"
 
 
 def tensorrt_cache() -> Path:

@@ -65,8 +65,8 @@ class _Localizer(Protocol):  # what the pipeline needs of realtime.engine.Locali
     provider: str
 
     def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, Any]: ...
-    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-    def postprocess(self, logits: np.ndarray, features: np.ndarray, geo: Any) -> Any: ...
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ...]: ...
+    def finish(self, outputs: tuple[np.ndarray, ...], geo: Any) -> Any: ...
 
 
 @dataclass
@@ -184,17 +184,17 @@ class Pipeline:
 
     def _infer(self, batch: list[Frame]) -> tuple[list[Any], list[tuple[Any, Any]], float, float]:
         """prepare and infer (one call per batch of equal shapes): (geometries,
-        per-frame (logits, features), preprocess ms, infer ms) per frame."""
+        per-frame outputs of ``forward``, preprocess ms, infer ms) per frame."""
         loc, n = self.localizer, len(batch)
         t0 = time.perf_counter()
         prepared = [loc.prepare(f.image) for f in batch]
         t1 = time.perf_counter()
         if len({x.shape for x, _ in prepared}) == 1:
             x = prepared[0][0] if n == 1 else np.concatenate([x for x, _ in prepared])
-            logits, feats = loc.infer(x)
-            outputs = [(logits[i], feats[i]) for i in range(n)]
+            outs = loc.forward(x)
+            outputs = [tuple(o[i] for o in outs) for i in range(n)]
         else:  # frames of different sizes (an image folder): one by one
-            outputs = [tuple(o[0] for o in loc.infer(x)) for x, _ in prepared]
+            outputs = [tuple(o[0] for o in loc.forward(x)) for x, _ in prepared]
         t2 = time.perf_counter()
         return [g for _, g in prepared], outputs, (t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n
 
@@ -208,9 +208,9 @@ class Pipeline:
                 batch, geos, outputs, pre_ms, infer_ms = pending.pop(want)
                 want += 1
                 self._slots.release()
-                for frame, geo, (logit, feat) in zip(batch, geos, outputs):
+                for frame, geo, out in zip(batch, geos, outputs):
                     t0 = time.perf_counter()
-                    result = self.localizer.postprocess(logit, feat, geo)
+                    result = self.localizer.finish(out, geo)
                     times = {"decode": frame.decode_ms, "preprocess": pre_ms, "infer": infer_ms,
                              "postprocess": (time.perf_counter() - t0) * 1e3}
                     times.update(result.extra.get("times_ms", {}))

@@ -24,8 +24,8 @@ from realtime.errors import DeviceError, OptionError
 from realtime.paths import tensorrt_cache
 
 __all__ = ["DEVICES", "PROVIDER_OF", "check_granted", "expected_provider", "gpu_present",
-           "parallelism",
-           "parse_device", "plan_providers", "preload_cuda", "tensorrt_present"]
+           "parallelism", "parse_device", "plan_providers", "preload_cuda", "tensorrt_present",
+           "without_tensorrt"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,15 @@ def plan_providers(device: str, available: list[str], gpu: bool, tensorrt: bool
     if name == "tensorrt" and PROVIDER_OF["cuda"] in available:
         plan.append(_options("cuda", index))  # TensorRT hands unsupported nodes to CUDA
     return plan + [PROVIDER_OF["cpu"]]
+
+
+def without_tensorrt(plan: list[Provider]) -> list[Provider] | None:
+    """The plan minus TensorRT when it has TensorRT followed by CUDA (what to try when
+    TensorRT fails to start or to build its engine), else None."""
+    names = [p if isinstance(p, str) else p[0] for p in plan]
+    if PROVIDER_OF["tensorrt"] not in names or PROVIDER_OF["cuda"] not in names:
+        return None
+    return [p for p, n in zip(plan, names) if n != PROVIDER_OF["tensorrt"]]
 
 
 def expected_provider(device: str) -> str:

@@ -1,6 +1,6 @@
 """Model name -> cached .onnx path (building it through ``export`` on first use).
 
-Cache: ``$CAMLOC_HOME/models/<name>.onnx`` (default ``~/.cache/camloc``). A
+Cache: ``$CAMLOC_HOME/models/<revision>/<name>.onnx`` (default ``~/.cache/camloc``). A
 ``.onnx`` path is returned as is. Building needs PyTorch, which the runtime
 never imports otherwise: ``export`` is imported here, lazily, only when a zoo
 model is asked for and not cached yet.

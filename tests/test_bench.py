@@ -15,7 +15,8 @@ from realtime.bench import STAGE_KEYS, run_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"bare_fps", "draw_fps", "file_fps", "stages_ms", "draw_over_bare", "file_over_bare",
-        "provider", "input_size", "frame_size", "frames"}
+        "provider", "input_size", "frame_size", "frames", "device", "in_graph_cams", "batch",
+        "precision"}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,8 @@ def test_bench_on_the_real_model(clip, lite0_onnx):
     r = run_bench(str(clip), str(lite0_onnx), frames=30, warmup=4, repeats=1)
     _check(r, 30)
     assert r["model"] == "efficientnet_lite0" and r["input_size"] == [256, 448]
+    assert r["in_graph_cams"] is True and r["batch"] == 1 and r["precision"] == "fp32"
+    assert r["device"] and "GPU" not in r["device"]          # the CPU's model name
 
 
 def test_bench_cli_writes_json_and_prints_the_ratios(clip, tiny_onnx, tmp_path):
@@ -55,6 +58,19 @@ def test_bench_cli_writes_json_and_prints_the_ratios(clip, tiny_onnx, tmp_path):
     r = json.loads(out.read_text())
     _check(r, 20)
     assert len(r["runs"]["bare_fps"]) == 2
+    assert r["in_graph_cams"] is False                       # an older model: numpy CAMs
+
+
+def test_device_name_asks_nvidia_smi_for_gpus(tmp_path, monkeypatch):
+    from realtime.bench import device_name
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert device_name("CUDAExecutionProvider") == "NVIDIA H100 80GB HBM3"
+    fake.unlink()
+    assert device_name("TensorrtExecutionProvider") == "unknown NVIDIA GPU"
 
 
 def test_bench_bad_source_is_one_line(tmp_path):

@@ -326,6 +326,7 @@ def test_workers_and_threads_follow_the_granted_provider(tiny: Path,
     loc, workers = Localizer.for_pipeline(tiny, "auto")
     assert loc.provider == CPU and (workers, loc.threads) == (2, 1)
     assert loc.session.get_session_options().intra_op_num_threads == 1
+    assert loc._forward.session is loc.session      # forward runs on the re-opened session
     loc, workers = Localizer.for_pipeline(tiny, "auto", threads=2, workers=3)
     assert (workers, loc.threads) == (3, 2)
     monkeypatch.setattr(prov, "gpu_present", lambda: False)

@@ -15,7 +15,7 @@ import torch
 from export.gap import NotGapError, find_gap_head
 from export.onnx_export import export_model
 from models.zoo import load_model
-from realtime.format import OUTPUTS
+from realtime.format import INCAM_OUTPUTS, OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTORCYCLE = {"moped", "motor scooter"}  # ImageNet has no plain "motorcycle"
@@ -56,9 +56,10 @@ def test_lite0_onnx_contract(lite0_onnx, photos):
     """Dynamic N/H/W, the outputs and metadata the runtime relies on, the CAM identity."""
     sess = _session(lite0_onnx)
     meta = sess.get_modelmeta().custom_metadata_map
-    # the contract, spelled out once more here on purpose
+    # the contract, spelled out once more here on purpose; the in-graph CAMs after it
     assert [o.name for o in sess.get_outputs()] == ["logits", "features", "cam_weight",
-                                                    "cam_bias"] == list(OUTPUTS)
+                                                    "cam_bias", "topk_scores", "topk_ids",
+                                                    "cams"] == [*OUTPUTS, *INCAM_OUTPUTS]
     assert sess.get_inputs()[0].name == "images"
     for key in ("camloc.arch", "camloc.weights", "camloc.mean", "camloc.std", "camloc.stride",
                 "camloc.precision", "camloc.format"):

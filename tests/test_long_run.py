@@ -62,10 +62,10 @@ class Instant:
     def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, None]:
         return np.zeros((1, 3, 32, 32), np.float32), None
 
-    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((len(x), 5), np.float32), np.zeros((len(x), 16, 1, 1), np.float32)
 
-    def postprocess(self, logits: np.ndarray, features: np.ndarray, geo: None) -> Result:
+    def finish(self, outputs: tuple[np.ndarray, ...], geo: None) -> Result:
         return Result()
 
 

@@ -99,14 +99,14 @@ class Failing:
     def prepare(self, frame):
         return self.loc.prepare(frame)
 
-    def infer(self, x):
-        return self.loc.infer(x)
+    def forward(self, x):
+        return self.loc.forward(x)
 
-    def postprocess(self, logits, feats, geo):
+    def finish(self, outputs, geo):
         self.n += 1
         if self.n == self.bad + 1:
             raise RuntimeError("boom")
-        return self.loc.postprocess(logits, feats, geo)
+        return self.loc.finish(outputs, geo)
 
 
 def test_a_failing_stage_stops_everything_and_raises_once(clip, loc, tmp_path):
@@ -213,11 +213,11 @@ def test_a_live_camera_through_the_pipeline_drops_stale_frames_and_ends_cleanly(
             gate.wait()
             return loc.prepare(frame)
 
-        def infer(self, x):
-            return loc.infer(x)
+        def forward(self, x):
+            return loc.forward(x)
 
-        def postprocess(self, *a):
-            return loc.postprocess(*a)
+        def finish(self, *a):
+            return loc.finish(*a)
 
     with open_source("0", give_up_after_s=0) as cam, Pipeline(cam, Held(), draw=False) as run:
         items = iter(run)

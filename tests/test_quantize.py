@@ -20,8 +20,10 @@ import onnxruntime as ort
 import pytest
 
 from export.calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, evenly, read_frames
+from export.incam import INCAM_TOLERANCE, incam_error
 from export.photos import CALIB_PHOTOS, HELDOUT_PHOTOS, photo_set
 from export.quantize import QuantizeError, quantize_onnx
+from realtime.format import INCAM_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,6 +117,30 @@ def test_int8_target_sets_the_weight_bits(tiny_onnx, calib_dir, tmp_path, target
                       target="avx2")
 
 
+def test_int8_of_an_opset_18_model_with_in_graph_cams(tiny_onnx, calib_dir, tmp_path):
+    """The tiny model is opset 18 (ReduceMax takes axes as an input there, which the INT8
+    pre-processing's shape inference cannot follow): its in-graph CAMs quantize, stay
+    float, and still equal numpy's; the weights keep 7 bits."""
+    import shutil
+
+    import onnx
+
+    from export.incam import add_incam_file
+
+    src, out = tmp_path / "tiny.onnx", tmp_path / "tiny.int8.onnx"
+    shutil.copy(tiny_onnx, src)
+    assert add_incam_file(src) == 5
+    quantize_onnx(src, out, "int8", read_frames(calib_dir, 16), float_first=0,
+                  min_agreement=0.0, bench_runs=0)
+    s8 = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in s8.get_outputs()][4:] == list(INCAM_OUTPUTS)
+    x = np.random.default_rng(1).normal(0, 1, (2, 3, 64, 96)).astype(np.float32)
+    assert incam_error(s8, x) < INCAM_TOLERANCE
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node if n.name.startswith("incam_")}
+    assert ops and not any("Quant" in o or "Integer" in o for o in ops)
+    assert np.abs(_conv_weight_codes(out)).max() <= 64
+
+
 def test_int8_keeps_the_metadata_and_float_outputs(int8, lite0_onnx):
     path, _ = int8
     m8, m32 = _meta(path), _meta(lite0_onnx)
@@ -124,8 +150,10 @@ def test_int8_keeps_the_metadata_and_float_outputs(int8, lite0_onnx):
     s32 = ort.InferenceSession(str(lite0_onnx), providers=["CPUExecutionProvider"])
     x = np.zeros((1, 3, 64, 96), np.float32)
     outs8 = s8.run(None, {"images": x})
-    assert [o.name for o in s8.get_outputs()] == ["logits", "features", "cam_weight", "cam_bias"]
-    assert all(o.dtype == np.float32 for o in outs8)
+    assert [o.name for o in s8.get_outputs()] == ["logits", "features", "cam_weight", "cam_bias",
+                                                  *INCAM_OUTPUTS]
+    assert [o.dtype for o in outs8] == [np.float32] * 5 + [np.int64, np.float32]  # topk_ids
+    assert incam_error(s8, x) < INCAM_TOLERANCE            # in-graph CAMs stay float
     assert outs8[1].shape == (1, 1280, 2, 3)
     w32, b32 = s32.run(["cam_weight", "cam_bias"], {"images": x})
     w8, b8 = outs8[2], outs8[3]
@@ -142,7 +170,7 @@ def test_fp16_export_agrees(lite0_onnx, heldout, tmp_path):
     assert _meta(out)["camloc.precision"] == "fp16"
     s = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert s.get_inputs()[0].type == "tensor(float)"
-    assert {o.type for o in s.get_outputs()} == {"tensor(float)"}
+    assert {o.type for o in s.get_outputs() if o.name != "topk_ids"} == {"tensor(float)"}
 
 
 def test_read_frames_samples_a_video_evenly(photos, tmp_path):

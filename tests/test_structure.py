@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("realtime", "export", "models")
-FORMAT_NAMES = {"images", "logits", "features", "cam_weight", "cam_bias"}
+FORMAT_NAMES = {"images", "logits", "features", "cam_weight", "cam_bias", "topk_scores", "topk_ids",
+                "cams"}
 
 # refuses torch, onnx and the torch side of camloc, installed before anything else runs
 _BLOCK = """
