@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from models.zoo import ZooModel, load_model
+from realtime.meta import BACKGROUND_LABEL
 
 from .gap import GapHead, find_gap_head
 from .photos import real_photos
@@ -220,6 +221,8 @@ def _add_metadata(path: Path, zm: ZooModel, stride: int, precision: str = "fp32"
         "camloc.stride": str(stride),
         "camloc.precision": precision,
     }
+    if BACKGROUND_LABEL in zm.labels:  # frames of this class yield no detections
+        meta["camloc.background"] = BACKGROUND_LABEL
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)

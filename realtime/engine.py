@@ -146,7 +146,9 @@ class Localizer:
     ``model``: zoo name or .onnx path. ``device``: auto, cpu, cuda[:N], tensorrt[:N],
     openvino, coreml, directml. ``imgsz``: the working size's longer side (None: a shorter
     side of 8/7 the model's native size, see ``default_imgsz``). ``threshold``: box threshold relative
-    to each CAM's maximum. ``smooth``: EMA weight of the previous frame's CAM (video).
+    to each CAM's maximum (None: the model's stored threshold, else ``DEFAULT_THRESHOLD``).
+    A model with a background class (``ModelInfo.background``) gives no classes, CAMs or
+    boxes for a frame whose top class is background. ``smooth``: EMA weight of the previous frame's CAM (video).
     ``threads``: ONNX Runtime intra-op threads (None: its default).
     """
 
@@ -156,8 +158,7 @@ class Localizer:
                  box_rule: str = DEFAULT_RULE, min_area: float = DEFAULT_MIN_AREA,
                  max_boxes: int = 3, normalize: str = "max"):
         prov.parse_device(device)  # unknown names fail before any loading
-        self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
-        if not 0.0 <= self.threshold < 1.0:
+        if threshold is not None and not 0.0 <= float(threshold) < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
         if box_rule not in BOX_RULES:
             raise ValueError(f"box_rule must be one of {', '.join(BOX_RULES)}, got {box_rule!r}")
@@ -177,6 +178,10 @@ class Localizer:
         meta = self.session.get_modelmeta().custom_metadata_map
         check_outputs(outputs, inputs, path, meta.get("camloc.arch", "<model>"))
         self.info = parse_metadata(meta, path)
+        # no --threshold: the one stored with the model (realtime.evaluate), else the default
+        self.threshold = float(threshold if threshold is not None else
+                               self.info.threshold if self.info.threshold is not None
+                               else DEFAULT_THRESHOLD)
         self.weight, self.bias = self._fetch_weights()
         num = self.info.num_classes
         if not isinstance(topk, int) or not 1 <= topk <= num:
@@ -225,6 +230,9 @@ class Localizer:
         t0 = time.perf_counter()
         probs = softmax(logits)
         ids = top_k(probs, self.topk)
+        background = self.info.background
+        if background is not None:  # a background frame has no detections; else drop the class
+            ids = ids[:0] if ids[0] == background else ids[ids != background]
         cams = normalize_cams(compute_cams(features, self.weight, ids), self.normalize)
         cams = self.smoother(ids, cams)
         t1 = time.perf_counter()

@@ -15,13 +15,17 @@ from typing import Any
 
 from realtime.errors import ModelError
 
-__all__ = ["FRAME_OUTPUTS", "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS", "ModelInfo", "check_outputs",
-           "parse_metadata", "reexport_hint"]
+__all__ = ["BACKGROUND_LABEL", "FRAME_OUTPUTS", "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS", "ModelInfo",
+           "check_outputs", "parse_metadata", "reexport_hint"]
 
 FRAME_OUTPUTS = ("logits", "features")
 WEIGHT_OUTPUTS = ("cam_weight", "cam_bias")
 REQUIRED_OUTPUTS = FRAME_OUTPUTS + WEIGHT_OUTPUTS
 _REQUIRED_KEYS = ("camloc.labels", "camloc.mean", "camloc.std", "camloc.stride")
+# Optional keys (older models lack them): camloc.background names the class of frames
+# with none of the objects (no detections for them); camloc.threshold is the box threshold
+# chosen on labelled data by ``python -m realtime.evaluate --store-threshold``.
+BACKGROUND_LABEL = "background"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class ModelInfo:
     stride: int                      # input pixels per feature cell
     precision: str
     format: int
+    background: int | None = None     # class id of the background class, if the model has one
+    threshold: float | None = None    # stored box threshold (None: the runtime's default)
 
     @property
     def num_classes(self) -> int:
@@ -94,6 +100,18 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
         raise ModelError(f"{path}: metadata camloc.stride must be an integer") from exc
     if stride < 1:
         raise ModelError(f"{path}: metadata camloc.stride must be >= 1, got {stride}")
+    background = meta.get("camloc.background")
+    if background is not None and background not in labels:
+        raise ModelError(f"{path}: metadata camloc.background {background!r} is not one of the labels")
+    threshold = meta.get("camloc.threshold")
+    if threshold is not None:
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            threshold = -1.0
+        if not 0.0 <= threshold < 1.0:
+            raise ModelError(f"{path}: metadata camloc.threshold must be a number in [0, 1), "
+                             f"got {meta['camloc.threshold']!r}")
     return ModelInfo(
         path=path, arch=arch, weights=meta.get("camloc.weights", "unknown"),
         labels=tuple(labels), color=color,
@@ -101,6 +119,7 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
         std=_triple(_json(meta, "camloc.std", path), "camloc.std", path),
         input_size=(int(size[0]), int(size[1])), stride=stride,
         precision=meta.get("camloc.precision", "fp32"), format=fmt,
+        background=None if background is None else labels.index(background), threshold=threshold,
     )
 
 
