@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune --model on DIR (one sub-folder of images per class, the folder "
                         "names become the labels; a 'background' folder for frames with none of "
                         "the objects), then export; the checkpoint is kept as OUTPUT.pt")
-    t.add_argument("--epochs", type=int, default=30, help="at most this many epochs (early stopping)")
+    t.add_argument("--epochs", type=int, default=20, help="at most this many epochs (early stopping)")
     t.add_argument("--seed", type=int, default=0, help="seed of the split, augmentation and init")
     q = p.add_argument_group("INT8 / FP16 variants (docs/EDGE.md)")
     prec = q.add_mutually_exclusive_group()

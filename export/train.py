@@ -39,15 +39,15 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Trainer settings; the defaults were chosen on tools/make_training_set.py's train split."""
 
-    epochs: int = 30
-    views: int = 8            # augmented views per training image (view 0: the whole image)
+    epochs: int = 20
+    views: int = 4            # augmented views per training image (view 0: the whole image)
     holdout: float = 0.2      # fraction of each class held out (at least one image)
     batch: int = 32
     lr: float = 3e-3          # new classifier; the fine-tuned convolutions get lr / 10
     weight_decay: float = 1e-4
-    patience: int = 6         # epochs without a better held-out accuracy before stopping
+    patience: int = 4         # epochs without a better held-out accuracy (or loss) before stopping
     seed: int = 0
-    tune_blocks: int = 1      # trailing MBConv blocks trained with the head convolution
+    tune_blocks: int = 0      # trailing MBConv blocks trained with the head convolution
     progress: bool = True
 
 
@@ -262,7 +262,7 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         acc, held_loss = _accuracy(split, held_x, held_y_arr, weight)
         report.history.append((epoch, total / len(order), acc))
         epochs.set_postfix(loss=f"{total / len(order):.3f}", heldout_acc=f"{acc:.3f}")

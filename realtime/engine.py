@@ -148,7 +148,8 @@ class Localizer:
     side of 8/7 the model's native size, see ``default_imgsz``). ``threshold``: box threshold relative
     to each CAM's maximum (None: the model's stored threshold, else ``DEFAULT_THRESHOLD``).
     A model with a background class (``ModelInfo.background``) gives no classes, CAMs or
-    boxes for a frame whose top class is background. ``smooth``: EMA weight of the previous frame's CAM (video).
+    boxes for a frame whose top class is background. ``smooth``: EMA weight of the previous
+    frame's CAM (video).
     ``threads``: ONNX Runtime intra-op threads (None: its default).
     """
 

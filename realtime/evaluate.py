@@ -80,9 +80,10 @@ def load_coco(path: str | Path, source: str | Path, labels: list[str]) -> list[S
         names = {c["id"]: str(c["name"]) for c in coco["categories"]}
         unknown = sorted({n for n in names.values() if n not in labels})
         if unknown:
+            more = f" (+{len(labels) - 30} more)" if len(labels) > 30 else ""
             raise EvalError(f"{path}: categor{'y' if len(unknown) == 1 else 'ies'} "
                             f"{', '.join(map(repr, unknown))} not among the model's labels: "
-                            f"{', '.join(labels)}")
+                            f"{', '.join(labels[:30])}{more}")
         boxes: dict[int, dict[int, list]] = {}
         for a in coco["annotations"]:
             x, y, w, h = (float(v) for v in a["bbox"])
@@ -209,13 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="as for python -m realtime")
     p.add_argument("--imgsz", type=int, default=None, help="as for python -m realtime")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also log the model's provider and BoxAcc at each IoU")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation CLI; return the exit status (2 for user errors)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     from realtime.engine import Localizer
 
     try:
@@ -236,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("evaluate: interrupted", file=sys.stderr)
         return 130
+    if args.quiet:
+        return 0
     images = len({s.path for s in samples})
     print(f"{images} images, {sum(s.class_id is not None for s in samples)} with boxes")
     for key in KEYS:
