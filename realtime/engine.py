@@ -234,7 +234,10 @@ class Localizer:
         background = self.info.background
         if background is not None:  # a background frame has no detections; else drop the class
             ids = ids[:0] if ids[0] == background else ids[ids != background]
-        cams = normalize_cams(compute_cams(features, self.weight, ids), self.normalize)
+        if len(ids):
+            cams = normalize_cams(compute_cams(features, self.weight, ids), self.normalize)
+        else:
+            cams = np.zeros((0, *features.shape[1:]), np.float32)
         cams = self.smoother(ids, cams)
         t1 = time.perf_counter()
         boxes = []

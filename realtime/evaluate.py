@@ -60,9 +60,9 @@ class Sample:
     boxes: list[list[float]]         # [x1, y1, x2, y2], x2/y2 exclusive
 
 
-def load_coco(path: str | Path, source: str | Path, labels: list[str]) -> list[Sample]:
+def load_coco(path: str | Path, source: str | Path, labels: list[str] | None) -> list[Sample]:
     """Read a COCO file into samples (one per image and class); categories match ``labels``
-    by name."""
+    by name (``labels=None``: class-agnostic, every box counts as class -1)."""
     path, source = Path(path), Path(source)
     try:
         coco = json.loads(path.read_text(encoding="utf-8"))
@@ -78,7 +78,7 @@ def load_coco(path: str | Path, source: str | Path, labels: list[str]) -> list[S
         raise EvalError(f"source {source} is not a folder")
     try:
         names = {c["id"]: str(c["name"]) for c in coco["categories"]}
-        unknown = sorted({n for n in names.values() if n not in labels})
+        unknown = sorted({n for n in names.values() if labels is not None and n not in labels})
         if unknown:
             more = f" (+{len(labels) - 30} more)" if len(labels) > 30 else ""
             raise EvalError(f"{path}: categor{'y' if len(unknown) == 1 else 'ies'} "
@@ -89,7 +89,7 @@ def load_coco(path: str | Path, source: str | Path, labels: list[str]) -> list[S
             x, y, w, h = (float(v) for v in a["bbox"])
             if w <= 0 or h <= 0:
                 raise EvalError(f"{path}: annotation {a.get('id')} has an empty bbox {a['bbox']}")
-            cls = labels.index(names[a["category_id"]])
+            cls = -1 if labels is None else labels.index(names[a["category_id"]])
             boxes.setdefault(a["image_id"], {}).setdefault(cls, []).append([x, y, x + w, y + h])
         samples = []
         for img in coco["images"]:
@@ -123,13 +123,18 @@ def _iou_curve(loc, cam: np.ndarray, truth: list, frame_hw: tuple[int, int]) -> 
     return out
 
 
-def evaluate(loc, samples: list[Sample]) -> dict[str, float]:
-    """Score a ``Localizer`` on ``samples``; the five figures under ``KEYS``."""
+def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
+    """Score a ``Localizer`` on ``samples``; the five figures under ``KEYS``.
+
+    Class-agnostic samples (class -1, a model that does not know the classes, such as the
+    ImageNet model before training) score the top class's CAM; top1_cls and top1_loc are
+    then None."""
     import cv2
 
     from realtime.cam import compute_cams, normalize_cams, softmax
 
     background = loc.info.background
+    agnostic = any(s.class_id == -1 for s in samples)
     cls_right, gt_curves, pred_curves, pred_right = [], [], [], []
     cache: dict[Path, tuple] = {}
     for s in samples:
@@ -142,16 +147,17 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float]:
             cache = {s.path: (int(np.argmax(softmax(logits[0]))), feats[0], (geo.frame_h, geo.frame_w))}
         pred, feats, hw = cache[s.path]
         truth_cls = s.class_id if s.class_id is not None else background
-        if truth_cls is not None:
+        if truth_cls is not None and not agnostic:
             cls_right.append(pred == truth_cls)
         if s.class_id is None:
             continue
-        cams = normalize_cams(compute_cams(feats, loc.weight, np.array([s.class_id, pred])),
+        known = pred if agnostic else s.class_id
+        cams = normalize_cams(compute_cams(feats, loc.weight, np.array([known, pred])),
                               loc.normalize)
         gt_curve = _iou_curve(loc, cams[0], s.boxes, hw)
         gt_curves.append(gt_curve)
-        pred_right.append(pred == s.class_id)
-        pred_curves.append(gt_curve if pred == s.class_id else _iou_curve(loc, cams[1], s.boxes, hw))
+        pred_right.append(pred == known)
+        pred_curves.append(gt_curve if pred == known else _iou_curve(loc, cams[1], s.boxes, hw))
     gt, top = np.array(gt_curves), np.array(pred_curves)
     maxbox, per = max_box_acc_v2(gt, THRESHOLDS)
     best = per[0.5][1]
@@ -159,6 +165,9 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float]:
     top1_loc = float(np.mean(np.array(pred_right) & (top[:, i] >= 0.5)))
     for d, (acc, t) in per.items():
         log.info("BoxAcc at IoU %.1f: %.3f (threshold %.2f)", d, acc, t)
+    if agnostic:  # nothing says what the right class is
+        return {"top1_cls": None, "top1_loc": None, "gt_known_loc": float(box_accuracy(gt, 0.5)[i]),
+                "maxboxacc_v2": maxbox, "best_threshold": float(best)}
     return {"top1_cls": float(np.mean(cls_right)), "top1_loc": top1_loc,
             "gt_known_loc": float(box_accuracy(gt, 0.5)[i]), "maxboxacc_v2": maxbox,
             "best_threshold": float(best)}
@@ -207,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     p.add_argument("--store-threshold", action="store_true",
                    help="store best_threshold in the model: the runtime's default from then on")
+    p.add_argument("--class-agnostic", action="store_true",
+                   help="ignore the category names and score the CAM of the top class (a model "
+                        "that does not know the classes yet: gt_known_loc and maxboxacc_v2 only)")
     p.add_argument("--device", default="auto", help="as for python -m realtime")
     p.add_argument("--imgsz", type=int, default=None, help="as for python -m realtime")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
@@ -227,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.imgsz is not None and args.imgsz < 32:
             raise EvalError(f"--imgsz must be at least 32, got {args.imgsz}")
         loc = Localizer(args.model, device=args.device, imgsz=args.imgsz)
-        samples = load_coco(args.labels, args.source, list(loc.info.labels))
+        samples = load_coco(args.labels, args.source,
+                            None if args.class_agnostic else list(loc.info.labels))
         figures = evaluate(loc, samples)
         if args.json is not None:
             args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
@@ -244,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     images = len({s.path for s in samples})
     print(f"{images} images, {sum(s.class_id is not None for s in samples)} with boxes")
     for key in KEYS:
-        print(f"{key:<15} {figures[key]:.3f}" if key != "best_threshold"
-              else f"{key:<15} {figures[key]:.2f}")
+        value = figures[key]
+        print(f"{key:<15} " + ("n/a (class-agnostic)" if value is None else
+                               f"{value:.2f}" if key == "best_threshold" else f"{value:.3f}"))
     if args.store_threshold:
         print(f"stored camloc.threshold = {figures['best_threshold']:.2f} in {args.model}")
     return 0

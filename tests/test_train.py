@@ -88,7 +88,7 @@ def test_variants_of_a_trained_model(trained, tmp_path, precision, capsys):
 
     root, model, _ = trained
     out = tmp_path / f"m.{precision}.onnx"
-    extra = ["--calib", str(root / "train" / "coin"), "--calib-frames", "16",
+    extra = ["--calib", str(root / "test" / "images"), "--calib-frames", "16",
              "--min-agreement", "0.5"] if precision == "int8" else []
     assert main(["--model", str(model), f"--{precision}", "--output", str(out), *extra]) == 0
     assert "agree" in capsys.readouterr().out
