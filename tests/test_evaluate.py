@@ -112,3 +112,11 @@ def test_bad_inputs_one_line_exit_2(tiny_set, lite0_onnx, tmp_path):
         assert r.returncode == 2, (message, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (message, r.stderr)
+
+
+def test_store_threshold_without_onnx_says_how(monkeypatch, tmp_path):
+    from realtime.evaluate import EvalError, store_threshold
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as in a runtime-only environment
+    with pytest.raises(EvalError, match="pip install onnx"):
+        store_threshold(tmp_path / "m.onnx", 0.3)
