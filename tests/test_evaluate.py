@@ -40,7 +40,7 @@ def tiny_set(tmp_path_factory, photos):
 def test_metrics_by_hand(tiny_set, lite0_onnx, tmp_path, capsys):
     out = tmp_path / "m.json"
     rc = main(["--model", str(lite0_onnx), "--source", str(tiny_set), "--labels",
-               str(tiny_set / "labels.json"), "--json", str(out), "-q"])
+               str(tiny_set / "labels.json"), "--json", str(out)])
     assert rc == 0
     got = json.loads(out.read_text())
     assert list(got) == list(KEYS)
