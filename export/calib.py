@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from realtime.errors import CamlocError
+
 __all__ = ["MIN_CALIB_FRAMES", "CalibError", "CalibFrame", "evenly", "prepare_frames",
            "read_frames"]
 
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 MIN_CALIB_FRAMES = 16  # readable frames needed: 3 in 4 calibrate, 1 in 4 is held out to verify
 
 
-class CalibError(ValueError):
+class CalibError(CamlocError, ValueError):
     """The calibration source cannot give enough readable frames."""
 
 
@@ -137,7 +139,7 @@ def prepare_frames(frames: list[CalibFrame], stride: int, mean: tuple[float, flo
                    ) -> list[np.ndarray]:
     """Each frame -> float32 [1, 3, H, W] exactly as the runtime prepares it by default."""
     from realtime.engine import default_imgsz
-    from realtime.meta import ModelInfo
+    from realtime.format import ModelInfo
     from realtime.preprocess import prepare_frame
 
     info = ModelInfo(path="", arch="", weights="", labels=("",), color="RGB" if rgb else "BGR",

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from realtime.errors import UsageError, report_error
+
 __all__ = ["main"]
 
 log = logging.getLogger("export")
@@ -58,13 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many frames to sample from --calib (at least 16)")
     q.add_argument("--float-first", type=int, default=None,
                    help="convolutions kept float from the input side (default: the stem and "
-                        "first two blocks, 6 convs; measured in docs/EDGE.md)")
+                        "first three blocks, 9 convs; measured in docs/EDGE.md)")
+    q.add_argument("--int8-target", choices=("portable", "vnni"), default="portable",
+                   help="portable: 7-bit weights, the same agreement on every CPU; vnni: 8-bit "
+                        "weights for x86 CPUs with VNNI and ARM boards (saturates on AVX2-only "
+                        "x86; docs/EDGE.md)")
     q.add_argument("--float-last", type=int, default=0,
                    help="convolutions kept float before the features output")
     q.add_argument("--min-agreement", type=float, default=0.8,
                    help="fail when top-1 agreement with FP32 on held-out frames is lower")
     p.add_argument("--list", action="store_true", help="list the zoo names and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-vv: debug logging, and the traceback of a failure")
     return p
 
 
@@ -72,42 +80,42 @@ def _read_labels(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValueError(f"cannot read labels file {path}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read labels file {path}: {exc.strerror}") from exc
     labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
-        raise ValueError(f"labels file {path} is empty")
+        raise UsageError(f"labels file {path} is empty")
     return labels
 
 
 def _variant(args: argparse.Namespace, weights: str | None, labels: list[str] | None):
     """--int8 / --fp16: export FP32 to a temporary file (or take a .onnx), convert, verify."""
-    from .onnx_export import ExportError, default_output
-    from .quantize import DEFAULT_FLOAT_FIRST, QuantizeError, quantize_zoo_model
+    from .onnx_export import default_output
+    from .quantize import DEFAULT_FLOAT_FIRST, quantize_zoo_model
 
     precision = "int8" if args.int8 else "fp16"
     if args.int8 and args.calib is None:
-        raise ValueError("--int8 needs --calib SOURCE (a folder of images or a video, at least "
+        raise UsageError("--int8 needs --calib SOURCE (a folder of images or a video, at least "
                          "16 frames, like those the model will see)")
     if args.calib_frames < 16:
-        raise ValueError(f"--calib-frames must be at least 16, got {args.calib_frames}")
+        raise UsageError(f"--calib-frames must be at least 16, got {args.calib_frames}")
     if args.float_first is not None and args.float_first < 0 or args.float_last < 0:
-        raise ValueError("--float-first and --float-last must be >= 0")
+        raise UsageError("--float-first and --float-last must be >= 0")
     output = args.output
     if output is None:
         if str(args.model).lower().endswith(".onnx"):
-            raise ValueError("--output is needed when --model is a .onnx file")
+            raise UsageError("--output is needed when --model is a .onnx file")
         output = default_output(f"{args.model}.{precision}")
+    if args.int8_target != "portable" and not args.int8:
+        raise ValueError("--int8-target is for --int8")
     options = dict(calib_frames=args.calib_frames, float_last=args.float_last,
                    min_agreement=args.min_agreement,
+                   **({"target": args.int8_target} if args.int8 else {}),
                    float_first=DEFAULT_FLOAT_FIRST if args.float_first is None
                    else args.float_first)
     if not str(args.model).lower().endswith(".onnx"):
         options.update(weights=weights, checkpoint=args.checkpoint, labels=labels,
                        opset=args.opset)
-    try:
-        return quantize_zoo_model(args.model, output, precision, args.calib, **options)
-    except QuantizeError as exc:
-        raise ExportError(str(exc)) from exc
+    return quantize_zoo_model(args.model, output, precision, args.calib, **options)
 
 
 def _train(args: argparse.Namespace):
@@ -115,12 +123,12 @@ def _train(args: argparse.Namespace):
     from .train import TrainConfig, train_and_export
 
     if args.output is None:
-        raise ValueError("--train needs --output M.onnx (the checkpoint goes beside it as M.pt)")
+        raise UsageError("--train needs --output M.onnx (the checkpoint goes beside it as M.pt)")
     if args.int8 or args.fp16 or args.checkpoint or args.labels or args.calib:
-        raise ValueError("--train exports FP32 from the folder's labels; make --int8/--fp16 "
+        raise UsageError("--train exports FP32 from the folder's labels; make --int8/--fp16 "
                          "variants afterwards with --model M.onnx")
     if str(args.weights).upper() != "DEFAULT":
-        raise ValueError("--train starts from the pretrained weights (--weights DEFAULT)")
+        raise UsageError("--train starts from the pretrained weights (--weights DEFAULT)")
     config = TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.quiet)
     train_report, export_report = train_and_export(args.model, args.train, args.output, config,
                                                    opset=args.opset)
@@ -128,13 +136,14 @@ def _train(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the export CLI; return the exit status (2 for user errors)."""
+    """Run the export CLI; return the exit status: 0 written and verified, 2 a user error,
+    1 a failed stage or a bug (see :mod:`realtime.errors`)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    from models.zoo import ZooError, list_models
+    level = logging.DEBUG if args.verbose >= 2 else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s")
+    from models.zoo import list_models
 
-    from .gap import NotGapError
-    from .onnx_export import ExportError, export_model
+    from .onnx_export import export_model
 
     if args.list:
         print("\n".join(list_models()))
@@ -152,15 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             report = _variant(args, weights, labels)
         else:
             if args.calib is not None:
-                raise ValueError("--calib is for --int8 (or to verify --fp16 on your frames)")
+                raise UsageError("--calib is for --int8 (or to verify --fp16 on your frames)")
             report = export_model(args.model, args.output, weights=weights,
                                   checkpoint=args.checkpoint, labels=labels, opset=args.opset)
-    except (ZooError, NotGapError, ExportError, ValueError, OSError) as exc:
-        print(f"export: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("export: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
+        return report_error("export", exc, args.verbose)
     if not args.quiet:
         print(report.summary())
     return 0

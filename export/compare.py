@@ -10,31 +10,33 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Comparison", "compare", "speed_ratio"]
+from realtime.format import FRAME_OUTPUTS, INPUT, WEIGHT_OUTPUTS
 
-def _session(path: Path, threads: int | None = None):
+__all__ = ["Comparison", "compare", "open_session", "run_all", "speed_ratio"]
+
+
+def open_session(path: Path):
+    """A CPU ONNX Runtime session on ``path``, fully optimised, quiet."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def _run_all(session, tensors: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def run_all(session, tensors: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(logits, features) of each tensor (batch 1), as float32 without the batch axis."""
     logits, feats = [], []
     for x in tensors:
-        lo, fe = session.run(["logits", "features"], {"images": x})
+        lo, fe = session.run(list(FRAME_OUTPUTS), {INPUT: x})
         logits.append(lo[0].astype(np.float32))
         feats.append(fe[0].astype(np.float32))
     return logits, feats
 
 
 def _weights(session, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    w, b = session.run(["cam_weight", "cam_bias"],
-                       {"images": np.zeros((1, 3, stride, stride), np.float32)})
+    w, b = session.run(list(WEIGHT_OUTPUTS), {INPUT: np.zeros((1, 3, stride, stride), np.float32)})
     return np.asarray(w, np.float32), np.asarray(b, np.float32)
 
 
@@ -47,6 +49,8 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class Comparison:
+    """How a variant's outputs differ from its FP32 model's on the same tensors."""
+
     agreement: float
     cam_corr: float
     cam_corr_min: float
@@ -60,11 +64,11 @@ def compare(fp32: Path | object, variant: Path | object, tensors: list[np.ndarra
 
     Either argument may be a path or an open session; ``reference`` (FP32 logits and
     features) skips running the FP32 model again."""
-    s32 = _session(fp32) if isinstance(fp32, (str, Path)) else fp32
-    sq = _session(variant) if isinstance(variant, (str, Path)) else variant
-    lo32, fe32 = reference if reference is not None else _run_all(s32, tensors)
+    s32 = open_session(fp32) if isinstance(fp32, (str, Path)) else fp32
+    sq = open_session(variant) if isinstance(variant, (str, Path)) else variant
+    lo32, fe32 = reference if reference is not None else run_all(s32, tensors)
     w32, _ = _weights(s32, stride)
-    loq, feq = _run_all(sq, tensors)
+    loq, feq = run_all(sq, tensors)
     wq, bq = _weights(sq, stride)
     top32 = [int(np.argmax(v)) for v in lo32]
     disagree = [i for i, v in enumerate(loq) if int(np.argmax(v)) != top32[i]]
@@ -76,18 +80,18 @@ def compare(fp32: Path | object, variant: Path | object, tensors: list[np.ndarra
                       float(np.min(corrs)), ident, disagree)
 
 
-def speed_ratio(fp32: Path, variant: Path, x: np.ndarray, runs: int = 30,
-                threads: int | None = None) -> tuple[float, float, float]:
+def speed_ratio(fp32: Path, variant: Path, x: np.ndarray, runs: int = 30
+                ) -> tuple[float, float, float]:
     """(fp32 median ms, variant median ms, fp32/variant), runs interleaved so both see
     the same machine load; warm-up excluded."""
-    s32, sq = _session(fp32, threads), _session(variant, threads)
+    s32, sq = open_session(fp32), open_session(variant)
     for s in (s32, sq, s32, sq, s32, sq):
-        s.run(["logits", "features"], {"images": x})
+        s.run(list(FRAME_OUTPUTS), {INPUT: x})
     t32, tq = [], []
     for _ in range(runs):
         for s, acc in ((s32, t32), (sq, tq)):
             t0 = time.perf_counter()
-            s.run(["logits", "features"], {"images": x})
+            s.run(list(FRAME_OUTPUTS), {INPUT: x})
             acc.append((time.perf_counter() - t0) * 1e3)
     a, b = statistics.median(t32), statistics.median(tq)
     return a, b, a / b

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .graph import QuantizeError, _head_nodes, _metadata, _set_metadata
+from realtime.format import with_precision
 
-__all__ = []
+from .graph import QuantizeError, head_nodes, read_metadata, write_metadata
+
+__all__ = ["make_fp16"]
+
 
 def _drop_cast_pairs(graph) -> None:
     """Remove fp32 -> fp16 -> fp32 Cast round trips the converter puts between float32
@@ -74,17 +77,18 @@ def _toposort(graph) -> None:
     graph.node.extend(ordered)
 
 
-def _make_fp16(fp32: Path, out: Path) -> list[str]:
+def make_fp16(fp32: Path, out: Path) -> list[str]:
+    """Write the FP16 variant of ``fp32`` to ``out``; a description of what stays float."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     proto = onnx.load(str(fp32))
-    meta = _metadata(proto)
-    head = [n.name for n in _head_nodes(proto.graph)]
+    meta = read_metadata(proto)
+    head = [n.name for n in head_nodes(proto.graph)]
     proto = convert_float_to_float16(proto, keep_io_types=True, node_block_list=head)
     _drop_cast_pairs(proto.graph)
     _toposort(proto.graph)  # the converter appends its input/output casts at the end
-    _set_metadata(proto, meta, "fp16")
+    write_metadata(proto, with_precision(meta, "fp16"))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
     return ["classifier head (pooling + Gemm, float32)"]

@@ -19,12 +19,12 @@ import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
 
-from realtime.errors import first_line
+from realtime.errors import CamlocError, first_line
 
 __all__ = ["GapHead", "NotGapError", "find_gap_head"]
 
 
-class NotGapError(ValueError):
+class NotGapError(CamlocError, ValueError):
     """The module has no exact CAM (no linear head right after global average pooling)."""
 
 

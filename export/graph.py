@@ -5,40 +5,50 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["QuantizeError", "float_node_names"]
+from realtime.errors import CamlocError
+from realtime.format import CAM_BIAS, CAM_WEIGHT, FEATURES, PRODUCER
+
+__all__ = ["QuantizeError", "conv_nodes", "float_node_names", "head_nodes", "name_nodes", "load_proto",
+           "read_metadata", "write_metadata"]
 
 _HEAD_OPS = ("GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm", "MatMul",
              "Add", "Identity")
 
-class QuantizeError(RuntimeError):
-    """Quantisation or its verification failed; nothing was left at the output path."""
 
-def _load(path: Path):
+
+class QuantizeError(CamlocError, RuntimeError):
+    """The FP16/INT8 variant cannot be made from this model, or it disagrees with FP32
+    beyond the limits; nothing was left at the output path."""
+
+
+def load_proto(path: Path):
+    """The ModelProto of the .onnx at ``path``."""
     import onnx
 
     return onnx.load(str(path))
 
 
-def _metadata(proto) -> dict[str, str]:
+def read_metadata(proto) -> dict[str, str]:
+    """The metadata strings of a ModelProto (the ``camloc.*`` keys among them)."""
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def _set_metadata(proto, meta: dict[str, str], precision: str) -> None:
-    meta = dict(meta, **{"camloc.precision": precision})
+def write_metadata(proto, meta: dict[str, str]) -> None:
+    """Replace the metadata of ``proto`` by ``meta`` (from realtime.format) and mark it ours."""
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
-    proto.producer_name = "camloc"
+    proto.producer_name = PRODUCER
 
 
-def _head_nodes(graph) -> list:
+def head_nodes(graph) -> list:
     """Nodes downstream of ``features`` up to ``logits`` (pooling + classifier) and the
     Identity nodes that expose ``cam_weight``/``cam_bias``: kept float."""
     consumers: dict[str, list] = {}
     for n in graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    head, frontier, seen = [], ["features"], set()
+    head, frontier, seen = [], [FEATURES], set()
     while frontier:
         t = frontier.pop()
         for n in consumers.get(t, []):
@@ -47,20 +57,39 @@ def _head_nodes(graph) -> list:
             seen.add(n.name)
             head.append(n)
             frontier.extend(n.output)
-    head += [n for n in graph.node if set(n.output) & {"cam_weight", "cam_bias"}
+    head += [n for n in graph.node if set(n.output) & {CAM_WEIGHT, CAM_BIAS}
              and n.name not in seen]
     return head
 
 
-def _convs(graph) -> list:
+def conv_nodes(graph) -> list:
     """Conv nodes in graph (topological) order, up to the one feeding ``features``."""
     return [n for n in graph.node if n.op_type == "Conv"]
 
 
+def name_nodes(graph) -> int:
+    """Give every unnamed node a unique name (``<op>_<index>``); returns how many were named.
+
+    Layers are kept float by node name, and exporters may leave names empty: an empty
+    name in the exclusion list would keep every unnamed node float."""
+    taken = {n.name for n in graph.node}
+    named = 0
+    for i, n in enumerate(graph.node):
+        if not n.name:
+            name, k = f"{n.op_type}_{i}", 0
+            while name in taken:
+                k += 1
+                name = f"{n.op_type}_{i}_{k}"
+            n.name = name
+            taken.add(name)
+            named += 1
+    return named
+
+
 def float_node_names(graph, float_first: int, float_last: int) -> tuple[list[str], list[str]]:
     """(names to exclude from quantisation, a short human description)."""
-    convs = _convs(graph)
-    keep = [n.name for n in _head_nodes(graph)]
+    convs = conv_nodes(graph)
+    keep = [n.name for n in head_nodes(graph)]
     desc = ["classifier head (pooling + Gemm; Gemm weight INT8 weight-only)"]
     if float_first:
         keep += [n.name for n in convs[:float_first]]

@@ -10,10 +10,7 @@ verified, and only then moved into place, so a failed export leaves nothing.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +20,23 @@ import torch
 from torch import nn
 
 from models.zoo import ZooModel, load_model
-from realtime.meta import BACKGROUND_LABEL
+from realtime.errors import CamlocError
+from realtime.format import (
+    BACKGROUND_LABEL,
+    CAM_BIAS,
+    CAM_WEIGHT,
+    FORMAT,
+    FRAME_OUTPUTS,
+    INPUT,
+    LOGITS,
+    OUTPUTS,
+    PRODUCER,
+    ModelInfo,
+    to_metadata,
+)
+from realtime.paths import cache_path
 
+from .atomic import atomic_output, check_writable
 from .gap import GapHead, find_gap_head
 from .photos import real_photos
 
@@ -34,11 +46,11 @@ __all__ = ["ExportError", "ExportReport", "default_output", "export_model", "exp
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4  # relative error allowed between ONNX Runtime and PyTorch, FP32
-OUTPUTS = ["logits", "features", "cam_weight", "cam_bias"]
 
 
-class ExportError(RuntimeError):
-    """Export or its verification failed; nothing was left at the output path."""
+class ExportError(CamlocError, RuntimeError):
+    """The export cannot be made as asked (no output path for random weights) or its
+    ONNX Runtime output differs from PyTorch's; nothing was left at the output path."""
 
 
 @dataclass
@@ -83,20 +95,7 @@ class _CamExport(nn.Module):
 
 def default_output(name: str) -> Path:
     """Where the runtime looks for zoo model ``name`` (``$CAMLOC_HOME/models``)."""
-    from realtime.zoo import cache_path
-
     return cache_path(name)
-
-
-def _check_writable(output: Path) -> None:
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=".camloc-probe-"):
-            pass
-    except OSError as exc:
-        raise ExportError(f"cannot write {output}: {exc.strerror or exc}") from exc
-    if output.is_dir():
-        raise ExportError(f"cannot write {output}: it is a directory")
 
 
 def _prepare(photo: np.ndarray, size: tuple[int, int], zm: ZooModel) -> np.ndarray:
@@ -123,7 +122,7 @@ def export_zoo_model(model: str = "efficientnet_lite0", output: str | Path | Non
                               "(the cache holds only the pretrained zoo models)")
         output = default_output(model)
     output = Path(output)
-    _check_writable(output)
+    check_writable(output)
     zm = load_model(model, weights=weights, checkpoint=checkpoint, labels=labels)
     return write_onnx(zm, output, opset=opset)
 
@@ -134,7 +133,7 @@ export_model = export_zoo_model  # the name docs/DESIGN.md promises
 def write_onnx(zm: ZooModel, output: str | Path, opset: int = 17) -> ExportReport:
     """Export ``zm`` to ``output`` and verify it; raise ExportError on any failure."""
     output = Path(output)
-    _check_writable(output)
+    check_writable(output)
     head = find_gap_head(zm.module)
     wrapper = _CamExport(head).eval()
     size = zm.input_size
@@ -143,29 +142,20 @@ def write_onnx(zm: ZooModel, output: str | Path, opset: int = 17) -> ExportRepor
         _, feats = wrapper(dummy)
     stride = int(round(size[0] / feats.shape[2]))
 
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}-", suffix=".onnx.tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; an export is an ordinary file
-    try:
+    logits_name, features_name = FRAME_OUTPUTS
+    with atomic_output(output) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapper, (dummy,), str(tmp), input_names=["images"], output_names=OUTPUTS[:2],
-                dynamic_axes={"images": {0: "N", 2: "H", 3: "W"}, "logits": {0: "N"},
-                              "features": {0: "N", 2: "h", 3: "w"}},
+                wrapper, (dummy,), str(tmp), input_names=[INPUT], output_names=list(FRAME_OUTPUTS),
+                dynamic_axes={INPUT: {0: "N", 2: "H", 3: "W"}, logits_name: {0: "N"},
+                              features_name: {0: "N", 2: "h", 3: "w"}},
                 opset_version=opset, dynamo=False)
         report = ExportReport(output, zm.arch, zm.weights, len(zm.labels), int(feats.shape[1]),
                               stride, size)
         _add_classifier_outputs(tmp, head.linear)
-        _add_metadata(tmp, zm, stride)
+        _add_metadata(tmp, model_info(zm, stride, output))
         _verify(tmp, wrapper, zm, report)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     report.size_bytes = output.stat().st_size
     log.debug(report.summary())
     return report
@@ -188,15 +178,15 @@ def _add_classifier_outputs(path: Path, linear: nn.Linear) -> None:
     bias = (linear.bias.detach().numpy() if linear.bias is not None
             else np.zeros(weight.shape[0], np.float32))
     sources = {}
-    gemm = next((n for n in graph.node if "logits" in n.output and n.op_type == "Gemm"), None)
+    gemm = next((n for n in graph.node if LOGITS in n.output and n.op_type == "Gemm"), None)
     if gemm is not None and len(gemm.input) == 3:
         trans_b = next((a.i for a in gemm.attribute if a.name == "transB"), 0)
         b_init, c_init = inits.get(gemm.input[1]), inits.get(gemm.input[2])
         if (trans_b == 1 and b_init is not None and c_init is not None
                 and np.array_equal(numpy_helper.to_array(b_init), weight)
                 and np.array_equal(numpy_helper.to_array(c_init), bias)):
-            sources = {"cam_weight": b_init.name, "cam_bias": c_init.name}
-    for out, value in (("cam_weight", weight), ("cam_bias", bias)):
+            sources = {CAM_WEIGHT: b_init.name, CAM_BIAS: c_init.name}
+    for out, value in ((CAM_WEIGHT, weight), (CAM_BIAS, bias)):
         if out not in sources:
             graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), f"{out}_value"))
             sources[out] = f"{out}_value"
@@ -205,28 +195,24 @@ def _add_classifier_outputs(path: Path, linear: nn.Linear) -> None:
     onnx.save(proto, str(path))
 
 
-def _add_metadata(path: Path, zm: ZooModel, stride: int, precision: str = "fp32") -> None:
+def model_info(zm: ZooModel, stride: int, path: Path | str = "") -> ModelInfo:
+    """What the runtime will read back from the FP32 export of ``zm``; a class named
+    ``background`` (a trained folder's) is marked so its frames yield no detections."""
+    background = zm.labels.index(BACKGROUND_LABEL) if BACKGROUND_LABEL in zm.labels else None
+    return ModelInfo(path=str(path), arch=zm.arch, weights=zm.weights, labels=tuple(zm.labels),
+                     color=zm.color, mean=tuple(zm.mean), std=tuple(zm.std),
+                     input_size=tuple(zm.input_size), stride=stride, precision="fp32",
+                     format=FORMAT, background=background)
+
+
+def _add_metadata(path: Path, info: ModelInfo) -> None:
     import onnx
 
+    from .graph import write_metadata
+
     proto = onnx.load(str(path))
-    meta = {
-        "camloc.format": "1",
-        "camloc.arch": zm.arch,
-        "camloc.weights": zm.weights,
-        "camloc.labels": json.dumps(zm.labels),
-        "camloc.color": zm.color,
-        "camloc.mean": json.dumps([round(float(v), 6) for v in zm.mean]),
-        "camloc.std": json.dumps([round(float(v), 6) for v in zm.std]),
-        "camloc.input_size": json.dumps(list(zm.input_size)),
-        "camloc.stride": str(stride),
-        "camloc.precision": precision,
-    }
-    if BACKGROUND_LABEL in zm.labels:  # frames of this class yield no detections
-        meta["camloc.background"] = BACKGROUND_LABEL
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name = "camloc"
+    write_metadata(proto, to_metadata(info))
+    assert proto.producer_name == PRODUCER
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
@@ -244,7 +230,7 @@ def _verify(path: Path, wrapper: nn.Module, zm: ZooModel, report: ExportReport) 
                        (f"{h}x{w}, N={len(other)}", other)):
         with torch.no_grad():
             want = [t.numpy() for t in wrapper(torch.from_numpy(batch))]
-        logits, feats, weight, bias = session.run(OUTPUTS, {"images": batch})
+        logits, feats, weight, bias = session.run(list(OUTPUTS), {INPUT: batch})
         checks = {
             f"logits vs torch ({tag})": _rel_err(logits, want[0]),
             f"features vs torch ({tag})": _rel_err(feats, want[1]),

@@ -4,6 +4,12 @@ INT8 (CPU, edge boards): ONNX Runtime static quantisation: the pre-processing
 pass (``quant_pre_process``: shape inference and graph optimisation), QDQ
 format, per-channel symmetric INT8 weights, UINT8 activations whose ranges are
 calibrated on real frames prepared exactly as the runtime prepares them.
+Weights are 7-bit by default (``target="portable"``: ONNX Runtime's
+``reduce_range``): the U8S8 kernels of x86 CPUs without VNNI (AVX2 only, or
+AVX-512 without VNNI) add pairs of uint8 x int8 products into int16 and
+saturate with full 8-bit weights, which cost 6 points of top-1 agreement on
+such a CPU; ``target="vnni"`` keeps 8-bit weights for CPUs whose kernels do
+not saturate (AVX-512 VNNI / AVX-VNNI x86, ARM). docs/EDGE.md has the figures.
 The classifier head (global pooling, Flatten, Gemm) stays float so the CAM
 identity ``GAP(features) . W^T + b == logits`` still holds exactly in the INT8
 model; its weight is stored as per-class INT8 with one DequantizeLinear
@@ -27,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,28 +40,34 @@ from pathlib import Path
 import numpy as np
 
 from realtime.errors import first_line
+from realtime.format import CAM_BIAS, CAM_WEIGHT, INPUT, LOGITS, with_precision
 
+from .atomic import atomic_output, check_writable
 from .calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, prepare_frames, read_frames
-from .compare import _run_all, _session, compare, speed_ratio
-from .fp16 import _make_fp16
+from .compare import compare, open_session, run_all, speed_ratio
+from .fp16 import make_fp16
 from .graph import (
     QuantizeError,
-    _load,
-    _metadata,
-    _set_metadata,
     float_node_names,
+    load_proto,
+    name_nodes,
+    read_metadata,
+    write_metadata,
 )
 
-__all__ = ["DEFAULT_FLOAT_FIRST", "DEFAULT_FLOAT_LAST", "MIN_CALIB_FRAMES", "QuantizeError",
-           "QuantizeReport", "compare", "quantize_onnx", "quantize_zoo_model"]
+__all__ = ["DEFAULT_FLOAT_FIRST", "DEFAULT_FLOAT_LAST", "INT8_TARGETS", "MIN_CALIB_FRAMES",
+           "QuantizeError", "QuantizeReport", "compare", "quantize_onnx", "quantize_zoo_model"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FLOAT_FIRST = 6      # convolutions kept float from the input side: stem + 2 blocks
+DEFAULT_FLOAT_FIRST = 9      # convolutions kept float from the input side: stem + 3 blocks
 DEFAULT_FLOAT_LAST = 0       # ... and before ``features``
 DEFAULT_MIN_AGREEMENT = 0.8  # below this top-1 agreement with FP32 the export fails
 IDENTITY_TOLERANCE = 1e-3    # CAM identity inside the quantized model (relative)
 HELDOUT_EVERY = 4            # every 4th calibration frame is held out for verification
+# INT8 target -> 7-bit weights (reduce_range)? "portable" is safe on every CPU; "vnni" keeps
+# 8-bit weights, for CPUs whose INT8 kernels do not saturate (docs/EDGE.md)
+INT8_TARGETS = {"portable": True, "vnni": False}
 
 @dataclass
 class QuantizeReport:
@@ -65,6 +76,7 @@ class QuantizeReport:
     path: Path
     precision: str
     arch: str
+    target: str = ""                # INT8 target (portable / vnni); "" for FP16
     calib_frames: int = 0
     heldout_frames: int = 0
     float_nodes: list[str] = field(default_factory=list)
@@ -86,6 +98,10 @@ class QuantizeReport:
         if self.calib_frames:
             lines.append(f"  calibrated on {self.calib_frames} frames; float layers: "
                          + (", ".join(self.float_nodes) or "none"))
+        if self.target:
+            lines.append(f"  target: {self.target} ("
+                         + ("7-bit weights: no saturation on any CPU" if INT8_TARGETS[self.target]
+                            else "8-bit weights: for VNNI x86 CPUs and ARM") + ")")
         calib = (f" (calibration frames: {self.agreement_calib:.3f})"
                  if self.agreement_calib is not None else "")
         lines += [
@@ -116,7 +132,7 @@ def _int8_classifier_weight(proto) -> None:
 
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}
-    gemm = next((n for n in graph.node if n.op_type == "Gemm" and "logits" in n.output), None)
+    gemm = next((n for n in graph.node if n.op_type == "Gemm" and LOGITS in n.output), None)
     if gemm is None or len(gemm.input) != 3 or gemm.input[1] not in inits \
             or gemm.input[2] not in inits \
             or next((a.i for a in gemm.attribute if a.name == "transB"), 0) != 1:
@@ -132,11 +148,11 @@ def _int8_classifier_weight(proto) -> None:
             return numpy_helper.to_array(inits[node.input[0]])
         return None
 
-    cw, cb = source_of("cam_weight"), source_of("cam_bias")
+    cw, cb = source_of(CAM_WEIGHT), source_of(CAM_BIAS)
     if cw is None or cb is None or not np.array_equal(cw, w) \
             or not np.array_equal(cb, numpy_helper.to_array(inits[bias_name])):
         return
-    for out in ("cam_weight", "cam_bias"):
+    for out in (CAM_WEIGHT, CAM_BIAS):
         if out in inits:
             graph.initializer.remove(inits[out])
         for node in [n for n in graph.node if out in n.output]:
@@ -153,8 +169,8 @@ def _int8_classifier_weight(proto) -> None:
     graph.node.insert(0, helper.make_node(
         "DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"], [deq],
         name="cam_weight_dequantize", axis=0))
-    graph.node.extend([helper.make_node("Identity", [deq], ["cam_weight"], name="cam_weight_output"),
-                       helper.make_node("Identity", [bias_name], ["cam_bias"],
+    graph.node.extend([helper.make_node("Identity", [deq], [CAM_WEIGHT], name="cam_weight_output"),
+                       helper.make_node("Identity", [bias_name], [CAM_BIAS],
                                         name="cam_bias_output")])
     onnx.checker.check_model(proto)
 
@@ -169,12 +185,13 @@ class _Reader:
 
     def get_next(self):
         x = next(self._it, None)
-        return None if x is None else {"images": x}
+        return None if x is None else {INPUT: x}
 
 
 def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
                float_last: int, method: str, extra: dict | None = None,
-               select=None) -> list[str]:
+               select=None, reduce_range: bool = True) -> list[str]:
+    import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -183,21 +200,25 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
         quantize_static,
     )
 
-    meta = _metadata(_load(fp32))
+    meta = read_metadata(load_proto(fp32))
     pre = out.with_name(out.name + ".pre.onnx")
     quiet = contextlib.redirect_stdout(io.StringIO())  # the tools print progress and
     logging.disable(logging.INFO)                      # log each bias-scale adjustment
     try:
         quiet.__enter__()
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
-        exclude, desc = float_node_names(_load(pre).graph, float_first, float_last)
+        proto = load_proto(pre)
+        if name_nodes(proto.graph):  # layers are kept float by name: every node needs one
+            onnx.save(proto, str(pre))
+        exclude, desc = float_node_names(proto.graph, float_first, float_last)
         if select is not None:  # tuning hook: graph -> more node names to keep float
-            exclude += select(_load(pre).graph)
+            exclude += select(load_proto(pre).graph)
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
         quantize_static(str(pre), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                        weight_type=QuantType.QInt8, reduce_range=reduce_range,
+                        nodes_to_exclude=exclude,
                         calibrate_method=methods[method],
                         extra_options={"WeightSymmetric": True, **(extra or {})})
     finally:
@@ -206,11 +227,9 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
         pre.unlink(missing_ok=True)
         for extra in out.parent.glob("augmented_model*.onnx"):
             extra.unlink(missing_ok=True)
-    import onnx
-
     proto = onnx.load(str(out))
     _int8_classifier_weight(proto)
-    _set_metadata(proto, meta, "int8")
+    write_metadata(proto, with_precision(meta, "int8"))
     onnx.save(proto, str(out))
     return desc
 
@@ -219,17 +238,17 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
 
 def _info(fp32: Path):
     from realtime.errors import ModelError
-    from realtime.meta import check_outputs, parse_metadata
+    from realtime.format import KEY_ARCH, check_outputs, parse_metadata
 
     try:
-        session = _session(fp32)
+        session = open_session(fp32)
     except Exception as exc:  # onnxruntime raises its own types for corrupt files
         first = first_line(exc)
         raise QuantizeError(f"cannot load model {fp32}: {first}") from exc
     meta = session.get_modelmeta().custom_metadata_map
     try:
         check_outputs([o.name for o in session.get_outputs()],
-                      [i.name for i in session.get_inputs()], fp32, meta.get("camloc.arch", "<model>"))
+                      [i.name for i in session.get_inputs()], fp32, meta.get(KEY_ARCH, "<model>"))
         info = parse_metadata(meta, fp32)
     except ModelError as exc:
         raise QuantizeError(str(exc)) from exc
@@ -249,13 +268,15 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
                   calib: str | Path | list[CalibFrame] | None = None, calib_frames: int = 64,
                   heldout: list[CalibFrame] | None = None, float_first: int = DEFAULT_FLOAT_FIRST,
                   float_last: int = DEFAULT_FLOAT_LAST, method: str = "minmax",
-                  min_agreement: float = DEFAULT_MIN_AGREEMENT, bench_runs: int = 20
-                  ) -> QuantizeReport:
+                  min_agreement: float = DEFAULT_MIN_AGREEMENT, bench_runs: int = 20,
+                  target: str = "portable") -> QuantizeReport:
     """Write the INT8 or FP16 variant of the camloc FP32 model ``fp32`` to ``output``.
 
     ``calib``: a folder of images, a video, or frames already read (INT8 needs it;
     FP16 uses it only to verify). ``heldout``: frames to verify on; by default every
-    4th calibration frame is held out of calibration for that. Raises QuantizeError
+    4th calibration frame is held out of calibration for that. ``target``: INT8 for
+    every CPU ("portable", 7-bit weights) or for CPUs with VNNI and ARM ("vnni",
+    8-bit weights; saturates on AVX2-only x86). Raises QuantizeError
     (or CalibError) and leaves nothing at ``output`` when a step or check fails.
     """
     fp32, output = Path(fp32), Path(output)
@@ -263,6 +284,8 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
         raise ValueError(f"precision must be int8 or fp16, got {precision!r}")
     if method not in ("minmax", "entropy", "percentile"):
         raise ValueError(f"method must be minmax, entropy or percentile, got {method!r}")
+    if target not in INT8_TARGETS:
+        raise ValueError(f"target must be {' or '.join(INT8_TARGETS)}, got {target!r}")
     frames = (read_frames(calib, calib_frames) if isinstance(calib, (str, Path))
               else list(calib or []))
     if precision == "int8" and len(frames) < MIN_CALIB_FRAMES:
@@ -283,28 +306,22 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
                 input_size=info.input_size)
     cal_x, held_x = prepare_frames(cal, **prep), prepare_frames(held, **prep)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}-",
-                                    suffix=".onnx.tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        tmp.chmod(0o666 & ~umask)
+    with atomic_output(output) as tmp:
         try:
             if precision == "int8":
-                desc = _make_int8(fp32, tmp, cal_x, float_first, float_last, method)
+                desc = _make_int8(fp32, tmp, cal_x, float_first, float_last, method,
+                                  reduce_range=INT8_TARGETS[target])
             else:
-                desc = _make_fp16(fp32, tmp)
+                desc = make_fp16(fp32, tmp)
         except (CalibError, QuantizeError):
             raise
         except Exception as exc:  # the quantisation tools raise anything from deep inside
             raise QuantizeError(f"{precision} conversion failed: {type(exc).__name__}: "
                                 f"{first_line(exc)}") from exc
-        report = QuantizeReport(output, precision, info.arch, len(cal_x) if precision == "int8"
-                                else 0, len(held_x), desc)
-        ref = _run_all(session32, held_x)
+        report = QuantizeReport(output, precision, info.arch,
+                                target if precision == "int8" else "",
+                                len(cal_x) if precision == "int8" else 0, len(held_x), desc)
+        ref = run_all(session32, held_x)
         c = compare(session32, tmp, held_x, info.stride, reference=ref)
         report.agreement, report.cam_corr, report.cam_corr_min = (c.agreement, c.cam_corr,
                                                                   c.cam_corr_min)
@@ -323,10 +340,6 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
             bench = held_x[0] if held_x else cal_x[0]
             a, b, r = speed_ratio(fp32, tmp, bench, bench_runs)
             report.ms, report.speed, report.bench_shape = (a, b), r, tuple(bench.shape)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     report.size_bytes = output.stat().st_size
     report.fp32_bytes = fp32.stat().st_size
     return report
@@ -352,9 +365,9 @@ def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
         if not Path(model).is_file():
             raise QuantizeError(f"model file not found: {model}")
         return quantize_onnx(model, output, precision, frames, **options)
-    from .onnx_export import ExportError, _check_writable, export_model
+    from .onnx_export import ExportError, export_model
 
-    _check_writable(output)
+    check_writable(output)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".camloc-fp32-") as tmpdir:
         fp32 = Path(tmpdir) / f"{model}.fp32.onnx"
         try:

@@ -305,7 +305,8 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
     Returns (TrainReport, ExportReport)."""
     import torch
 
-    from .onnx_export import _check_writable, write_onnx
+    from .atomic import check_writable
+    from .onnx_export import write_onnx
 
     config = config or TrainConfig()
     if model not in LITE_MODELS:
@@ -314,7 +315,7 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
     if config.epochs < 1:
         raise DatasetError(f"--epochs must be at least 1, got {config.epochs}")
     output = Path(output)
-    _check_writable(output)
+    check_writable(output)
     folder = scan_folder(train_dir)
     images = load_images(folder)
     log.info("training %s on %s: %s", model, folder.root, ", ".join(

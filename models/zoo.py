@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from realtime.errors import first_line
+from realtime.errors import CamlocError, first_line
 
 __all__ = ["LITE_MODELS", "ZooError", "ZooModel", "imagenet_labels", "list_models", "load_model"]
 
@@ -42,7 +42,7 @@ LITE_MODELS = {
 }
 
 
-class ZooError(ValueError):
+class ZooError(CamlocError, ValueError):
     """A model that cannot be built as asked (unknown name, bad checkpoint, ...)."""
 
 

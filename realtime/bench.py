@@ -6,7 +6,8 @@ One run, one model session, the same frames and settings for every figure:
   (the ceiling: nothing the pipeline does can beat it);
 - ``draw_fps``: the threaded pipeline as a live display runs it: decode,
   preprocess, infer, CAM, boxes, overlay (no encoding);
-- ``file_fps``: the same plus writing the annotated mp4 (file to file);
+- ``file_fps``: the same plus writing the annotated video (file to file; ``--codec``,
+  default h264 as the CLI writes it; several codecs are each measured in the same run);
 - ``stages_ms``: median milliseconds per frame of each stage (from the file run).
 
 Warm-up frames are excluded; each figure is the median of ``--repeats`` runs.
@@ -27,6 +28,8 @@ from statistics import median
 from typing import Any
 
 import numpy as np
+
+from .errors import UsageError, report_error
 
 __all__ = ["STAGE_KEYS", "main", "run_bench"]
 
@@ -79,17 +82,18 @@ def bare_fps(loc: Any, tensors: list[np.ndarray], warmup: int, batch: int = 1,
 
 
 def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | None,
-                 batch: int = 1, workers: int = 1) -> tuple[float, dict[str, list[float]]]:
+                 batch: int = 1, workers: int = 1, codec: str | None = None
+                 ) -> tuple[float, dict[str, list[float]]]:
     """Frames out per second of the threaded pipeline (after warm-up) and its stage times."""
     from .pipeline import Pipeline
-    from .sinks import VideoSink
+    from .recorder import open_video_sink
     from .sources import open_source
 
     stamps: list[float] = []
     with open_source(spec) as source:
-        sink = VideoSink(video, source.fps) if video is not None else None
+        sink = open_video_sink(video, source.fps, codec) if video is not None else None
         try:
-            with Pipeline(source, loc, video=sink, draw=True, max_frames=frames,
+            with Pipeline(source, loc, sinks=[sink] if sink else [], draw=True, max_frames=frames,
                           batch=batch, workers=workers) as run:
                 for _ in run:
                     stamps.append(time.monotonic())
@@ -99,39 +103,40 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
         stages = {k: v[warmup:] for k, v in run.stats.stage_ms.items()}
     steady = stamps[warmup:]
     if len(steady) < 2:
-        raise ValueError(f"the source gave {len(stamps)} frames: too few to measure "
+        raise UsageError(f"the source gave {len(stamps)} frames: too few to measure "
                          f"after {warmup} warm-up frames")
     return (len(steady) - 1) / (steady[-1] - steady[0]), stages
 
 
 def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None = None,
               device: str = "auto", frames: int = 150, warmup: int = 10, repeats: int = 3,
-              threads: int | None = None, batch: int = 1, workers: int | None = None
-              ) -> dict[str, Any]:
+              threads: int | None = None, batch: int = 1, workers: int | None = None,
+              codecs: tuple[str, ...] = ("h264",)) -> dict[str, Any]:
     """Measure bare, draw and file rates in one process; return the figures."""
     from .engine import Localizer
-    from .providers import parallelism
-
-    workers, threads = parallelism(device, threads, workers)
-    loc = Localizer(model, device=device, imgsz=imgsz, threads=threads)
+    loc, workers = Localizer.for_pipeline(model, device, threads, workers, imgsz=imgsz)
+    threads = loc.threads
     clip = _read_frames(source, frames)
     if len(clip) < warmup + 2:
-        raise ValueError(f"{source} has {len(clip)} readable frames; the bench needs at "
+        raise UsageError(f"{source} has {len(clip)} readable frames; the bench needs at "
                          f"least {warmup + 2}")
     prepared = [loc.prepare(f) for f in clip]
     tensors = [x for x, _ in prepared]
     x, geo = prepared[0]
-    bare, draw, file_ = [], [], []
+    bare, draw = [], []
+    files: dict[str, list[float]] = {c: [] for c in codecs}
     stages: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="camloc-bench-") as tmp:
         for r in range(repeats):  # interleaved, so drifts in machine load hit all three
             bare.append(bare_fps(loc, tensors, warmup, batch, workers))
             draw.append(pipeline_fps(loc, source, len(clip), warmup, None, batch, workers)[0])
-            fps, st = pipeline_fps(loc, source, len(clip), warmup, Path(tmp) / f"bench{r}.mp4",
-                                   batch, workers)
-            file_.append(fps)
-            for k, v in st.items():
-                stages.setdefault(k, []).extend(v)
+            for c in codecs:  # the first codec's stage times are reported
+                fps, st = pipeline_fps(loc, source, len(clip), warmup,
+                                       Path(tmp) / f"bench{r}-{c}.mp4", batch, workers, c)
+                files[c].append(fps)
+                for k, v in st.items() if c == codecs[0] else ():
+                    stages.setdefault(k, []).extend(v)
+            file_ = files[codecs[0]]
             log.info("repeat %d/%d: bare %.1f, draw %.1f, file %.1f fps",
                      r + 1, repeats, bare[-1], draw[-1], file_[-1])
     stage_ms = {k: round(float(median(stages[k])), 3) for k in STAGE_KEYS if stages.get(k)}
@@ -142,9 +147,11 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
         "stages_ms": stage_ms,
         "draw_over_bare": round(median(draw) / median(bare), 3),
         "file_over_bare": round(median(file_) / median(bare), 3),
+        "codec": codecs[0],
+        "file_fps_by_codec": {c: round(median(v), 2) for c, v in files.items()},
         "provider": loc.provider,
         "model": loc.info.arch,
-        "precision": getattr(loc.info, "precision", "fp32"),
+        "precision": loc.info.precision,
         "input_size": [int(x.shape[2]), int(x.shape[3])],
         "frame_size": [geo.frame_h, geo.frame_w],
         "frames": len(clip),
@@ -154,7 +161,8 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
         "workers": workers,
         "threads": threads,
         "runs": {"bare_fps": [round(v, 2) for v in bare], "draw_fps": [round(v, 2) for v in draw],
-                 "file_fps": [round(v, 2) for v in file_]},
+                 "file_fps": [round(v, 2) for v in file_],
+                 **{f"file_fps_{c}": [round(v, 2) for v in vs] for c, vs in files.items()}},
     }
     return result
 
@@ -169,7 +177,10 @@ def format_table(r: dict[str, Any]) -> str:
              f"{r['threads'] or 'default'} thread(s)",
              f"  {'bare_fps':<10} {r['bare_fps']:>8.1f}   (ONNX Runtime alone)",
              f"  {'draw_fps':<10} {r['draw_fps']:>8.1f}   draw/bare = {r['draw_over_bare']:.2f}",
-             f"  {'file_fps':<10} {r['file_fps']:>8.1f}   file/bare = {r['file_over_bare']:.2f}",
+             f"  {'file_fps':<10} {r['file_fps']:>8.1f}   file/bare = {r['file_over_bare']:.2f}"
+             f" ({r['codec']})",
+             *(f"  {'file_fps':<10} {v:>8.1f}   with {c}"
+               for c, v in r["file_fps_by_codec"].items() if c != r["codec"]),
              "  stages (median ms per frame): " + ", ".join(
                  f"{k} {v:.2f}" for k, v in r["stages_ms"].items())]
     return "\n".join(lines)
@@ -189,6 +200,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
     p.add_argument("--workers", type=int, default=None,
                    help="inference threads (default: as the CLI chooses)")
+    p.add_argument("--codec", default="h264",
+                   help="video codec(s) of the file run, comma-separated (h264, mp4v, mjpeg, "
+                        "h264_nvenc); the first one is file_fps, each one is measured")
     p.add_argument("--frames", type=int, default=150, help="frames per measurement")
     p.add_argument("--warmup", type=int, default=10, help="frames excluded at the start")
     p.add_argument("--repeats", type=int, default=3, help="runs; figures are their medians")
@@ -199,8 +213,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from .errors import CamlocError
-
     if min(args.frames, args.repeats, args.batch, args.workers or 1, args.threads or 1) < 1 \
             or args.warmup < 0:
         print("bench: error: --frames, --repeats, --batch, --workers and --threads must be "
@@ -212,10 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run_bench(args.source, args.model, args.imgsz, args.device, args.frames,
-                           args.warmup, args.repeats, args.threads, args.batch, args.workers)
-    except (CamlocError, ValueError, OSError) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
+                           args.warmup, args.repeats, args.threads, args.batch, args.workers,
+                           tuple(c for c in args.codec.split(",") if c))
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
+        return report_error("bench", exc)
     print(format_table(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

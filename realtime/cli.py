@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError, report_error
+
 __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
 
 log = logging.getLogger("realtime.cli")
@@ -33,13 +35,10 @@ examples:
   python -m realtime --source video.mp4 --save out.mp4 --save-json out.jsonl
   python -m realtime --source rtsp://host/stream --show --topk 3
   python -m realtime --source "photos/*.jpg" --save-json photos.jsonl
+  python -m realtime --source 0 --serve 8080          # headless box: watch in a browser
 
 window keys: q/Esc quit, space pause, h heatmap, b boxes, n/p next/previous class
 """
-
-
-class UsageError(ValueError):
-    """Malformed or conflicting command-line flags."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,9 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
       help="temporal smoothing of CAMs across frames, 0 = off (default: %(default)s)")
     a("--show", action="store_true", help="show a live window (skipped without a display)")
     a("--save", default=None, metavar="PATH",
-      help="write the annotated video here (.mp4, .mkv, .mov: mp4v; .avi: MJPG)")
+      help="write the annotated video here (.mp4, .mov, .mkv; .avi: MJPEG)")
+    a("--codec", default=None, choices=("h264", "h264_nvenc", "mp4v", "mjpeg"), metavar="C",
+      help="video codec of --save: h264, h264_nvenc, mp4v, mjpeg (default: h264 in "
+           "fragmented MP4, playable in browsers and after a crash; mjpeg for .avi)")
     a("--save-json", default=None, metavar="PATH",
       help="write one JSON object per processed frame here (JSON Lines)")
+    a("--serve", default=None, metavar="[HOST:]PORT",
+      help="serve a live page (video, detections, controls) and /metrics on 127.0.0.1 "
+           "unless a host is given (0.0.0.0: every interface)")
+    a("--token", default=os.environ.get("CAMLOC_TOKEN") or None, metavar="T",
+      help="require this token for the --serve page, stream and API (default: "
+           "$CAMLOC_TOKEN; the variable keeps it out of the process list)")
     a("--runs-dir", default="runs", metavar="DIR",
       help="without --save, --save-json or --show, outputs go to a new folder in here "
            "(default: %(default)s)")
@@ -151,13 +159,14 @@ def _fresh_folder(root: Path, name: str) -> Path:
 
 def _plan_outputs(args: argparse.Namespace) -> _Outputs:
     """Decide and check every output path before any frame is read."""
-    from .sinks import VIDEO_FOURCC, check_output_path
+    from .recorder import video_suffixes
+    from .sinks import check_output_path
 
     if args.save and args.save_json and Path(args.save).resolve() == Path(
             args.save_json).resolve():
         raise UsageError("--save and --save-json point to the same file")
-    if args.save or args.save_json or args.show:
-        video = check_output_path(args.save, "--save", tuple(VIDEO_FOURCC)) if args.save \
+    if args.save or args.save_json or args.show or args.serve:
+        video = check_output_path(args.save, "--save", video_suffixes(args.codec)) if args.save \
             else None
         jsonl = check_output_path(args.save_json, "--save-json") if args.save_json else None
         return _Outputs(video, jsonl, None)
@@ -218,27 +227,6 @@ def _stop_on_signals(run: Any) -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def _interact(window: Any, item: Any, run: Any, topk: int) -> None:
-    """Show one frame with a HUD and act on keys (pause waits here, keys still work)."""
-    from .draw import draw_hud
-
-    label = f" | {item.result.labels[0]} {item.result.scores[0]:.2f}" if len(
-        item.result.labels) else ""
-    image = draw_hud(item.image, f"{run.meter.fps:.1f} fps | {run.stats.provider}{label}")
-    action, paused = window.show(image), False
-    while True:
-        if action == "quit":
-            run.stop("q")
-            return
-        if action == "pause":
-            paused = not paused
-        elif action is not None:
-            run.options.apply(action, topk)
-        if not paused or run.stopping:
-            return
-        action = window.poll(30)
-
-
 def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     s = stats
     head = (f"camloc: {s.source}: {s.frames_read} frames read, {s.processed} processed, "
@@ -292,10 +280,11 @@ def _setup_logging(verbose: int) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the source, load the model, run, summarize."""
+    from .draw import RenderOptions
     from .engine import Localizer
-    from .pipeline import Pipeline, RenderOptions
-    from .providers import parallelism
-    from .sinks import JsonlSink, VideoSink
+    from .pipeline import Pipeline
+    from .recorder import open_video_sink
+    from .sinks import JsonlSink, WindowSink
     from .sources import classify_source, frames_expected, open_source
 
     if args.source is None:
@@ -310,44 +299,52 @@ def _run(args: argparse.Namespace) -> int:
     window, no_window = _window_or_why(args)
     args.show = window is not None
     outputs = _plan_outputs(args)
+    options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
     with contextlib.ExitStack() as stack:
+        web = None
+        if args.serve:
+            from .serve import open_web_view
+
+            web = stack.enter_context(open_web_view(args.serve, args.token, options, args.topk))
+            print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)
         source = open_source(args.source, stride=args.vid_stride)
         stack.callback(source.close)  # its reader starts with the pipeline
-        workers, threads = parallelism(args.device, args.threads, args.workers)
-        loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, topk=args.topk,
-                        threshold=args.threshold, smooth=args.smooth, threads=threads)
+        loc, workers = Localizer.for_pipeline(
+            args.model, args.device, args.threads, args.workers, imgsz=args.imgsz,
+            topk=args.topk, threshold=args.threshold, smooth=args.smooth)
         if no_window:  # said only now: a bad source or model is the one line to see
             log.warning("--show skipped: %s%s", no_window, "; saving under "
                         f"{outputs.folder} instead" if outputs.folder else "")
         video = jsonl = None
+        sinks: list[Any] = []  # fed in this order: video then JSONL, both or neither per frame
         if outputs.video is not None:
-            video = stack.enter_context(VideoSink(  # every N-th frame: 1/N the rate
-                outputs.video, source.fps / getattr(source, "stride", 1)))
+            video = stack.enter_context(open_video_sink(  # every N-th frame: 1/N the rate
+                outputs.video, source.fps / source.stride, args.codec))
+            sinks.append(video)
         if outputs.jsonl is not None:
             jsonl = stack.enter_context(JsonlSink(outputs.jsonl))
+            sinks.append(jsonl)
         if window is not None:
-            stack.enter_context(window)
-        options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
-        run = stack.enter_context(Pipeline(source, loc, video=video, jsonl=jsonl,
-                                           draw=window is not None, options=options,
+            sinks.append(stack.enter_context(WindowSink(window)))
+        if web is not None:
+            sinks.append(web)
+        run = stack.enter_context(Pipeline(source, loc, sinks=sinks, draw=False, options=options,
                                            max_frames=args.max_frames, batch=args.batch,
                                            workers=workers))
         total = frames_expected(source)
         if total is not None and args.max_frames is not None:
             total = min(total, args.max_frames)
         with _stop_on_signals(run):
-            for item in _progress(run, total, source.live):
-                if window is not None:
-                    _interact(window, item, run, args.topk)
+            for _item in _progress(run, total, source.live):
+                pass  # the sinks did the work; the bar counts the frames
     print(_summary(run.stats, video, jsonl), flush=True)
     stopped = run.stats.stopped_by
     return 128 + signal.Signals[stopped].value if stopped in ("SIGINT", "SIGTERM") else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 failure, 2 user error, 128+N signal)."""
-    from .errors import CamlocError, first_line
-
+    """Entry point; returns the exit status (0 ok, 1 failure or bug, 2 user error, 128+N
+    signal); see :mod:`realtime.errors`."""
     verbose = 0
     saved = _logging_state()
     try:
@@ -357,20 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
-    except (UsageError, CamlocError, ValueError) as exc:
-        if verbose >= 2:
-            log.exception("user error")
-        print(f"camloc: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("camloc: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a stage failed (PipelineError) or a bug: one line, no traceback
-        if verbose >= 2:
-            log.exception("failed")
-        text = first_line(exc)
-        prefix = "" if type(exc).__name__ == "PipelineError" else f"{type(exc).__name__}: "
-        print(f"camloc: error: {prefix}{text}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
+        return report_error("camloc", exc, verbose)
     finally:
         _restore_logging(saved)

@@ -1,4 +1,6 @@
-"""Heatmap overlay, boxes with labels, and a HUD line.
+"""Drawing a result: heatmap overlay, boxes with labels, a HUD line, and
+:func:`draw_result`, which draws a whole :class:`realtime.engine.Result` as the
+:class:`RenderOptions` say (the pipeline's render stage, ``Result.draw``).
 
 Every function takes the frame first, draws on it IN PLACE and returns it (the
 caller copies first if it needs the original). The heatmap is coloured at low
@@ -9,12 +11,14 @@ resolution and only the final upsample and blend touch full-size pixels: at
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
-__all__ = ["PALETTE", "check_canvas", "colorize", "draw_boxes", "draw_heatmap", "draw_hud",
-           "line_thickness"]
+__all__ = ["PALETTE", "RenderOptions", "check_canvas", "colorize", "draw_boxes", "draw_heatmap",
+           "draw_hud", "draw_result", "hud_text", "line_thickness"]
 
 # BGR colours for boxes of the 1st, 2nd, ... class (colour-blind-friendly order).
 PALETTE = ((0, 255, 0), (255, 160, 0), (0, 200, 255), (255, 0, 255), (0, 0, 255),
@@ -111,3 +115,61 @@ def draw_hud(frame: np.ndarray, text: str) -> np.ndarray:
     cv2.putText(frame, text, (pad, th + pad), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
                 t, cv2.LINE_AA)
     return frame
+
+
+@dataclass
+class RenderOptions:
+    """What :func:`draw_result` draws; a window's keys change it while a run lasts."""
+
+    heatmap: bool = True
+    boxes: bool = True
+    index: int | None = None  # which of the top-k classes (None: best heatmap, all boxes)
+    alpha: float = 0.4        # heatmap opacity
+
+    def apply(self, action: str, topk: int) -> None:
+        """Apply a window action: heatmap, boxes, next, prev (others are ignored)."""
+        if action == "heatmap":
+            self.heatmap = not self.heatmap
+        elif action == "boxes":
+            self.boxes = not self.boxes
+        elif action in ("next", "prev"):
+            cycle: list[int | None] = [None, *range(topk)]
+            step = 1 if action == "next" else -1
+            self.index = cycle[(cycle.index(self.index) + step) % len(cycle)]
+
+
+def draw_result(frame: np.ndarray, result: Any, options: RenderOptions | None = None,
+                hud: str | None = None) -> np.ndarray:
+    """Draw ``result`` (a Result for this frame) on ``frame`` in place and return it: the
+    heatmap of class ``options.index`` (default the best), boxes of every class (or only
+    of that one), labels, and an optional HUD line. An empty result (a background frame
+    of a model with a background class) has nothing to draw but the HUD, whatever the
+    index."""
+    o = options or RenderOptions()
+    k = len(result.class_ids)
+    if k and o.index is not None and not 0 <= o.index < k:
+        raise ValueError(f"index must be between 0 and {k - 1}, got {o.index}")
+    if frame.shape[:2] != tuple(result.frame_shape):
+        raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]} but the result is for "
+                         f"{result.frame_shape[1]}x{result.frame_shape[0]}")
+    if o.heatmap and k:
+        draw_heatmap(frame, result.cams[o.index or 0], alpha=o.alpha)
+    if o.boxes and k:
+        ranks = range(k) if o.index is None else [o.index]
+        all_boxes, texts, colors = [], [], []
+        for r in ranks:
+            for j, box in enumerate(result.boxes[r]):
+                all_boxes.append(box)
+                texts.append(f"{result.labels[r]} {result.scores[r]:.2f}" if j == 0 else "")
+                colors.append(PALETTE[r % len(PALETTE)])
+        # best last, so its label ends up on top where labels overlap
+        draw_boxes(frame, all_boxes[::-1], texts[::-1], colors[::-1])
+    if hud:
+        draw_hud(frame, hud)
+    return frame
+
+
+def hud_text(result: Any, fps: float) -> str:
+    """The live window's HUD line: rate, provider, best class and its score."""
+    label = f" | {result.labels[0]} {result.scores[0]:.2f}" if len(result.labels) else ""
+    return f"{fps:.1f} fps | {result.provider}{label}"

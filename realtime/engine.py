@@ -1,4 +1,5 @@
-"""Localizer: one ONNX Runtime session, CAMs and boxes for each frame; and Result.
+"""Localizer: one ONNX Runtime session, CAMs and boxes for each frame; and Result, the
+data of one frame's localization (drawing it: realtime.draw; its JSONL: realtime.sinks).
 
 The work is split so a pipeline can time each stage and run it in its own
 thread: ``prepare`` (frame -> tensor, on the CPU), ``infer`` (the session; any
@@ -20,10 +21,11 @@ import onnxruntime as ort
 from realtime import providers as prov
 from realtime.boxes import BOX_RULES, boxes_from_cam, scale_boxes
 from realtime.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
-from realtime.draw import PALETTE, draw_boxes, draw_heatmap, draw_hud
-from realtime.errors import DeviceError, ModelError, first_line
-from realtime.meta import (
+from realtime.errors import DeviceError, ModelError, OptionError, first_line
+from realtime.format import (
     FRAME_OUTPUTS,
+    INPUT,
+    KEY_ARCH,
     WEIGHT_OUTPUTS,
     ModelInfo,
     check_outputs,
@@ -68,37 +70,19 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def detections(self) -> list[dict[str, Any]]:
-        """Per-frame ``detections`` of the JSONL schema: one dict per box, best first."""
-        return [{"class_id": int(cid), "label": label, "score": round(float(score), 4),
-                 "box": [int(v) for v in box]}
-                for cid, label, score, boxes in zip(self.class_ids, self.labels, self.scores,
-                                                    self.boxes)
-                for box in boxes]
+        """Per-frame ``detections`` of the JSONL schema (built in :mod:`realtime.sinks`)."""
+        from realtime.sinks import detections
+
+        return detections(self)
 
     def draw(self, frame: np.ndarray, heatmap: bool = True, boxes: bool = True,
              index: int | None = None, alpha: float = 0.4, hud: str | None = None) -> np.ndarray:
         """Draw on ``frame`` in place and return it: the heatmap of class ``index`` (default
-        the best), boxes of every class (or only of ``index``), optional HUD text."""
-        if index is not None and not 0 <= index < len(self.class_ids):
-            raise ValueError(f"index must be between 0 and {len(self.class_ids) - 1}, got {index}")
-        if frame.shape[:2] != self.frame_shape:
-            raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]} but the result is for "
-                             f"{self.frame_shape[1]}x{self.frame_shape[0]}")
-        if heatmap and len(self.class_ids):
-            draw_heatmap(frame, self.cams[index or 0], alpha=alpha)
-        if boxes:
-            ranks = range(len(self.class_ids)) if index is None else [index]
-            all_boxes, texts, colors = [], [], []
-            for r in ranks:
-                for j, box in enumerate(self.boxes[r]):
-                    all_boxes.append(box)
-                    texts.append(f"{self.labels[r]} {self.scores[r]:.2f}" if j == 0 else "")
-                    colors.append(PALETTE[r % len(PALETTE)])
-            # best last, so its label ends up on top where labels overlap
-            draw_boxes(frame, all_boxes[::-1], texts[::-1], colors[::-1])
-        if hud:
-            draw_hud(frame, hud)
-        return frame
+        the best), boxes of every class (or only of ``index``), optional HUD text. A
+        convenience for :func:`realtime.draw.draw_result`, which does the drawing."""
+        from realtime.draw import RenderOptions, draw_result
+
+        return draw_result(frame, self, RenderOptions(heatmap, boxes, index, alpha), hud)
 
 
 def _open_session(path: str, device: str, threads: int | None
@@ -115,7 +99,7 @@ def _open_session(path: str, device: str, threads: int | None
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+            raise OptionError(f"threads must be a positive integer or None, got {threads!r}")
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     if any(not isinstance(p, str) for p in plan):
@@ -160,24 +144,24 @@ class Localizer:
                  max_boxes: int = 3, normalize: str = "max"):
         prov.parse_device(device)  # unknown names fail before any loading
         if threshold is not None and not 0.0 <= float(threshold) < 1.0:
-            raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+            raise OptionError(f"threshold must be in [0, 1), got {threshold!r}")
         if box_rule not in BOX_RULES:
-            raise ValueError(f"box_rule must be one of {', '.join(BOX_RULES)}, got {box_rule!r}")
+            raise OptionError(f"box_rule must be one of {', '.join(BOX_RULES)}, got {box_rule!r}")
         if normalize not in ("max", "minmax"):
-            raise ValueError(f"normalize must be 'max' or 'minmax', got {normalize!r}")
+            raise OptionError(f"normalize must be 'max' or 'minmax', got {normalize!r}")
         if imgsz is not None and (not isinstance(imgsz, int) or isinstance(imgsz, bool)
                                   or imgsz < 1):
-            raise ValueError(f"imgsz must be a positive integer or None, got {imgsz!r}")
+            raise OptionError(f"imgsz must be a positive integer or None, got {imgsz!r}")
         self.smoother = CamSmoother(smooth)
         self.imgsz, self.box_rule, self.min_area = imgsz, box_rule, float(min_area)
         self.max_boxes, self.normalize, self.device = int(max_boxes), normalize, device
         path = str(resolve_model(model))
         self.session, granted = _open_session(path, device, threads)
-        self.provider = granted[0]
+        self.provider, self.threads = granted[0], threads
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         meta = self.session.get_modelmeta().custom_metadata_map
-        check_outputs(outputs, inputs, path, meta.get("camloc.arch", "<model>"))
+        check_outputs(outputs, inputs, path, meta.get(KEY_ARCH, "<model>"))
         self.info = parse_metadata(meta, path)
         # no --threshold: the one stored with the model (realtime.evaluate), else the default
         self.threshold = float(threshold if threshold is not None else
@@ -186,18 +170,38 @@ class Localizer:
         self.weight, self.bias = self._fetch_weights()
         num = self.info.num_classes
         if not isinstance(topk, int) or not 1 <= topk <= num:
-            raise ValueError(f"topk must be between 1 and the number of classes ({num}), "
+            raise OptionError(f"topk must be between 1 and the number of classes ({num}), "
                              f"got {topk!r}")
         self.topk = topk
         log.info("camloc: %s (%s, %d classes) running on %s (asked: %s; available: %s)",
                  os.path.basename(path), self.info.arch, num, ", ".join(granted), device,
                  ", ".join(ort.get_available_providers()))
 
+    @classmethod
+    def for_pipeline(cls, model: str | os.PathLike[str] = DEFAULT_MODEL, device: str = "auto",
+                     threads: int | None = None, workers: int | None = None, **options: Any
+                     ) -> tuple[Localizer, int]:
+        """A Localizer and the number of inference workers for a pipeline, both decided on
+        the provider the session really granted (``providers.parallelism``): opened with
+        the threads the expected provider calls for, re-opened with the CPU's share when
+        a GPU was expected but the session fell back to the CPU. Explicit ``threads`` and
+        ``workers`` are kept."""
+        guess_workers, guess_threads = prov.parallelism(prov.expected_provider(device), threads,
+                                                        workers)
+        loc = cls(model, device=device, threads=guess_threads, **options)
+        workers, wanted = prov.parallelism(loc.provider, threads, workers)
+        if wanted != guess_threads:
+            log.info("session runs on %s, not the expected provider: %s intra-op threads",
+                     loc.provider, wanted)
+            loc.session, granted = _open_session(loc.info.path, device, wanted)
+            loc.provider, loc.threads = granted[0], wanted
+        return loc, workers
+
     def _fetch_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """The classifier's constant weight [K, C] and bias [K], read once."""
         s = self.info.stride
         tiny = np.zeros((1, 3, s, s), np.float32)
-        weight, bias = self.session.run(list(WEIGHT_OUTPUTS), {"images": tiny})
+        weight, bias = self.session.run(list(WEIGHT_OUTPUTS), {INPUT: tiny})
         weight, bias = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
         k = self.info.num_classes
         if weight.ndim != 2 or weight.shape[0] != k or bias.shape != (k,):
@@ -218,7 +222,7 @@ class Localizer:
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the network on a batch [N, 3, H, W]: (logits [N, K], features [N, C, h, w])."""
-        logits, feats = self.session.run(list(FRAME_OUTPUTS), {"images": x})
+        logits, feats = self.session.run(list(FRAME_OUTPUTS), {INPUT: x})
         return logits, feats
 
     def postprocess(self, logits: np.ndarray, features: np.ndarray, geo: Geometry) -> Result:

@@ -19,8 +19,12 @@ Reported (see ``realtime.locmetrics``):
 * ``best_threshold``: the threshold with the best box accuracy at IoU 0.5.
 
 ``--store-threshold`` writes ``best_threshold`` into the model's metadata
-(``camloc.threshold``), which the runtime then uses when no ``--threshold`` is given;
-writing needs the ``onnx`` package (reading it does not).
+(``camloc.threshold``, see :mod:`realtime.format`), which the runtime then uses when no
+``--threshold`` is given; writing needs the ``onnx`` package (reading it does not).
+Everything else runs on the runtime-only install (no torch, no onnx).
+
+Exit status as for ``python -m realtime``: 2 for a user error (bad labels file, missing
+image, unknown model), 1 for a failed write or a bug (:mod:`realtime.errors`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.errors import CamlocError, first_line
+from realtime.errors import CamlocError, UsageError, first_line, report_error
+from realtime.format import KEY_THRESHOLD, with_threshold
 from realtime.locmetrics import best_iou, box_accuracy, max_box_acc_v2
 
 __all__ = ["EvalError", "Sample", "THRESHOLDS", "evaluate", "load_coco", "main", "store_threshold"]
@@ -173,17 +178,23 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
             "best_threshold": float(best)}
 
 
-def store_threshold(model: str | Path, threshold: float) -> None:
-    """Write ``camloc.threshold`` into the model file (atomically; needs ``onnx``)."""
+def _onnx():
+    """The onnx package, which only writing a model needs (a runtime-only install lacks it)."""
     try:
         import onnx
     except ImportError as exc:
         raise EvalError("--store-threshold needs the onnx package to write the model: "
                         "pip install onnx (running the model does not)") from exc
+    return onnx
+
+
+def store_threshold(model: str | Path, threshold: float) -> None:
+    """Store ``threshold`` as the model's box threshold (:data:`realtime.format.KEY_THRESHOLD`)
+    in the model file, atomically (the runtime only reads metadata; writing needs ``onnx``)."""
+    onnx = _onnx()
     model = Path(model)
     proto = onnx.load(str(model))
-    meta = {p.key: p.value for p in proto.metadata_props}
-    meta["camloc.threshold"] = f"{threshold:.2f}"
+    meta = with_threshold({p.key: p.value for p in proto.metadata_props}, round(threshold, 2))
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
@@ -222,22 +233,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="as for python -m realtime")
     p.add_argument("--imgsz", type=int, default=None, help="as for python -m realtime")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also log the model's provider and BoxAcc at each IoU")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="also log the model's provider and BoxAcc at each IoU (-vv: debug, "
+                        "with tracebacks)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the evaluation CLI; return the exit status (2 for user errors)."""
+    """Run the evaluation CLI; return the exit status: 0 done, 2 a user error, 1 a failed
+    write or a bug (see :mod:`realtime.errors`)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+                        format="%(message)s")
     from realtime.engine import Localizer
 
     try:
         if args.store_threshold and not str(args.model).lower().endswith(".onnx"):
-            raise EvalError("--store-threshold needs --model as a .onnx path (not a zoo name)")
+            raise UsageError("--store-threshold needs --model as a .onnx path (not a zoo name)")
+        if args.store_threshold:
+            _onnx()  # before the evaluation, not after it
         if args.imgsz is not None and args.imgsz < 32:
-            raise EvalError(f"--imgsz must be at least 32, got {args.imgsz}")
+            raise UsageError(f"--imgsz must be at least 32, got {args.imgsz}")
         loc = Localizer(args.model, device=args.device, imgsz=args.imgsz)
         samples = load_coco(args.labels, args.source,
                             None if args.class_agnostic else list(loc.info.labels))
@@ -246,12 +262,11 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
         if args.store_threshold:
             store_threshold(args.model, figures["best_threshold"])
-    except (CamlocError, ValueError, OSError) as exc:
-        print(f"evaluate: error: {first_line(exc)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("evaluate: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed write or bug 1; one line
+        return report_error("evaluate", exc, args.verbose)
     if args.quiet:
         return 0
     images = len({s.path for s in samples})
@@ -261,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:<15} " + ("n/a (class-agnostic)" if value is None else
                                f"{value:.2f}" if key == "best_threshold" else f"{value:.3f}"))
     if args.store_threshold:
-        print(f"stored camloc.threshold = {figures['best_threshold']:.2f} in {args.model}")
+        print(f"stored {KEY_THRESHOLD} = {figures['best_threshold']:.2f} in {args.model}")
     return 0
 
 

@@ -4,7 +4,7 @@
 
     source thread --Frame--> infer worker(s) --(batch, outputs)--> render thread --Processed--> you
     (decode)                 (preprocess, infer)                   (in frame order: CAMs+boxes,
-                                                                    draw, encode, JSONL)
+                                                                    draw, sinks: video, JSONL)
 
 With several inference workers (the CPU default: one ``session.run`` per core),
 consecutive batches are inferred at once and put back in frame order before
@@ -23,8 +23,10 @@ plumbing around it guarantees that
 - per-frame stage timings (milliseconds) travel with each frame, for the
   summary and the benchmark.
 
-The caller iterates the pipeline in its own (main) thread, which is where a
-window must live, and gets each frame once it has been written.
+Outputs are :class:`realtime.sinks.Sink` objects, fed in frame order: from the
+render thread, or (``in_caller_thread``, a window) from the caller's. The caller
+iterates the pipeline in its own (main) thread, which is where a window must
+live, and gets each frame once every sink has taken it.
 """
 
 from __future__ import annotations
@@ -34,30 +36,28 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any, Protocol, Self
 
 import cv2
 import numpy as np
 
-from .errors import CamlocError
+from .draw import RenderOptions, draw_result
+from .errors import CamlocError, PipelineError
+from .sinks import Sink, record
 from .sources import Frame, Source
 from .stats import FpsMeter, RunStats
 
 __all__ = ["STAGES", "FpsMeter", "Pipeline", "PipelineError", "Processed", "RenderOptions",
-           "RunStats", "record"]
+           "RunStats", "record"]  # RenderOptions: realtime.draw; record: realtime.sinks
 
 log = logging.getLogger(__name__)
 
 # per-frame timings collected (ms); "postprocess" is CAMs + boxes (one engine call), which
 # the engine may split further in ``result.extra["times_ms"]`` (e.g. "cam", "boxes")
-STAGES = ("decode", "preprocess", "infer", "postprocess", "draw", "encode", "json")
+STAGES = ("decode", "preprocess", "infer", "postprocess", "draw", "encode", "json", "show")
 _POLL_S = 0.1
-
-
-class PipelineError(RuntimeError):
-    """A stage failed unexpectedly; the message names the stage and the cause."""
 
 
 class _Localizer(Protocol):  # what the pipeline needs of realtime.engine.Localizer
@@ -68,44 +68,16 @@ class _Localizer(Protocol):  # what the pipeline needs of realtime.engine.Locali
     def postprocess(self, logits: np.ndarray, features: np.ndarray, geo: Any) -> Any: ...
 
 
-class _Writer(Protocol):
-    def write(self, item: Any) -> None: ...
-
-
-@dataclass
-class RenderOptions:
-    """What the render stage draws; the window's keys change it while running."""
-
-    heatmap: bool = True
-    boxes: bool = True
-    index: int | None = None  # which of the top-k classes (None: best heatmap, all boxes)
-
-    def apply(self, action: str, topk: int) -> None:
-        """Apply a window action: heatmap, boxes, next, prev (others are ignored)."""
-        if action == "heatmap":
-            self.heatmap = not self.heatmap
-        elif action == "boxes":
-            self.boxes = not self.boxes
-        elif action in ("next", "prev"):
-            cycle: list[int | None] = [None, *range(topk)]
-            step = 1 if action == "next" else -1
-            self.index = cycle[(cycle.index(self.index) + step) % len(cycle)]
-
-
 @dataclass
 class Processed:
-    """One frame after the pipeline: its result, the annotated image, stage timings."""
+    """One frame after the pipeline: its result, the annotated image, stage timings and
+    (for sinks in the caller's thread) the output rate so far."""
 
     frame: Frame
     result: Any
     image: np.ndarray | None
     times: dict[str, float]
-
-
-def record(frame: Frame, result: Any) -> dict[str, Any]:
-    """The JSONL object of one processed frame (schema in ARCHITECTURE.md)."""
-    return {"frame": frame.index, "source": frame.source, "time_ms": round(frame.time_ms, 3),
-            "detections": result.detections()}
+    fps: float = 0.0
 
 
 class _End:
@@ -115,8 +87,9 @@ class _End:
 class Pipeline:
     """Run ``localizer`` on every frame of ``source`` in threads; iterate for the results.
 
-    ``video`` gets annotated images, ``jsonl`` the per-frame records; ``draw``
-    False skips drawing when nobody looks at pixels. ``batch`` > 1 sends that
+    ``sinks`` get every processed frame in order (``video`` and ``jsonl`` are
+    added to them, in that order, for existing callers); the annotated image is
+    drawn when ``draw`` is True or a sink needs it. ``batch`` > 1 sends that
     many frames per inference (files: throughput). ``opencv_threads`` sizes
     OpenCV's own thread pool while the run lasts (FFmpeg's codec threads follow
     it): every stage already has its own thread, and on a small CPU nested
@@ -126,26 +99,28 @@ class Pipeline:
     cores, see docs/PERFORMANCE.md); CAMs, boxes, smoothing and output stay in
     frame order. Use as a context manager::
 
-        with Pipeline(source, loc, video=sink) as run:
+        with Pipeline(source, loc, sinks=[video_sink]) as run:
             for item in run:
                 ...
     """
 
-    def __init__(self, source: Source, localizer: _Localizer, *, video: _Writer | None = None,
-                 jsonl: _Writer | None = None, draw: bool = True,
+    def __init__(self, source: Source, localizer: _Localizer, *, sinks: Iterable[Sink] = (),
+                 video: Sink | None = None, jsonl: Sink | None = None, draw: bool = True,
                  options: RenderOptions | None = None, max_frames: int | None = None,
                  batch: int = 1, queue_size: int = 4, opencv_threads: int | None = 1,
                  workers: int = 1) -> None:
         if min(batch, queue_size, workers) < 1 or (max_frames is not None and max_frames < 1):
             raise ValueError("batch, queue_size, workers and max_frames must be >= 1")
         self.source, self.localizer = source, localizer
-        self.video, self.jsonl = video, jsonl
-        self.draw = draw or video is not None
+        self.sinks = [*sinks, *(s for s in (video, jsonl) if s is not None)]
+        self._render_sinks = [s for s in self.sinks if not s.in_caller_thread]
+        self._caller_sinks = [s for s in self.sinks if s.in_caller_thread]
+        self.draw = draw or any(s.needs_image for s in self.sinks)
         self.options = options or RenderOptions()
         self.max_frames, self.batch, self.workers = max_frames, batch, workers
         self.opencv_threads = opencv_threads
         self._saved_cv_threads: int | None = None
-        self.stats = RunStats(source=source.name, provider=getattr(localizer, "provider", ""))
+        self.stats = RunStats(source=source.name, provider=localizer.provider)
         self.meter = FpsMeter()
         self._q_results: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._q_done: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -161,6 +136,8 @@ class Pipeline:
         self._slots = threading.BoundedSemaphore(queue_size + workers)
         self._started = 0.0
         self._finished = False
+        for s in self.sinks:
+            s.attach(self)
 
     # -- control -------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -235,7 +212,7 @@ class Pipeline:
                     result = self.localizer.postprocess(logit, feat, geo)
                     times = {"decode": frame.decode_ms, "preprocess": pre_ms, "infer": infer_ms,
                              "postprocess": (time.perf_counter() - t0) * 1e3}
-                    times.update(getattr(result, "extra", {}).get("times_ms", {}))
+                    times.update(result.extra.get("times_ms", {}))
                     yield frame, result, times
             item = self._get(self._q_results, self._infer_threads)
             if item is _End:
@@ -251,20 +228,21 @@ class Pipeline:
             if self.draw:
                 t0 = time.perf_counter()
                 o = self.options
-                index = o.index if o.index is not None and o.index < len(result.class_ids) \
-                    else None
-                image = result.draw(frame.image, heatmap=o.heatmap, boxes=o.boxes, index=index)
+                if o.index is not None and o.index >= len(result.class_ids):
+                    o = replace(o, index=None)
+                image = draw_result(frame.image, result, o)
                 times["draw"] = (time.perf_counter() - t0) * 1e3
-            if self.video is not None:  # video then JSONL: both or neither for each frame
-                t0 = time.perf_counter()
-                self.video.write(image)
-                times["encode"] = (time.perf_counter() - t0) * 1e3
-            if self.jsonl is not None:
-                t0 = time.perf_counter()
-                self.jsonl.write(record(frame, result))
-                times["json"] = (time.perf_counter() - t0) * 1e3
-            if not self._put(self._q_done, Processed(frame, result, image, times)):
+            item = Processed(frame, result, image, times)
+            self._feed(self._render_sinks, item)  # in order: video and JSONL hold the same frames
+            if not self._put(self._q_done, item):
                 return
+
+    @staticmethod
+    def _feed(sinks: list[Sink], item: Processed) -> None:
+        for sink in sinks:
+            t0 = time.perf_counter()
+            sink.write(item)
+            item.times[sink.stage] = (time.perf_counter() - t0) * 1e3
 
     # -- plumbing ------------------------------------------------------------------------
     def _put(self, q: queue.Queue[Any], item: Any) -> bool:
@@ -327,6 +305,8 @@ class Pipeline:
         self.start()
         while (item := self._get(self._q_done, self._threads[-1:])) is not _End:
             self.meter.tick()
+            item.fps = self.meter.fps
+            self._feed(self._caller_sinks, item)
             self.stats.processed += 1
             for k, v in item.times.items():
                 self.stats.stage_ms.setdefault(k, []).append(v)
@@ -352,12 +332,12 @@ class Pipeline:
         s.mean_fps = self.meter.mean_fps
         s.frames_read, s.dropped, s.corrupt = src.frames_read, src.frames_dropped, \
             src.frames_corrupt
-        s.ended_because = getattr(src, "ended_because", None)
+        s.ended_because = src.ended_because
         if self._error is not None:
             stage, exc = self._error
             if isinstance(exc, CamlocError):
                 raise exc
-            raise PipelineError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
+            raise PipelineError(stage, exc) from exc
 
     def __enter__(self) -> Self:
         return self.start()

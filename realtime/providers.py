@@ -20,9 +20,11 @@ from typing import Any
 
 import onnxruntime as ort
 
-from realtime.errors import DeviceError
+from realtime.errors import DeviceError, OptionError
+from realtime.paths import tensorrt_cache
 
-__all__ = ["DEVICES", "PROVIDER_OF", "check_granted", "gpu_present", "parallelism",
+__all__ = ["DEVICES", "PROVIDER_OF", "check_granted", "expected_provider", "gpu_present",
+           "parallelism",
            "parse_device", "plan_providers", "preload_cuda", "tensorrt_present"]
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,8 @@ Provider = str | tuple[str, dict[str, Any]]
 
 
 def parse_device(device: str) -> tuple[str, int]:
-    """Split ``"cuda:1"`` into ``("cuda", 1)``; raise ValueError for unknown names."""
+    """Split ``"cuda:1"`` into ``("cuda", 1)``; raise OptionError (a ValueError) for
+    unknown names."""
     if not isinstance(device, str):
         raise TypeError(f"device must be a string, got {type(device).__name__}")
     name, _, index = device.strip().lower().partition(":")
@@ -52,7 +55,7 @@ def parse_device(device: str) -> tuple[str, int]:
     if ok and index:
         ok = name in _NVIDIA and index.isdigit()
     if not ok:
-        raise ValueError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+        raise OptionError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     return name, int(index or 0)
 
 
@@ -81,9 +84,7 @@ def _options(name: str, index: int) -> Provider:
     if name == "tensorrt":
         # Building a TensorRT engine takes minutes: keep engines and timings in the
         # camloc cache (one per model, shape range and GPU), and let TensorRT use FP16.
-        from realtime.zoo import camloc_home
-
-        cache = str(camloc_home() / "tensorrt")
+        cache = str(tensorrt_cache())
         return (provider, {"device_id": index, "trt_engine_cache_enable": True,
                            "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
                            "trt_timing_cache_path": cache, "trt_fp16_enable": True})
@@ -121,9 +122,17 @@ def plan_providers(device: str, available: list[str], gpu: bool, tensorrt: bool
     return plan + [PROVIDER_OF["cpu"]]
 
 
-def parallelism(device: str = "auto", threads: int | None = None, workers: int | None = None,
+def expected_provider(device: str) -> str:
+    """The provider a session for ``device`` will most likely get (the plan's first): a
+    guess to open it with; the decision is taken on what it really granted."""
+    first = plan_providers(device, ort.get_available_providers(), gpu_present(), False)[0]
+    return first if isinstance(first, str) else first[0]
+
+
+def parallelism(provider: str, threads: int | None = None, workers: int | None = None,
                 cores: int | None = None) -> tuple[int, int | None]:
-    """(inference workers, ONNX Runtime intra-op threads) for a pipeline on ``device``.
+    """(inference workers, ONNX Runtime intra-op threads) for a pipeline whose session
+    runs on ``provider`` (what the session granted, e.g. ``CPUExecutionProvider``).
 
     On the CPU the cores go to whole ``session.run`` calls on consecutive frames
     (up to 4 workers) rather than to every layer split across cores: a layer split
@@ -134,8 +143,7 @@ def parallelism(device: str = "auto", threads: int | None = None, workers: int |
     other's inference. Explicit ``threads``/``workers`` are kept as given.
     """
     cores = cores or os.cpu_count() or 1
-    plan = plan_providers(device, ort.get_available_providers(), gpu_present(), False)
-    on_cpu = plan[0] == PROVIDER_OF["cpu"]
+    on_cpu = provider == PROVIDER_OF["cpu"]
     if workers is None:
         workers = max(1, min(4, cores // (threads or 1))) if on_cpu else 2
     if threads is None and on_cpu:

@@ -1,7 +1,11 @@
 """Where results go: an annotated video file, a JSON Lines file, a window.
 
-Each sink is its own small object (a writer never touches the window, the
-window never writes files) and a context manager. Output paths are checked
+Every output is a :class:`Sink`: the pipeline calls ``write(item)`` with each
+processed frame, in frame order, from its render thread (or, for a sink that must
+live there such as a window, from the thread iterating the pipeline); the caller
+closes it. Each sink is its own small object (a writer never touches the window,
+the window never writes files) and a context manager. The JSONL record of a frame
+is built here, next to its writer (:func:`record`, :func:`detections`). Output paths are checked
 when a sink is made, before any frame is read, so an unwritable ``--save``
 fails at once with a one-line :class:`SinkError`.
 
@@ -18,15 +22,20 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import cv2
 import numpy as np
 
+from .draw import draw_hud, hud_text
 from .errors import CamlocError
 
-__all__ = ["KEYS", "VIDEO_FOURCC", "JsonlSink", "SinkError", "VideoSink", "Window",
-           "check_output_path", "gui_available"]
+if TYPE_CHECKING:
+    from .pipeline import Pipeline, Processed
+    from .sources import Frame
+
+__all__ = ["KEYS", "VIDEO_FOURCC", "JsonlSink", "Sink", "SinkError", "VideoSink", "Window",
+           "WindowSink", "check_output_path", "detections", "gui_available", "json_default", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,36 @@ KEYS = {ord("q"): "quit", 27: "quit", ord(" "): "pause", ord("h"): "heatmap",
 
 class SinkError(CamlocError, ValueError):
     """An output that cannot be written (bad path, folder, permission, extension)."""
+
+
+class Sink:
+    """An output of the pipeline, fed one processed frame at a time, in frame order.
+
+    Subclasses set ``stage`` (the key of its time in the per-frame timings),
+    ``needs_image`` (the pipeline draws the annotated image only if a sink needs it)
+    and ``in_caller_thread`` (called from the thread that iterates the pipeline, where a
+    window must live, rather than from the render thread), and implement ``write``.
+    """
+
+    stage = "sink"
+    needs_image = False
+    in_caller_thread = False
+
+    def attach(self, run: Pipeline) -> None:
+        """Called once by the pipeline the sink is given to (a window steers the run)."""
+
+    def write(self, item: Processed) -> None:
+        """Take one processed frame (``item.image`` is drawn when ``needs_image``)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish the output; safe to call twice. The caller closes, not the pipeline."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def check_output_path(path: str | os.PathLike[str], flag: str,
@@ -83,25 +122,34 @@ def _letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-class VideoSink:
-    """Annotated frames into a video file (mp4v in .mp4), at the first frame's size.
+class VideoSink(Sink):
+    """Annotated frames into a video file (mp4v in .mp4, or ``fourcc``) through OpenCV, at
+    the first frame's size (H.264 and crash-safe files: realtime.recorder).
 
     The writer opens on the first frame; later frames of another size (an image
     folder) are letterboxed into it. MPEG-4 needs even sizes: an odd last row or
     column is cropped. ``frames`` counts what was written.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float, flag: str = "--save") -> None:
+    stage = "encode"
+    needs_image = True
+
+    def __init__(self, path: str | os.PathLike[str], fps: float, flag: str = "--save",
+                 fourcc: str | None = None) -> None:
         self.path = check_output_path(path, flag, tuple(VIDEO_FOURCC))
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps!r}")
         self.fps = float(fps)
-        self.fourcc = VIDEO_FOURCC[self.path.suffix.lower()]
+        self.fourcc = fourcc or VIDEO_FOURCC[self.path.suffix.lower()]
         self.size: tuple[int, int] | None = None
         self.frames = 0
         self._writer: cv2.VideoWriter | None = None
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, item: Processed) -> None:
+        """Append the annotated image of one processed frame."""
+        self.write_image(item.image)
+
+    def write_image(self, image: np.ndarray) -> None:
         """Append one BGR uint8 frame."""
         if self._writer is None:
             w, h = image.shape[1], image.shape[0]
@@ -127,14 +175,8 @@ class VideoSink:
             self._writer = None
             log.debug("wrote %d frames to %s", self.frames, self.path)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """numpy scalars and arrays in records -> plain JSON values."""
     if isinstance(value, np.generic):
         return value.item()
@@ -143,28 +185,45 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-class JsonlSink:
+def detections(result: Any) -> list[dict[str, Any]]:
+    """The ``detections`` of one frame's JSONL record (schema in ARCHITECTURE.md): one
+    dict per box, best class first, boxes in frame pixels."""
+    return [{"class_id": int(cid), "label": label, "score": round(float(score), 4),
+             "box": [int(v) for v in box]}
+            for cid, label, score, boxes in zip(result.class_ids, result.labels, result.scores,
+                                                result.boxes)
+            for box in boxes]
+
+
+def record(frame: Frame, result: Any) -> dict[str, Any]:
+    """The JSONL object of one processed frame (schema in ARCHITECTURE.md)."""
+    return {"frame": frame.index, "source": frame.source, "time_ms": round(frame.time_ms, 3),
+            "detections": detections(result)}
+
+
+class JsonlSink(Sink):
     """One JSON object per line, flushed line by line (a killed run leaves whole lines)."""
+
+    stage = "json"
 
     def __init__(self, path: str | os.PathLike[str], flag: str = "--save-json") -> None:
         self.path = check_output_path(path, flag)
         self.lines = 0
         self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, default=_json_default) + "\n")
+    def write(self, item: Processed) -> None:
+        """Append the record of one processed frame."""
+        self.write_record(record(item.frame, item.result))
+
+    def write_record(self, rec: dict[str, Any]) -> None:
+        """Append one JSON object as a line."""
+        self._file.write(json.dumps(rec, default=json_default) + "\n")
         self._file.flush()
         self.lines += 1
 
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _gui_backend() -> str:
@@ -226,3 +285,41 @@ class Window:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class WindowSink(Sink):
+    """The live window as a sink: each frame with a HUD line (rate, provider, best class);
+    its keys steer the run (q quits, space pauses while keys still work, h/b/n/p change
+    what is drawn). Runs in the thread that iterates the pipeline."""
+
+    stage = "show"
+    needs_image = True
+    in_caller_thread = True
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self._run: Pipeline | None = None
+
+    def attach(self, run: Pipeline) -> None:
+        self._run = run
+
+    def write(self, item: Processed) -> None:
+        run = self._run
+        assert run is not None, "a WindowSink is fed by the pipeline it was given to"
+        # on a copy: the same image goes to the video and the web view
+        image = draw_hud(item.image.copy(), hud_text(item.result, item.fps))
+        action, paused = self.window.show(image), False
+        while True:
+            if action == "quit":
+                run.stop("q")
+                return
+            if action == "pause":
+                paused = not paused
+            elif action is not None:
+                run.options.apply(action, len(item.result.class_ids))
+            if not paused or run.stopping:
+                return
+            action = self.window.poll(30)
+
+    def close(self) -> None:
+        self.window.close()

@@ -14,9 +14,10 @@ import os
 import re
 from pathlib import Path
 
-from realtime.errors import ModelError
+from realtime.errors import CamlocError, ModelError
+from realtime.paths import cache_path, camloc_home
 
-__all__ = ["DEFAULT_MODEL", "cache_path", "camloc_home", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "cache_path", "camloc_home", "resolve_model"]  # paths: realtime.paths
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +25,12 @@ DEFAULT_MODEL = "efficientnet_lite0"
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
 
 
-def camloc_home() -> Path:
-    """Root of camloc's cache: ``$CAMLOC_HOME`` or ``~/.cache/camloc``."""
-    return Path(os.environ.get("CAMLOC_HOME", "~/.cache/camloc")).expanduser()
-
-
-def cache_path(name: str) -> Path:
-    """Where the zoo model ``name`` is (or will be) cached."""
-    return camloc_home() / "models" / f"{name}.onnx"
-
-
 def _looks_like_path(model: str) -> bool:
     return model.lower().endswith(".onnx") or os.sep in model or "/" in model
 
 
 def _build(name: str, target: Path) -> None:
-    """Export zoo model ``name`` to ``target`` via ``export`` (torch), atomically."""
+    """Export zoo model ``name`` to ``target`` via ``export`` (torch; it writes atomically)."""
     if importlib.util.find_spec("torch") is None:
         raise ModelError(f"model {name!r} is not in the cache ({target}) and building it needs "
                          "PyTorch: pip install torch torchvision, or pass the path of a .onnx "
@@ -49,17 +40,12 @@ def _build(name: str, target: Path) -> None:
     names = export.zoo_names()
     if name not in names:
         raise ModelError(f"unknown model {name!r}; valid names: {', '.join(names)}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.onnx")
     # a warning so that it shows at the CLI's default level: the first run pauses here
     log.warning("exporting %s to %s (first use only; takes a few seconds)", name, target)
     try:
-        export.export_model(name, output=tmp)
-        os.replace(tmp, target)
-    except (KeyError, ValueError, RuntimeError, OSError) as exc:  # ExportError is a RuntimeError
+        export.export_model(name, output=target)
+    except CamlocError as exc:  # export's user errors (no weights, not a GAP-CNN, ...)
         raise ModelError(f"cannot build model {name!r}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def resolve_model(model: str | os.PathLike[str]) -> Path:

@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from realtime.format import FORMAT, ModelInfo, to_metadata
+
 BITS = 10
 STRIP = 24  # barcode height in pixels
 
@@ -137,12 +139,11 @@ def tiny_camloc_onnx(path: Path, classes: int = 5, seed: int = 0) -> Path:
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
-    meta = {"camloc.format": "1", "camloc.arch": "tiny", "camloc.weights": f"random (seed {seed})",
-            "camloc.labels": json.dumps([f"class{i}" for i in range(classes)]),
-            "camloc.color": "RGB", "camloc.mean": "[127.0, 127.0, 127.0]",
-            "camloc.std": "[128.0, 128.0, 128.0]", "camloc.input_size": "[64, 64]",
-            "camloc.stride": "32", "camloc.precision": "fp32"}
-    onnx.helper.set_model_props(model, meta)
+    info = ModelInfo(path="", arch="tiny", weights=f"random (seed {seed})",
+                     labels=tuple(f"class{i}" for i in range(classes)), color="RGB",
+                     mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), input_size=(64, 64),
+                     stride=32, precision="fp32", format=FORMAT)
+    onnx.helper.set_model_props(model, to_metadata(info))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
@@ -194,7 +195,7 @@ class FakeCapture:
 
 def use_fake_capture(monkeypatch) -> type[FakeCapture]:
     """Replace cv2.VideoCapture for live sources by a fresh scripted FakeCapture."""
-    from realtime import live
+    from realtime.sources import live
 
     FakeCapture.plans, FakeCapture.opened, FakeCapture.calls = [], [], 0
     monkeypatch.setattr(live.cv2, "VideoCapture", FakeCapture)

@@ -207,12 +207,13 @@ def test_no_arguments_runs_the_demo_into_a_new_runs_folder(lite0_onnx, tmp_path,
 
 
 def test_window_keys_drive_the_run(monkeypatch):
-    """_interact with a fake window: space pauses (keys still work), q stops reading."""
-    from realtime.pipeline import FpsMeter, RenderOptions
+    """The window sink with a fake window: space pauses (keys still work), q stops reading."""
+    from realtime.draw import RenderOptions
+    from realtime.pipeline import Processed
+    from realtime.sinks import WindowSink
 
     class Run:
-        stopping, stats, meter = False, type("S", (), {"provider": "CPU"})(), FpsMeter()
-        options, stopped = RenderOptions(), None
+        stopping, options, stopped = False, RenderOptions(), None
 
         def stop(self, reason):
             self.stopped, self.stopping = reason, True
@@ -222,19 +223,26 @@ def test_window_keys_drive_the_run(monkeypatch):
             self.keys, self.shown = iter(keys), 0
 
         def show(self, image):
-            self.shown += 1
+            self.shown, self.image = self.shown + 1, image
             return next(self.keys)
 
         def poll(self, ms):
             return next(self.keys)
 
-    result = type("R", (), {"labels": ["cat"], "scores": [0.5]})()
-    item = type("I", (), {"image": np.zeros((40, 200, 3), np.uint8), "result": result})()
+    result = type("R", (), {"labels": ["cat", "dog"], "scores": [0.5, 0.2],
+                            "class_ids": [281, 207], "provider": "CPU"})()
+    item = Processed(None, result, np.zeros((40, 200, 3), np.uint8), {}, fps=12.5)
     run = Run()
-    cli._interact(Win(["pause", None, "heatmap", "next", "pause"]), item, run, topk=2)
+    win = Win(["pause", None, "heatmap", "next", "pause"])
+    sink = WindowSink(win)
+    sink.attach(run)
+    sink.write(item)
     assert (run.options.heatmap, run.options.index, run.stopped) == (False, 0, None)
-    assert item.image[:, :10].any()  # the HUD was drawn
-    cli._interact(Win(["quit"]), item, run, topk=2)
+    assert win.image[:, :10].any()  # the HUD was drawn on what the window shows,
+    assert not item.image.any()  # not on the frame the video and the web view share
+    sink = WindowSink(Win(["quit"]))
+    sink.attach(run)
+    sink.write(item)
     assert run.stopped == "q"
 
 

@@ -106,7 +106,7 @@ def test_runtime_requirements_hold_no_heavy_packages():
     import ast
 
     third = set()
-    for f in (ROOT / "realtime").glob("*.py"):
+    for f in (ROOT / "realtime").rglob("*.py"):
         for node in ast.walk(ast.parse(f.read_text())):
             mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0

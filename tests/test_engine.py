@@ -18,6 +18,7 @@ from realtime import providers as prov
 from realtime import zoo
 from realtime.engine import Localizer, Result
 from realtime.errors import CamlocError, DeviceError, ModelError
+from realtime.format import FORMAT, KEY_LABELS, ModelInfo, to_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 RED = (0, 0, 255)  # BGR
@@ -52,10 +53,10 @@ def tiny_model(path: Path, outputs: tuple[str, ...] = ("logits", "features", "ca
          numpy_helper.from_array(bias, "fc_b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"camloc.format": "1", "camloc.arch": "tiny", "camloc.color": "RGB",
-            "camloc.labels": json.dumps(labels or ["red", "green", "blue"]),
-            "camloc.mean": "[0, 0, 0]", "camloc.std": "[255, 255, 255]",
-            "camloc.input_size": "[64, 64]", "camloc.stride": "4", "camloc.precision": "fp32"}
+    meta = to_metadata(ModelInfo(path="", arch="tiny", weights="by hand",
+                                 labels=tuple(labels or ["red", "green", "blue"]), color="RGB",
+                                 mean=(0, 0, 0), std=(255, 255, 255), input_size=(64, 64),
+                                 stride=4, precision="fp32", format=FORMAT))
     meta.pop(drop_meta, None)
     helper.set_model_props(model, meta)
     onnx.save(model, str(path))
@@ -154,7 +155,7 @@ def test_missing_outputs_say_what_and_how(tmp_path: Path) -> None:
 
 
 def test_bad_metadata(tmp_path: Path) -> None:
-    path = tiny_model(tmp_path / "nolabels.onnx", drop_meta="camloc.labels")
+    path = tiny_model(tmp_path / "nolabels.onnx", drop_meta=KEY_LABELS)
     with pytest.raises(ModelError, match="not a camloc model, metadata camloc.labels missing"):
         Localizer(path, device="cpu")
     path = tiny_model(tmp_path / "four.onnx", labels=["a", "b", "c", "d"])
@@ -302,12 +303,41 @@ def test_real_model_cam_identity(lite0: Localizer, photos: dict[str, np.ndarray]
 
 
 def test_parallelism_gives_cores_to_whole_runs_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert prov.parallelism(CPU, cores=2) == (2, 1)
+    assert prov.parallelism(CPU, cores=8) == (4, 2)
+    assert prov.parallelism(CPU, cores=1) == (1, 1)
+    assert prov.parallelism(CPU, threads=2, cores=2) == (1, 2)   # explicit threads kept
+    assert prov.parallelism(CPU, workers=3, cores=2) == (3, 1)   # explicit workers kept
+    assert prov.parallelism(CUDA, cores=16) == (2, None)        # GPU: overlap, ORT's threads
     monkeypatch.setattr(prov, "gpu_present", lambda: False)
-    assert prov.parallelism("auto", cores=2) == (2, 1)
-    assert prov.parallelism("cpu", cores=8) == (4, 2)
-    assert prov.parallelism("cpu", cores=1) == (1, 1)
-    assert prov.parallelism("cpu", threads=2, cores=2) == (1, 2)   # explicit threads kept
-    assert prov.parallelism("cpu", workers=3, cores=2) == (3, 1)   # explicit workers kept
+    assert prov.expected_provider("auto") == CPU
     monkeypatch.setattr(prov, "gpu_present", lambda: True)
     monkeypatch.setattr(prov.ort, "get_available_providers", lambda: [CUDA, CPU])
-    assert prov.parallelism("auto", cores=16) == (2, None)        # GPU: overlap, ORT's threads
+    assert prov.expected_provider("auto") == CUDA
+
+
+def test_workers_and_threads_follow_the_granted_provider(tiny: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU is expected (the driver is visible) but the session falls back to the CPU: the
+    pipeline gets the CPU's workers and threads, not the GPU's (and an explicit choice wins)."""
+    monkeypatch.setattr(prov, "gpu_present", lambda: True)
+    monkeypatch.setattr(prov.os, "cpu_count", lambda: 2)
+    assert prov.expected_provider("auto") != CPU
+    loc, workers = Localizer.for_pipeline(tiny, "auto")
+    assert loc.provider == CPU and (workers, loc.threads) == (2, 1)
+    assert loc.session.get_session_options().intra_op_num_threads == 1
+    loc, workers = Localizer.for_pipeline(tiny, "auto", threads=2, workers=3)
+    assert (workers, loc.threads) == (3, 2)
+    monkeypatch.setattr(prov, "gpu_present", lambda: False)
+    loc, workers = Localizer.for_pipeline(tiny, "cpu")
+    assert loc.provider == CPU and (workers, loc.threads) == (2, 1)
+
+
+def test_metadata_round_trip_through_the_format_module(lite0: Localizer) -> None:
+    """What export writes (to_metadata) is what the runtime reads back (parse_metadata),
+    for the real default model as exported."""
+    from realtime.format import parse_metadata, to_metadata
+
+    meta = to_metadata(lite0.info)
+    assert meta == lite0.session.get_modelmeta().custom_metadata_map
+    assert parse_metadata(meta, lite0.info.path) == lite0.info

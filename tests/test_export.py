@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from export.gap import NotGapError, find_gap_head
-from export.onnx_export import OUTPUTS, export_model
+from export.onnx_export import export_model
 from models.zoo import load_model
+from realtime.format import OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTORCYCLE = {"moped", "motor scooter"}  # ImageNet has no plain "motorcycle"
@@ -55,7 +56,9 @@ def test_lite0_onnx_contract(lite0_onnx, photos):
     """Dynamic N/H/W, the outputs and metadata the runtime relies on, the CAM identity."""
     sess = _session(lite0_onnx)
     meta = sess.get_modelmeta().custom_metadata_map
-    assert [o.name for o in sess.get_outputs()] == OUTPUTS
+    # the contract, spelled out once more here on purpose
+    assert [o.name for o in sess.get_outputs()] == ["logits", "features", "cam_weight",
+                                                    "cam_bias"] == list(OUTPUTS)
     assert sess.get_inputs()[0].name == "images"
     for key in ("camloc.arch", "camloc.weights", "camloc.mean", "camloc.std", "camloc.stride",
                 "camloc.precision", "camloc.format"):
@@ -63,7 +66,7 @@ def test_lite0_onnx_contract(lite0_onnx, photos):
     assert meta["camloc.arch"] == "efficientnet_lite0" and meta["camloc.stride"] == "32"
     x = np.concatenate([_tensor(photos["cat"], meta, 192, 320), _tensor(photos["espresso"], meta, 192, 320),
                         _tensor(photos["rocket"], meta, 192, 320)])
-    logits, feats, weight, bias = sess.run(OUTPUTS, {"images": x})
+    logits, feats, weight, bias = sess.run(list(OUTPUTS), {"images": x})
     assert logits.shape == (3, 1000) and feats.shape == (3, 1280, 6, 10)
     assert weight.shape == (1000, 1280) and bias.shape == (1000,)
     np.testing.assert_allclose(feats.mean(axis=(2, 3)) @ weight.T + bias, logits, rtol=0, atol=1e-4)

@@ -10,7 +10,7 @@ from media import read_jsonl, read_stamp, read_video, write_clip
 
 from realtime import Localizer
 from realtime.pipeline import FpsMeter, Pipeline, PipelineError, RenderOptions, record
-from realtime.sinks import JsonlSink, VideoSink
+from realtime.sinks import JsonlSink, Sink, VideoSink
 from realtime.sources import SourceError, open_source
 
 
@@ -119,10 +119,10 @@ def test_a_failing_stage_stops_everything_and_raises_once(clip, loc, tmp_path):
 
 
 def test_a_failing_sink_stops_everything(clip, loc, tmp_path):
-    class BadVideo:
+    class BadVideo(Sink):
         frames = 0
 
-        def write(self, image):
+        def write(self, item):
             self.frames += 1
             if self.frames == 3:
                 raise OSError("disk full")

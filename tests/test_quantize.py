@@ -58,22 +58,61 @@ def _meta(path: Path) -> dict[str, str]:
 
 
 def test_calibration_and_heldout_photos_are_disjoint():
-    assert not set(CALIB_PHOTOS) & set(HELDOUT_PHOTOS)
-    assert "cat" not in CALIB_PHOTOS  # skimage's cat() is chelsea(), a held-out photo
+    """No held-out picture is also a calibration picture, by content, not by name (skimage
+    serves some photos under two names: cat() is chelsea())."""
+    calib = {v.tobytes() for _, v in photo_set(CALIB_PHOTOS, 1)}
+    held = {v.tobytes() for _, v in photo_set(HELDOUT_PHOTOS, 1)}
+    assert len(calib) == len(CALIB_PHOTOS) and len(held) == len(HELDOUT_PHOTOS)
+    assert not calib & held
 
 
 def test_int8_agrees_with_fp32_on_heldout_real_photos(int8, lite0_onnx):
     path, r = int8
     assert r.heldout_frames == 70 and r.calib_frames == 78
-    # INT8 kernels differ by CPU: measured 0.971 (68/70) on an Intel Xeon, 0.929 (65/70) on
-    # the AMD EPYC (Zen 5) that replaced it (docs/EDGE.md). 0.90 still catches a broken
-    # quantization (the export itself refuses < 0.8).
-    assert r.agreement >= 0.90
-    assert r.cam_corr >= 0.99           # measured 0.998
-    assert r.cam_corr_min >= 0.95       # measured 0.989
+    # Measured 0.971 (68/70) on this project's AMD EPYC (AVX2, no VNNI, no AVX-512) with
+    # the portable default (7-bit weights, stem + 3 blocks float); the same export with
+    # 8-bit weights gave 0.871 there (the AVX2 U8S8 kernels saturate), all-INT8 0.843,
+    # 6 float convs 0.943 (docs/EDGE.md). 7-bit weights cannot saturate on any x86 kernel,
+    # so this floor does not depend on the CPU's instruction set, and a quantization that
+    # saturates or quantizes the sensitive first blocks falls below it.
+    assert r.agreement >= 0.93
+    assert r.cam_corr >= 0.99           # measured 0.995
+    assert r.cam_corr_min >= 0.95       # measured 0.978
     assert r.identity_err < 1e-5        # float head: the CAM identity holds exactly
     assert lite0_onnx.stat().st_size / path.stat().st_size > 3.0  # measured 3.6x
-    assert r.speed > 0 and "first 6 convs" in ", ".join(r.float_nodes)
+    assert r.speed > 0 and "first 9 convs" in ", ".join(r.float_nodes)
+    assert r.target == "portable" and "7-bit weights" in r.summary()
+
+
+def _conv_weight_codes(path: Path) -> np.ndarray:
+    """Every INT8 code of the quantized convolution weights (not the weight-only classifier)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    codes = [numpy_helper.to_array(inits[n.input[0]]).ravel() for n in proto.graph.node
+             if n.op_type == "DequantizeLinear" and n.input[0] in inits
+             and n.name != "cam_weight_dequantize"
+             and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
+    assert codes, "no INT8 convolution weights"
+    return np.concatenate(codes).astype(np.int32)
+
+
+@pytest.mark.parametrize("target, low, high", [("portable", 33, 64), ("vnni", 65, 127)])
+def test_int8_target_sets_the_weight_bits(tiny_onnx, calib_dir, tmp_path, target, low, high):
+    """Portable INT8 keeps weights in 7 bits (|code| <= 64), which the AVX2 U8S8 kernels add
+    without saturating on every x86 CPU; vnni uses all 8 bits. Checked in the file itself,
+    so it holds whichever kernels this machine has."""
+    out = tmp_path / f"tiny.{target}.onnx"
+    r = quantize_onnx(tiny_onnx, out, "int8", read_frames(calib_dir, 16), float_first=0,
+                      min_agreement=0.0, bench_runs=0, target=target)
+    peak = np.abs(_conv_weight_codes(out)).max()
+    assert low <= peak <= high, peak
+    assert r.target == target
+    with pytest.raises(ValueError, match="target must be portable or vnni"):
+        quantize_onnx(tiny_onnx, tmp_path / "x.onnx", "int8", read_frames(calib_dir, 16),
+                      target="avx2")
 
 
 def test_int8_keeps_the_metadata_and_float_outputs(int8, lite0_onnx):

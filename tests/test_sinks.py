@@ -18,7 +18,7 @@ def test_video_sink_writes_a_playable_mp4(tmp_path, photos):
     frames = clip_frames(photos, 12, size=(320, 240))
     with VideoSink(tmp_path / "out" / "v.mp4", fps=12.5) as sink:
         for f in frames:
-            sink.write(f)
+            sink.write_image(f)
     assert sink.frames == 12 and sink.size == (320, 240) and sink.fourcc == "mp4v"
     cap = cv2.VideoCapture(str(sink.path))
     assert cap.get(cv2.CAP_PROP_FPS) == 12.5
@@ -31,8 +31,8 @@ def test_video_sink_writes_a_playable_mp4(tmp_path, photos):
 def test_video_sink_letterboxes_frames_of_another_size(tmp_path, photos):
     cat = np.ascontiguousarray(photos["cat"][:, :, ::-1])  # 451 x 300
     with VideoSink(tmp_path / "v.avi", fps=1.0) as sink:
-        sink.write(np.zeros((200, 400, 3), np.uint8))
-        sink.write(cat)
+        sink.write_image(np.zeros((200, 400, 3), np.uint8))
+        sink.write_image(cat)
     assert sink.fourcc == "MJPG"
     out = read_video(sink.path)
     assert [f.shape for f in out] == [(200, 400, 3)] * 2
@@ -47,8 +47,8 @@ def test_video_sink_leaves_no_file_when_nothing_was_written(tmp_path):
 
 def test_jsonl_sink_writes_whole_lines_with_numpy_values(tmp_path):
     with JsonlSink(tmp_path / "r.jsonl") as sink:
-        sink.write({"frame": np.int64(0), "score": np.float32(0.5), "box": np.arange(4)})
-        sink.write({"frame": 1})
+        sink.write_record({"frame": np.int64(0), "score": np.float32(0.5), "box": np.arange(4)})
+        sink.write_record({"frame": 1})
         assert (tmp_path / "r.jsonl").read_text().count("\n") == 2  # flushed as it goes
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
     assert [json.loads(x) for x in lines] == [
@@ -92,8 +92,14 @@ def test_no_window_with_a_headless_opencv(monkeypatch):
     assert not ok and "pip install opencv-python" in why
 
 
-def test_gui_backend_is_read_from_the_build():
-    assert sinks._gui_backend() != ""
+@pytest.mark.parametrize("build, backend", [
+    ("General configuration\n  GUI:                           QT5\n    QT:   YES (ver 5.15)\n", "QT5"),
+    ("Video I/O:\n  GUI:   NONE\n", "NONE"),
+    ("Video I/O:\n  FFMPEG: YES\n", "NONE"),  # no GUI line at all: treated as headless
+])
+def test_gui_backend_is_read_from_the_build(monkeypatch, build, backend):
+    monkeypatch.setattr(sinks.cv2, "getBuildInformation", lambda: build)
+    assert sinks._gui_backend() == backend
 
 
 def test_window_maps_keys_to_actions(monkeypatch):
@@ -121,8 +127,8 @@ def test_window_maps_keys_to_actions(monkeypatch):
 def test_mpeg4_odd_sizes_lose_one_row_and_column_not_the_picture(tmp_path, photos):
     cat = np.ascontiguousarray(photos["cat"][:, :, ::-1])  # 451 x 300
     with VideoSink(tmp_path / "v.mp4", fps=5) as sink:
-        sink.write(cat)
-        sink.write(cat)
+        sink.write_image(cat)
+        sink.write_image(cat)
     out = read_video(sink.path)
     assert sink.size == (450, 300) and [f.shape for f in out] == [(300, 450, 3)] * 2
     assert np.abs(out[0].astype(int) - cat[:, :450]).mean() < 6  # cropped, not rescaled

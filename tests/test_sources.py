@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from media import corrupt_mjpeg_frame, read_stamp, use_fake_capture, write_clip
 
-from realtime import live
 from realtime.sources import (
     DEFAULT_FPS,
     ImageSource,
     SourceError,
     VideoFileSource,
     classify_source,
+    live,
     open_source,
 )
 
@@ -185,5 +185,26 @@ def test_stopping_a_live_source_ends_iteration(fake_capture):
     assert not src._thread.is_alive()
 
 
-def test_default_fps_when_the_container_says_nothing():
-    assert DEFAULT_FPS == 30.0
+@pytest.mark.parametrize("reported", [0.0, float("nan"), 90000.0])
+def test_default_fps_when_the_container_says_nothing(clip, monkeypatch, reported):
+    """A real file whose container reports no usable rate (as some muxers leave it) runs at
+    DEFAULT_FPS, and its frames are timed at that rate."""
+    from realtime.sources import files
+
+    real = cv2.VideoCapture
+
+    class SaysNothing:  # the real capture, except for the rate it reports
+        def __init__(self, *args):
+            self._cap = real(*args)
+
+        def get(self, prop):
+            return reported if prop == cv2.CAP_PROP_FPS else self._cap.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self._cap, name)
+
+    monkeypatch.setattr(files.cv2, "VideoCapture", SaysNothing)
+    with VideoFileSource(str(clip)) as src:
+        frames = [f for _, f in zip(range(3), src)]
+    assert src.fps == DEFAULT_FPS
+    assert [f.time_ms for f in frames] == [i * 1e3 / DEFAULT_FPS for i in range(3)]

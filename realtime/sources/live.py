@@ -21,13 +21,11 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from .sources import DEFAULT_FPS, Frame, Source, SourceError
+from .base import DEFAULT_FPS, POLL_S, Frame, Source, SourceError
 
 __all__ = ["LiveSource"]
 
 log = logging.getLogger(__name__)
-
-_POLL_S = 0.1
 
 
 class LiveSource(Source):
@@ -49,7 +47,7 @@ class LiveSource(Source):
         self.kind, self.target, self.stream = kind, target, stream
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
         self.reconnects, self.backoff_s, self.max_backoff_s = reconnects, backoff_s, max_backoff_s
-        self.ended_because: str | None = None  # why the reader stopped early, for the summary
+        self.reconnections = 0  # successful reconnections of a stream (for /metrics)
         self._cond = threading.Condition()
         self._latest: tuple[int, np.ndarray, float, float] | None = None  # id, image, t, ms
         self._grabbed = 0   # id of the newest frame read
@@ -98,6 +96,7 @@ class LiveSource(Source):
             cap = self._open()
             if cap is not None:
                 log.warning("%s %s: reconnected", self.kind, self.name)
+                self.reconnections += 1
                 return cap
             delay = min(self.max_backoff_s, delay * 2)
         return None
@@ -136,7 +135,7 @@ class LiveSource(Source):
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._grabbed != self._seen or self._done
-                                    or self._stop.is_set(), _POLL_S)
+                                    or self._stop.is_set(), POLL_S)
                 latest = self._latest
                 done = self._done or self._stop.is_set()
             if latest is not None and latest[0] != self._seen:

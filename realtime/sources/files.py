@@ -1,134 +1,31 @@
-"""Frame sources: video files, single images, image folders and globs, cameras, streams.
+"""Finite sources: video files, single images, image folders and globs.
 
-Every source is a context manager that owns one reader thread:
-
-- files and images deliver **every** frame, in order, through a bounded
-  read-ahead queue (completeness beats latency); a frame that cannot be decoded
-  in the middle of a file is skipped, counted (``frames_corrupt``) and logged;
-- cameras and streams (``realtime.live``) keep only the newest frame
-  (latency beats completeness) and count what they drop.
-
-Iterating a source yields :class:`Frame` objects; ``stop()`` ends the reading
-(what was already read is still delivered) and ``close()`` (or leaving the
-``with`` block) stops, joins the thread and releases the capture. No call here
-blocks for more than a fraction of a second without checking the stop event.
-
-``open_source(spec)`` turns a ``--source`` string into the right source and
-raises :class:`SourceError` (one line, a user error) when it cannot be opened.
+They deliver **every** frame, in order, through a bounded read-ahead queue
+(completeness beats latency); a frame that cannot be decoded in the middle of a
+file is skipped, counted (``frames_corrupt``) and logged.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import queue
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import cv2
 import numpy as np
 
-from .errors import CamlocError
+from .base import DEFAULT_FPS, IMAGE_FPS, IMAGE_SUFFIXES, POLL_S, Frame, Source, SourceError
 
-__all__ = ["DEFAULT_FPS", "IMAGE_FPS", "IMAGE_SUFFIXES", "STREAM_SCHEMES", "Frame",
-           "ImageSource", "Source", "SourceError", "VideoFileSource", "classify_source",
-           "frames_expected", "open_source"]
+__all__ = ["ImageSource", "VideoFileSource", "check_readable", "images_in"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FPS = 30.0  # when a container reports no usable frame rate
-IMAGE_FPS = 1.0     # frame rate given to a video made from still images
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp",
-                            ".pbm", ".pgm", ".ppm", ".pnm", ".jp2", ".exr", ".hdr"})
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://",
-                  "srt://")
-_POLL_S = 0.1  # how long any wait lasts before it checks the stop event again
 _MAX_BAD = 25  # consecutive undecodable frames before a file is taken to have ended
-
-
-class SourceError(CamlocError, ValueError):
-    """A source that cannot be opened or read (missing, unreadable, not a video...)."""
-
-
-@dataclass
-class Frame:
-    """One frame and where it came from.
-
-    ``index`` is the frame's number in its source (frame number in a video, so
-    ``--vid-stride 2`` gives 0, 2, 4...; position in an image list; frame id of
-    a live source), ``source`` the file, stream or image path it came from,
-    ``time_ms`` its time in the source (video position; time since the start
-    for live sources; 0 for still images), ``decode_ms`` the time spent reading it.
-    """
-
-    index: int
-    image: np.ndarray
-    source: str
-    time_ms: float = 0.0
-    decode_ms: float = 0.0
-
-
-class Source:
-    """Base class: a context manager around one reader thread that yields Frames."""
-
-    live = False
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.fps = DEFAULT_FPS
-        self.size: tuple[int, int] | None = None  # (width, height) when known
-        self.total: int | None = None  # frames this source will deliver, when known
-        self.frames_read = 0      # frames handed to the consumer
-        self.frames_dropped = 0   # live sources: frames replaced by newer ones before use
-        self.frames_corrupt = 0   # frames that could not be decoded and were skipped
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"
-
-    def start(self) -> Self:
-        """Start the reader thread (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"camloc-read-{self.name}",
-                                            daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop reading; frames already read are still delivered, then iteration ends."""
-        self._stop.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def close(self) -> None:
-        """Stop, join the reader thread and release what the source holds."""
-        self.stop()
-        if self._thread is not None:
-            self._thread.join()
-        self._release()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[Frame]:
-        raise NotImplementedError
-
-    def _run(self) -> None:
-        raise NotImplementedError
-
-    def _release(self) -> None:
-        """Free the capture; called once the reader thread has ended."""
 
 
 class _End:
@@ -158,7 +55,7 @@ class _ReadAhead(Source):
         """Put unless the source is stopped while the queue stays full."""
         while True:
             try:
-                self._queue.put(item, timeout=_POLL_S)
+                self._queue.put(item, timeout=POLL_S)
                 return True
             except queue.Full:
                 if self._stop.is_set():
@@ -178,7 +75,7 @@ class _ReadAhead(Source):
         self.start()
         while True:
             try:
-                item = self._queue.get(timeout=_POLL_S)
+                item = self._queue.get(timeout=POLL_S)
             except queue.Empty:
                 assert self._thread is not None
                 if not self._thread.is_alive() and self._queue.empty():
@@ -192,7 +89,7 @@ class _ReadAhead(Source):
             yield item
 
 
-def _check_readable(path: Path, spec: str) -> None:
+def check_readable(path: Path, spec: str) -> None:
     """Raise SourceError when ``path`` does not exist or cannot be opened for reading."""
     if not path.exists():
         raise SourceError(f"source not found: {spec}")
@@ -217,7 +114,7 @@ class VideoFileSource(_ReadAhead):
             raise ValueError(f"stride must be >= 1, got {stride}")
         self.stride = stride
         if "://" not in spec:
-            _check_readable(Path(spec), spec)
+            check_readable(Path(spec), spec)
         self._cap = cv2.VideoCapture(spec)
         if not self._cap.isOpened():
             self._cap.release()
@@ -305,7 +202,7 @@ class ImageSource(_ReadAhead):
         if first is not None:
             self.size = (first.shape[1], first.shape[0])
         elif len(self.paths) == 1:
-            _check_readable(self.paths[0], str(self.paths[0]))
+            check_readable(self.paths[0], str(self.paths[0]))
             raise SourceError(f"cannot read {self.paths[0]} as an image (corrupt, or a format "
                               "this OpenCV build cannot decode)")
 
@@ -323,64 +220,7 @@ class ImageSource(_ReadAhead):
             yield Frame(i, image, str(path), 0.0, ms)
 
 
-def _images_in(paths: list[str]) -> list[Path]:
+def images_in(paths: list[str]) -> list[Path]:
+    """The image files among ``paths``, sorted."""
     return sorted(Path(p) for p in paths
                   if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file())
-
-
-def classify_source(spec: str) -> str:
-    """``camera``, ``stream``, ``video``, ``image``, ``folder`` or ``glob`` for a --source."""
-    s = spec.strip()
-    if s.isdigit() or s.startswith("/dev/video"):
-        return "camera"
-    if s.lower().startswith(STREAM_SCHEMES):
-        path = s.split("?", 1)[0].lower()
-        return "video" if path.startswith(("http://", "https://")) and Path(path).suffix in (
-            ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v") else "stream"
-    p = Path(s)
-    if p.is_dir():
-        return "folder"
-    if not p.exists() and any(c in s for c in "*?["):
-        return "glob"
-    if p.suffix.lower() in IMAGE_SUFFIXES:
-        return "image"
-    return "video"
-
-
-def open_source(spec: str | int, *, stride: int = 1, read_ahead: int = 8,
-                **live_options: Any) -> Source:
-    """Open what a ``--source`` names; raises SourceError when it cannot be opened.
-
-    ``stride`` applies to files and images; ``live_options`` go to
-    :class:`realtime.live.LiveSource` (timeouts, reconnection) for cameras and streams.
-    """
-    spec = str(spec)
-    if not spec.strip():
-        raise SourceError("empty --source")
-    kind = classify_source(spec)
-    if kind in ("camera", "stream"):
-        if stride != 1:
-            raise SourceError(f"--vid-stride applies to files, not to a live {kind} "
-                              "(live sources already keep only the newest frame)")
-        from .live import LiveSource  # here: live imports this module
-
-        target: int | str = int(spec) if spec.strip().isdigit() else spec
-        return LiveSource(target, stream=kind == "stream", **live_options)
-    if kind == "video":
-        return VideoFileSource(spec, stride=stride, read_ahead=read_ahead)
-    if kind == "image":
-        _check_readable(Path(spec), spec)
-        return ImageSource(spec, [Path(spec)], stride=stride, read_ahead=read_ahead)
-    if kind == "folder":
-        files = _images_in([str(p) for p in Path(spec).iterdir()])
-        return ImageSource(spec, files, stride=stride, read_ahead=read_ahead)
-    files = _images_in(glob.glob(spec, recursive=True))
-    if not files:
-        raise SourceError(f"no images match {spec}")
-    return ImageSource(spec, files, stride=stride, read_ahead=read_ahead)
-
-
-def frames_expected(source: Source) -> int | None:
-    """How many frames a finite source will deliver, if known (for progress bars)."""
-    return None if source.live else source.total
-

@@ -1,0 +1,215 @@
+"""The camloc .onnx format (format 1), in one place: input and output names, every
+``camloc.*`` metadata key, and the metadata <-> :class:`ModelInfo` conversion both ways.
+
+The layout is pinned in docs/DESIGN.md: input ``images``, outputs ``logits``,
+``features``, ``cam_weight``, ``cam_bias`` and ``camloc.*`` metadata strings.
+``export/`` writes through :func:`to_metadata` / :func:`with_precision`, the runtime
+reads through :func:`parse_metadata` / :func:`check_outputs`. Pure Python: no torch,
+no onnx, no onnxruntime, so both sides (and an edge box) can import it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from realtime.errors import ModelError
+
+__all__ = ["CAM_BIAS", "CAM_WEIGHT", "FEATURES", "FORMAT", "FRAME_OUTPUTS", "INPUT", "KEY_ARCH",
+           "KEY_COLOR", "KEY_FORMAT", "KEY_INPUT_SIZE", "KEY_LABELS", "KEY_MEAN", "KEY_PRECISION",
+           "KEY_STD", "KEY_STRIDE", "KEY_WEIGHTS", "KEY_BACKGROUND", "KEY_THRESHOLD", "METADATA_KEYS",
+           "BACKGROUND_LABEL", "OUTPUTS", "PRODUCER", "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS",
+           "ModelInfo", "check_outputs", "parse_metadata", "reexport_hint", "to_metadata",
+           "with_precision", "with_threshold"]
+
+FORMAT = 1           # the layout this module writes and reads
+PRODUCER = "camloc"  # ModelProto.producer_name of the files export writes
+INPUT = "images"          # float32 [N, 3, H, W]
+LOGITS = "logits"          # [N, K] class scores before softmax
+FEATURES = "features"      # [N, C, h, w] what the global average pooling consumes
+CAM_WEIGHT = "cam_weight"  # [K, C] the classifier's weight (constant)
+CAM_BIAS = "cam_bias"      # [K] its bias (constant)
+FRAME_OUTPUTS = (LOGITS, FEATURES)       # per frame: what session.run asks for
+WEIGHT_OUTPUTS = (CAM_WEIGHT, CAM_BIAS)  # constants, fetched once after loading
+REQUIRED_OUTPUTS = FRAME_OUTPUTS + WEIGHT_OUTPUTS
+OUTPUTS = REQUIRED_OUTPUTS                   # in the order export writes them
+
+KEY_FORMAT = "camloc.format"
+KEY_ARCH = "camloc.arch"
+KEY_WEIGHTS = "camloc.weights"
+KEY_LABELS = "camloc.labels"
+KEY_COLOR = "camloc.color"
+KEY_MEAN = "camloc.mean"
+KEY_STD = "camloc.std"
+KEY_INPUT_SIZE = "camloc.input_size"
+KEY_STRIDE = "camloc.stride"
+KEY_PRECISION = "camloc.precision"
+# Optional keys (older models lack them): camloc.background names the class of frames with
+# none of the objects (no detections for them); camloc.threshold is the box threshold chosen
+# on labelled data by ``python -m realtime.evaluate --store-threshold``.
+KEY_BACKGROUND = "camloc.background"
+KEY_THRESHOLD = "camloc.threshold"
+METADATA_KEYS = (KEY_FORMAT, KEY_ARCH, KEY_WEIGHTS, KEY_LABELS, KEY_COLOR, KEY_MEAN, KEY_STD,
+                 KEY_INPUT_SIZE, KEY_STRIDE, KEY_PRECISION, KEY_BACKGROUND, KEY_THRESHOLD)
+BACKGROUND_LABEL = "background"  # the training folder's class that export marks as background
+_REQUIRED_KEYS = (KEY_LABELS, KEY_MEAN, KEY_STD, KEY_STRIDE)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runtime needs to know about a model, read from its metadata."""
+
+    path: str
+    arch: str
+    weights: str
+    labels: tuple[str, ...]
+    color: str                       # "RGB" or "BGR": channel order the network expects
+    mean: tuple[float, float, float]  # per channel, in the network's colour order
+    std: tuple[float, float, float]
+    input_size: tuple[int, int]      # native training size (H, W)
+    stride: int                      # input pixels per feature cell
+    precision: str
+    format: int
+    background: int | None = None    # class id of the background class, if the model has one
+    threshold: float | None = None   # stored box threshold (None: the runtime's default)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+def reexport_hint(path: str | Path, arch: str = "<model>") -> str:
+    """The command that writes a proper camloc .onnx, for error messages."""
+    return f"re-export it with: python -m export --model {arch} --output {path}"
+
+
+def _json(meta: dict[str, str], key: str, path: str) -> Any:
+    try:
+        return json.loads(meta[key])
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ModelError(f"{path}: metadata {key} is not valid JSON: {meta[key]!r}") from exc
+
+
+def _triple(value: Any, key: str, path: str) -> tuple[float, float, float]:
+    if not (isinstance(value, list) and len(value) == 3
+            and all(isinstance(v, (int, float)) for v in value)):
+        raise ModelError(f"{path}: metadata {key} must be a list of 3 numbers, got {value!r}")
+    if key == KEY_STD and any(v == 0 for v in value):
+        raise ModelError(f"{path}: metadata {key} has a zero: {value!r}")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def to_metadata(info: ModelInfo) -> dict[str, str]:
+    """The ``camloc.*`` metadata strings of ``info`` (``info.path`` is not stored);
+    :func:`parse_metadata` reads them back into an equal ModelInfo. The optional keys are
+    written only when set."""
+    meta = {
+        KEY_FORMAT: str(info.format),
+        KEY_ARCH: info.arch,
+        KEY_WEIGHTS: info.weights,
+        KEY_LABELS: json.dumps(list(info.labels)),
+        KEY_COLOR: info.color,
+        KEY_MEAN: json.dumps([round(float(v), 6) for v in info.mean]),
+        KEY_STD: json.dumps([round(float(v), 6) for v in info.std]),
+        KEY_INPUT_SIZE: json.dumps([int(v) for v in info.input_size]),
+        KEY_STRIDE: str(int(info.stride)),
+        KEY_PRECISION: info.precision,
+    }
+    if info.background is not None:
+        meta[KEY_BACKGROUND] = info.labels[info.background]
+    if info.threshold is not None:
+        meta[KEY_THRESHOLD] = repr(float(info.threshold))
+    return meta
+
+
+def with_precision(meta: dict[str, str], precision: str) -> dict[str, str]:
+    """A variant's metadata: its FP32 source's, with ``camloc.precision`` replaced."""
+    return dict(meta, **{KEY_PRECISION: precision})
+
+
+def with_threshold(meta: dict[str, str], threshold: float) -> dict[str, str]:
+    """``meta`` with the stored box threshold (``camloc.threshold``) set to ``threshold``."""
+    if not 0.0 <= float(threshold) < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+    return dict(meta, **{KEY_THRESHOLD: repr(float(threshold))})
+
+
+def _optional(meta: dict[str, str], labels: list[str], path: str) -> tuple[int | None,
+                                                                           float | None]:
+    """The background class id and the stored threshold (None when absent)."""
+    background = meta.get(KEY_BACKGROUND)
+    if background is not None and background not in labels:
+        raise ModelError(f"{path}: metadata {KEY_BACKGROUND} {background!r} is not one of the "
+                         "labels")
+    threshold = meta.get(KEY_THRESHOLD)
+    if threshold is not None:
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            threshold = -1.0
+        if not 0.0 <= threshold < 1.0:
+            raise ModelError(f"{path}: metadata {KEY_THRESHOLD} must be a number in [0, 1), "
+                             f"got {meta[KEY_THRESHOLD]!r}")
+    return (None if background is None else labels.index(background)), threshold
+
+
+def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelInfo:
+    """Turn the ``camloc.*`` metadata strings into a :class:`ModelInfo`.
+
+    Raises ModelError naming the missing or malformed key; optional keys
+    (arch, weights, input size, precision, colour) fall back to sensible values, and
+    background and threshold to None.
+    """
+    path = str(path)
+    arch = meta.get(KEY_ARCH, "unknown")
+    missing = [k for k in _REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ModelError(f"{path}: not a camloc model, metadata {', '.join(missing)} missing; "
+                         + reexport_hint(path, arch if arch != "unknown" else "<model>"))
+    fmt = int(meta.get(KEY_FORMAT, str(FORMAT)))
+    if fmt != FORMAT:
+        raise ModelError(f"{path}: {KEY_FORMAT} {fmt} is not supported (this runtime reads "
+                         f"{FORMAT})")
+    labels = _json(meta, KEY_LABELS, path)
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        raise ModelError(f"{path}: metadata {KEY_LABELS} must be a non-empty list of strings")
+    color = meta.get(KEY_COLOR, "RGB").upper()
+    if color not in ("RGB", "BGR"):
+        raise ModelError(f"{path}: metadata {KEY_COLOR} must be RGB or BGR, got {color!r}")
+    size = _json(meta, KEY_INPUT_SIZE, path) if KEY_INPUT_SIZE in meta else [224, 224]
+    try:
+        stride = int(meta[KEY_STRIDE])
+    except ValueError as exc:
+        raise ModelError(f"{path}: metadata {KEY_STRIDE} must be an integer") from exc
+    if stride < 1:
+        raise ModelError(f"{path}: metadata {KEY_STRIDE} must be >= 1, got {stride}")
+    background, threshold = _optional(meta, labels, path)
+    return ModelInfo(
+        path=path, arch=arch, weights=meta.get(KEY_WEIGHTS, "unknown"),
+        labels=tuple(labels), color=color,
+        mean=_triple(_json(meta, KEY_MEAN, path), KEY_MEAN, path),
+        std=_triple(_json(meta, KEY_STD, path), KEY_STD, path),
+        input_size=(int(size[0]), int(size[1])), stride=stride,
+        precision=meta.get(KEY_PRECISION, "fp32"), format=fmt,
+        background=background, threshold=threshold,
+    )
+
+
+def check_outputs(output_names: list[str], input_names: list[str], path: str | Path,
+                  arch: str = "<model>") -> None:
+    """Raise ModelError saying which of the required inputs/outputs a model lacks."""
+    if INPUT not in input_names:
+        raise ModelError(f"{path}: the model has no input '{INPUT}' (inputs: "
+                         f"{', '.join(input_names)}); {reexport_hint(path, arch)}")
+    missing = [n for n in REQUIRED_OUTPUTS if n not in output_names]
+    if not missing:
+        return
+    why = []
+    if any(n in FRAME_OUTPUTS for n in missing):
+        why.append("the per-frame outputs logits and features")
+    if any(n in WEIGHT_OUTPUTS for n in missing):
+        why.append("the classifier weights (cam_weight, cam_bias) that CAMs need")
+    raise ModelError(f"{path}: output(s) {', '.join(missing)} missing ({'; '.join(why)}); "
+                     + reexport_hint(path, arch))

@@ -1,0 +1,84 @@
+"""Prometheus metrics of a run (``/metrics`` of the web view), with prometheus_client.
+
+Counters (frames read, processed, dropped, corrupt, stream reconnections) and
+gauges (frames per second, viewers) are read from the running pipeline when a
+scraper asks, so they cost nothing between scrapes; per-stage latency is a
+histogram fed once per processed frame. Each :class:`Metrics` has its own
+registry (several runs in one process, e.g. tests, do not collide).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["COUNTERS", "Metrics", "run_counters"]
+
+# name (without camloc_ and _total) -> help text
+COUNTERS = {"frames_read": "Frames read from the source",
+            "frames_processed": "Frames through the whole pipeline",
+            "frames_dropped": "Frames a live source skipped to stay current",
+            "frames_corrupt": "Unreadable frames skipped",
+            "reconnects": "Stream reconnections"}
+# stage latencies in seconds: from half a millisecond to a second
+_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def run_counters(run: Any) -> dict[str, Any]:
+    """The live figures of a :class:`realtime.pipeline.Pipeline` (read between frames, from
+    any thread: plain attribute reads)."""
+    src = run.source
+    return {"frames_read": src.frames_read, "frames_processed": run.stats.processed,
+            "frames_dropped": src.frames_dropped, "frames_corrupt": src.frames_corrupt,
+            "reconnects": getattr(src, "reconnections", 0), "fps": run.meter.fps,
+            "provider": run.stats.provider, "source": run.stats.source}
+
+
+class _RunCollector(Collector):
+    def __init__(self, counters: Callable[[], Mapping[str, Any]],
+                 viewers: Callable[[], int]) -> None:
+        self._counters, self._viewers = counters, viewers
+
+    def collect(self) -> Iterator[Any]:
+        c = self._counters()
+        for name, doc in COUNTERS.items():
+            yield CounterMetricFamily(f"camloc_{name}", doc, value=float(c.get(name, 0)))
+        yield GaugeMetricFamily("camloc_fps", "Frames per second over the last 30 frames",
+                                value=float(c.get("fps", 0.0)))
+        yield GaugeMetricFamily("camloc_viewers", "Browsers watching the live stream",
+                                value=float(self._viewers()))
+        yield InfoMetricFamily("camloc_run", "What runs", value={
+            "source": str(c.get("source", "")), "provider": str(c.get("provider", ""))})
+
+
+class Metrics:
+    """A registry with the run's counters and a per-stage latency histogram.
+
+    ``counters`` returns the current figures (see :func:`run_counters`),
+    ``viewers`` the number of open streams; both are called at scrape time.
+    """
+
+    def __init__(self, counters: Callable[[], Mapping[str, Any]],
+                 viewers: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram("camloc_stage_latency_seconds",
+                                 "Time per frame in each pipeline stage", ["stage"],
+                                 buckets=_BUCKETS, registry=self.registry)
+        self.registry.register(_RunCollector(counters, viewers))
+        self._children: dict[str, Any] = {}
+
+    def observe(self, times_ms: Mapping[str, float]) -> None:
+        """Record one frame's stage times (milliseconds, as the pipeline measures them)."""
+        for stage, ms in times_ms.items():
+            child = self._children.get(stage)
+            if child is None:
+                child = self._children[stage] = self.latency.labels(stage=stage)
+            child.observe(ms / 1e3)
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

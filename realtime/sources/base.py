@@ -1,0 +1,113 @@
+"""What every frame source is: a context manager that owns one reader thread and
+yields :class:`Frame` objects, with the counters and attributes the pipeline and the
+summary read (``fps``, ``stride``, ``total``, ``frames_*``, ``ended_because``).
+
+``stop()`` ends the reading (what was already read is still delivered) and ``close()``
+(or leaving the ``with`` block) stops, joins the thread and releases the capture. No call
+blocks for more than a fraction of a second without checking the stop event.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Self
+
+import numpy as np
+
+from ..errors import CamlocError
+
+__all__ = ["DEFAULT_FPS", "IMAGE_FPS", "IMAGE_SUFFIXES", "STREAM_SCHEMES", "Frame", "Source",
+           "SourceError"]
+
+DEFAULT_FPS = 30.0  # when a container reports no usable frame rate
+IMAGE_FPS = 1.0     # frame rate given to a video made from still images
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp",
+                            ".pbm", ".pgm", ".ppm", ".pnm", ".jp2", ".exr", ".hdr"})
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://",
+                  "srt://")
+POLL_S = 0.1  # how long any wait lasts before it checks the stop event again
+
+
+class SourceError(CamlocError, ValueError):
+    """A source that cannot be opened or read (missing, unreadable, not a video...)."""
+
+
+@dataclass
+class Frame:
+    """One frame and where it came from.
+
+    ``index`` is the frame's number in its source (frame number in a video, so
+    ``--vid-stride 2`` gives 0, 2, 4...; position in an image list; frame id of
+    a live source), ``source`` the file, stream or image path it came from,
+    ``time_ms`` its time in the source (video position; time since the start
+    for live sources; 0 for still images), ``decode_ms`` the time spent reading it.
+    """
+
+    index: int
+    image: np.ndarray
+    source: str
+    time_ms: float = 0.0
+    decode_ms: float = 0.0
+
+
+class Source:
+    """Base class: a context manager around one reader thread that yields Frames."""
+
+    live = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fps = DEFAULT_FPS
+        self.size: tuple[int, int] | None = None  # (width, height) when known
+        self.total: int | None = None  # frames this source will deliver, when known
+        self.frames_read = 0      # frames handed to the consumer
+        self.frames_dropped = 0   # live sources: frames replaced by newer ones before use
+        self.frames_corrupt = 0   # frames that could not be decoded and were skipped
+        self.stride = 1           # every stride-th frame of the source's timeline is delivered,
+        #                           so outputs run at fps / stride
+        self.ended_because: str | None = None  # why the reader stopped early (lost device)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def start(self) -> Self:
+        """Start the reader thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"camloc-read-{self.name}",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reading; frames already read are still delivered, then iteration ends."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop, join the reader thread and release what the source holds."""
+        self.stop()
+        if self._thread is not None:
+            self._thread.join()
+        self._release()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free the capture; called once the reader thread has ended."""

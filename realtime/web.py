@@ -1,0 +1,297 @@
+"""The web view (``--serve``): a page with the live annotated video, detections, metrics.
+
+A sink like the others: the run hands it each processed frame (:meth:`WebView.write`),
+which only keeps a reference to the newest one and, when someone watches, wakes
+the server. The server (aiohttp, in its own thread and event loop) does all the
+work: it encodes the newest frame to JPEG once, on demand, shared by every viewer,
+and streams it as Motion-JPEG (``multipart/x-mixed-replace``, which every browser
+shows in an ``<img>``). A viewer that reads slowly or not at all only waits on
+its own socket and skips to the newest frame when it catches up; the pipeline
+never waits on a socket, and while nobody watches nothing is encoded.
+
+Routes: ``/`` the page, ``/stream`` the video, ``/api/detections`` the newest
+frame's JSONL record plus fps and provider, ``POST /api/control`` the window's
+keys (heatmap, boxes, next, prev), ``/metrics`` Prometheus text. With a token
+(``--token`` or ``CAMLOC_TOKEN``) every route needs it, as ``?token=``, an
+``Authorization: Bearer`` header or the cookie the page sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Self
+
+import cv2
+from aiohttp import web
+
+from .draw import RenderOptions
+from .metrics import Metrics, run_counters
+from .serve import LOOPBACK as _LOOPBACK
+from .serve import ServeError, listen_urls, local_ips
+from .sinks import Sink, record
+
+__all__ = ["ACTIONS", "WebView"]
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("heatmap", "boxes", "next", "prev")
+PAGE = Path(__file__).with_name("web_page.html")
+_COOKIE = "camloc_token"
+_BOUNDARY = "camloc-frame"
+_WAKE_S = 0.5        # stream handlers look up at least this often (to notice shutdown)
+_STALL_S = 30.0      # a viewer whose socket takes no data for this long is dropped
+
+
+def _given_token(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    return (request.query.get("token") or bearer or request.headers.get("X-Camloc-Token")
+            or request.cookies.get(_COOKIE) or "")
+
+
+def _jpeg(image: Any, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+class WebView(Sink):
+    """Serve the live view of a run on ``host``:``port`` (port 0: any free port).
+
+    ``options`` are the render options the pipeline draws with (the page's
+    controls change them, as the window's keys do); ``topk`` the classes per
+    frame. :meth:`start` binds (a :class:`ServeError` if it cannot), :meth:`attach`
+    gives it the run for fps and counters, :meth:`write` feeds it frames: a
+    :class:`~realtime.sinks.Sink` of the pipeline, fed from the render thread.
+    """
+
+    stage = "web"
+    needs_image = True
+
+    def __init__(self, host: str = _LOOPBACK, port: int = 8080, token: str | None = None, *,
+                 options: RenderOptions | None = None, topk: int = 1, quality: int = 80) -> None:
+        self.host, self.port, self.token = host, port, token or None
+        self.options = options or RenderOptions()
+        self.topk, self.quality = topk, quality
+        self.urls: list[str] = []
+        self.viewers = 0     # open video streams
+        self.encoded = 0     # JPEGs encoded (stays 0 while nobody watches)
+        self._run: Any = None
+        self._metrics = Metrics(self._counters, lambda: self.viewers)
+        self._lock = threading.Lock()
+        self._latest: Any = None  # newest Processed item
+        self._seq = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._new_frame: asyncio.Event | None = None
+        self._closing = False
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._encoder = concurrent.futures.ThreadPoolExecutor(1, "camloc-jpeg")
+        self._encode_lock: asyncio.Lock | None = None
+        self._jpeg_cache: tuple[int, bytes] = (0, b"")
+
+    # -- the run's side (any thread; never blocks) -------------------------------------
+    def attach(self, run: Any) -> None:
+        """The pipeline whose fps, provider and counters the page and /metrics show."""
+        self._run = run
+
+    def write(self, item: Any) -> None:
+        """Take one processed frame (``realtime.pipeline.Processed``); its image must not
+        be drawn on afterwards. Keeps a reference; wakes the streams if anyone watches."""
+        with self._lock:
+            self._latest = item
+            self._seq += 1
+        self._metrics.observe(item.times)
+        loop = self._loop
+        if self.viewers and loop is not None and not self._closing:
+            with contextlib.suppress(RuntimeError):  # loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake)
+
+    def _counters(self) -> dict[str, Any]:
+        return run_counters(self._run) if self._run is not None else {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> Self:
+        """Bind and serve in a background thread; return once listening."""
+        self._thread = threading.Thread(target=self._serve, name="camloc-web", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            self._encoder.shutdown()
+            exc = self._start_error
+            raise ServeError(f"--serve {self.host}:{self.port}: cannot listen: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        return self
+
+    def close(self) -> None:
+        """Stop serving: streams end, the thread is joined."""
+        self._closing = True
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._stop.set)  # type: ignore[union-attr]
+            thread.join(10.0)
+        self._encoder.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Self:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._startup())
+        except (OSError, ValueError, UnicodeError) as exc:
+            self._start_error = exc
+            self._ready.set()
+            if self._runner is not None:
+                loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+            return
+        self._loop = loop
+        self._ready.set()
+        try:
+            loop.run_until_complete(self._stop.wait())  # type: ignore[union-attr]
+        finally:
+            self._closing = True
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+    async def _shutdown(self) -> None:
+        await self._runner.cleanup()  # type: ignore[union-attr]
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:  # streams still stuck on a stalled socket
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    async def _startup(self) -> None:
+        self._stop, self._new_frame = asyncio.Event(), asyncio.Event()
+        self._encode_lock = asyncio.Lock()
+        app = web.Application(middlewares=[self._auth])
+        app.add_routes([web.get("/", self._page), web.get("/stream", self._stream),
+                        web.get("/api/detections", self._detections),
+                        web.post("/api/control", self._control),
+                        web.get("/metrics", self._metrics_text)])
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        port = self._runner.addresses[0][1]
+        self.port = port
+        self.urls = listen_urls(self.host, port, local_ips())
+
+    # -- the server's side (its event loop) ----------------------------------------------
+    def _wake(self) -> None:
+        event, self._new_frame = self._new_frame, asyncio.Event()
+        event.set()  # type: ignore[union-attr]
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.token is not None and not hmac.compare_digest(
+                _given_token(request).encode(), self.token.encode()):
+            raise web.HTTPUnauthorized(
+                text="camloc: this view needs its token: ?token=... or "
+                     "Authorization: Bearer ...\n",
+                headers={"WWW-Authenticate": 'Bearer realm="camloc"'})
+        return await handler(request)
+
+    async def _page(self, request: web.Request) -> web.Response:
+        resp = web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+        if self.token is not None and request.query.get("token"):
+            resp.set_cookie(_COOKIE, self.token, httponly=True, samesite="Strict")
+        return resp
+
+    async def _next_jpeg(self, last: int) -> tuple[int, bytes] | None:
+        """The newest frame's JPEG once it is newer than ``last``; None when closing."""
+        while True:
+            event = self._new_frame  # taken before the check: a wake-up in between counts
+            latest = self._latest
+            if self._seq != last and latest is not None and latest.image is not None:
+                break
+            if self._closing:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), _WAKE_S)  # type: ignore[union-attr]
+        async with self._encode_lock:  # type: ignore[union-attr]
+            with self._lock:
+                seq, item = self._seq, self._latest
+            if self._jpeg_cache[0] != seq:  # one encoding per frame, shared by every viewer
+                data = await asyncio.get_running_loop().run_in_executor(
+                    self._encoder, _jpeg, item.image, self.quality)
+                self._jpeg_cache = (seq, data)
+                self.encoded += 1
+            return self._jpeg_cache
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={
+            "Content-Type": f"multipart/x-mixed-replace; boundary={_BOUNDARY}",
+            "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        self.viewers += 1
+        last = 0
+        try:
+            while (got := await self._next_jpeg(last)) is not None:
+                last, data = got
+                part = (f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                        f"Content-Length: {len(data)}\r\n\r\n").encode() + data + b"\r\n"
+                await asyncio.wait_for(resp.write(part), _STALL_S)
+        except (ConnectionError, TimeoutError):  # the viewer left or stalled: drop it quietly
+            log.debug("viewer %s dropped", request.remote)
+        finally:
+            self.viewers -= 1
+        return resp
+
+    async def _detections(self, request: web.Request) -> web.Response:
+        with self._lock:
+            item = self._latest
+        body: dict[str, Any] = {"frame": None, "source": None, "time_ms": None,
+                                "detections": []}
+        if item is not None:
+            body = record(item.frame, item.result)
+        c = self._counters()
+        o = self.options
+        body.update(fps=round(float(c.get("fps", 0.0)), 2), provider=c.get("provider", ""),
+                    processed=c.get("frames_processed", 0), viewers=self.viewers,
+                    running=not self._closing,
+                    options={"heatmap": o.heatmap, "boxes": o.boxes, "index": o.index,
+                             "topk": self.topk})
+        return web.json_response(body, headers={"Cache-Control": "no-store"},
+                                 dumps=_dumps)
+
+    async def _control(self, request: web.Request) -> web.Response:
+        try:
+            action = (await request.json()).get("action")
+        except (ValueError, AttributeError):
+            raise web.HTTPBadRequest(text='expected JSON {"action": ...}\n') from None
+        if action not in ACTIONS:
+            raise web.HTTPBadRequest(text=f"action must be one of {', '.join(ACTIONS)}\n")
+        self.options.apply(action, self.topk)
+        o = self.options
+        return web.json_response({"heatmap": o.heatmap, "boxes": o.boxes, "index": o.index,
+                                  "topk": self.topk})
+
+    async def _metrics_text(self, request: web.Request) -> web.Response:
+        body, ctype = self._metrics.render()
+        return web.Response(body=body, headers={"Content-Type": ctype})
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    from .sinks import json_default
+
+    return json.dumps(obj, default=json_default)
