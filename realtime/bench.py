@@ -100,7 +100,8 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
         finally:
             if sink is not None:
                 sink.close()
-        stages = {k: v[warmup:] for k, v in run.stats.stage_ms.items()}
+        # exact while the run is within the stats' window (bench runs are short)
+        stages = {k: list(v)[warmup:] for k, v in run.stats.stage_ms.items()}
     steady = stamps[warmup:]
     if len(steady) < 2:
         raise UsageError(f"the source gave {len(stamps)} frames: too few to measure "

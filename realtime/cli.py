@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError, report_error
+from .errors import StageError, UsageError, report_error
+from .outputs import silence_stdout  # stdlib only: the parser stays cheap
 
 __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
 
 log = logging.getLogger("realtime.cli")
 
+MAX_IMGSZ = 4096  # covers a 4K frame (3840); --imgsz 100000 asked for 22.5 GB (RELIABILITY.md)
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
 _EPILOG = """\
 examples:
@@ -46,14 +48,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _int_at_least(low: int) -> Any:
+def _int_at_least(low: int, high: int | None = None) -> Any:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            bound = f"must be >= {low}" if high is None else f"must be in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{bound}, got {value}")
         return value
     parse.__name__ = f"int>={low}"
     return parse
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="zoo name or .onnx path (default: %(default)s)")
     a("--device", default="auto", metavar="D",
       help="auto, cpu, cuda[:N], tensorrt[:N], openvino, coreml, directml (default: %(default)s)")
-    a("--imgsz", type=_int_at_least(32), default=None, metavar="N",
+    a("--imgsz", type=_int_at_least(32, MAX_IMGSZ), default=None, metavar="N",
       help="network input's longer side in pixels, a multiple of the model's stride "
            "(default: the shorter side 8/7 of the model's native size, 448x256 for a "
            "16:9 frame with Lite0; docs/LOCALIZATION.md)")
@@ -114,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="stop after N frames (default: all)")
     a("--vid-stride", type=_int_at_least(1), default=1, metavar="N",
       help="process every N-th frame of a video file (default: %(default)s)")
+    a("--give-up-after", type=_int_at_least(0), default=None, metavar="S", help="cameras, streams: "
+      "exit 1 after S s without frames (default: reopen every 1 s while the run lasts)")
     a("--no-heatmap", action="store_true", help="draw boxes only")
     a("--no-boxes", action="store_true", help="draw the heatmap only")
     a("--batch", type=_int_at_least(1), default=1, metavar="N",
@@ -159,9 +164,12 @@ def _fresh_folder(root: Path, name: str) -> Path:
 
 def _plan_outputs(args: argparse.Namespace) -> _Outputs:
     """Decide and check every output path before any frame is read."""
+    from .guard import input_files, refuse_overwrites
     from .recorder import video_suffixes
     from .sinks import check_output_path
 
+    refuse_overwrites(input_files(args.source, args.model),  # before anything is opened
+                      {"--save": args.save, "--save-json": args.save_json})
     if args.save and args.save_json and Path(args.save).resolve() == Path(
             args.save_json).resolve():
         raise UsageError("--save and --save-json point to the same file")
@@ -230,7 +238,8 @@ def _stop_on_signals(run: Any) -> Iterator[None]:
 def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     s = stats
     head = (f"camloc: {s.source}: {s.frames_read} frames read, {s.processed} processed, "
-            f"{s.dropped} dropped, {s.corrupt} corrupt skipped; {s.mean_fps:.1f} fps "
+            f"{s.dropped} dropped, {s.corrupt} corrupt skipped"
+            f"{f', {s.skipped} too small skipped' if s.skipped else ''}; {s.mean_fps:.1f} fps "
             f"({s.elapsed_s:.1f} s) on {s.provider}")
     lines = [head]
     if s.stopped_by or s.ended_because:
@@ -282,10 +291,11 @@ def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the source, load the model, run, summarize."""
     from .draw import RenderOptions
     from .engine import Localizer
+    from .outputs import check_video, explain
     from .pipeline import Pipeline
     from .recorder import open_video_sink
     from .sinks import JsonlSink, WindowSink
-    from .sources import classify_source, frames_expected, open_source
+    from .sources import ImageSource, classify_source, frames_expected, open_source
 
     if args.source is None:
         if not DEMO_CLIP.is_file():
@@ -300,14 +310,17 @@ def _run(args: argparse.Namespace) -> int:
     args.show = window is not None
     outputs = _plan_outputs(args)
     options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
-    with contextlib.ExitStack() as stack:
+    video = jsonl = None
+    with contextlib.ExitStack() as stack:  # runs explain() last: after the sinks are closed
+        stack.push(lambda _t, exc, _tb: explain(exc, video, jsonl))
         web = None
         if args.serve:
             from .serve import open_web_view
 
             web = stack.enter_context(open_web_view(args.serve, args.token, options, args.topk))
             print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)
-        source = open_source(args.source, stride=args.vid_stride)
+        source = open_source(args.source, stride=args.vid_stride,
+                             give_up_after_s=args.give_up_after)  # live sources only
         stack.callback(source.close)  # its reader starts with the pipeline
         loc, workers = Localizer.for_pipeline(
             args.model, args.device, args.threads, args.workers, imgsz=args.imgsz,
@@ -315,11 +328,11 @@ def _run(args: argparse.Namespace) -> int:
         if no_window:  # said only now: a bad source or model is the one line to see
             log.warning("--show skipped: %s%s", no_window, "; saving under "
                         f"{outputs.folder} instead" if outputs.folder else "")
-        video = jsonl = None
         sinks: list[Any] = []  # fed in this order: video then JSONL, both or neither per frame
         if outputs.video is not None:
             video = stack.enter_context(open_video_sink(  # every N-th frame: 1/N the rate
-                outputs.video, source.fps / source.stride, args.codec))
+                outputs.video, source.fps / source.stride, args.codec,
+                size=source.size if isinstance(source, ImageSource) else None))
             sinks.append(video)
         if outputs.jsonl is not None:
             jsonl = stack.enter_context(JsonlSink(outputs.jsonl))
@@ -337,7 +350,10 @@ def _run(args: argparse.Namespace) -> int:
         with _stop_on_signals(run):
             for _item in _progress(run, total, source.live):
                 pass  # the sinks did the work; the bar counts the frames
+    check_video(video)  # the summary never reports frames that are not in the file
     print(_summary(run.stats, video, jsonl), flush=True)
+    if getattr(source, "lost", False):  # gone for --give-up-after: a failure, not an end
+        return report_error("camloc", StageError(source.ended_because))
     stopped = run.stats.stopped_by
     return 128 + signal.Signals[stopped].value if stopped in ("SIGINT", "SIGTERM") else 0
 
@@ -357,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("camloc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed (| head), files complete: quiet, 141 as for SIGPIPE
+        silence_stdout()
+        return 128 + signal.SIGPIPE.value
     except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
         return report_error("camloc", exc, verbose)
     finally:

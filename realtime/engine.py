@@ -26,6 +26,7 @@ from realtime.format import (
     FRAME_OUTPUTS,
     INPUT,
     KEY_ARCH,
+    MAX_INPUT_SIDE,
     WEIGHT_OUTPUTS,
     ModelInfo,
     check_outputs,
@@ -150,8 +151,9 @@ class Localizer:
         if normalize not in ("max", "minmax"):
             raise OptionError(f"normalize must be 'max' or 'minmax', got {normalize!r}")
         if imgsz is not None and (not isinstance(imgsz, int) or isinstance(imgsz, bool)
-                                  or imgsz < 1):
-            raise OptionError(f"imgsz must be a positive integer or None, got {imgsz!r}")
+                                  or not 1 <= imgsz <= MAX_INPUT_SIDE):
+            raise OptionError(f"imgsz must be an integer in [1, {MAX_INPUT_SIDE}] or None, "
+                              f"got {imgsz!r}")
         self.smoother = CamSmoother(smooth)
         self.imgsz, self.box_rule, self.min_area = imgsz, box_rule, float(min_area)
         self.max_boxes, self.normalize, self.device = int(max_boxes), normalize, device

@@ -6,9 +6,10 @@
   one line and exit with status 2. Every such class subclasses ``CamlocError`` (and the
   built-in type a Python caller would expect, ``ValueError`` or ``RuntimeError``, so
   ``except ValueError`` keeps working in the Python API).
-- Anything else is a failed stage or a bug: one line that says which (a stage that
-  failed on I/O names the stage and the cause; any other exception is reported as a bug
-  in camloc), exit status 1; ``-vv`` prints the traceback as well.
+- Anything else is a failed stage or a bug: one line that says which (a
+  :class:`StageError`, such as a full disk or a live source lost for good, is printed as
+  it is; a stage that failed on I/O names the stage and the cause; any other exception
+  is reported as a bug in camloc), exit status 1; ``-vv`` prints the traceback as well.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import traceback
 
 __all__ = ["CamlocError", "DeviceError", "ModelError", "OptionError", "PipelineError",
-           "UsageError", "error_line", "exit_status", "first_line", "report_error"]
+           "StageError", "UsageError", "error_line", "exit_status", "first_line", "report_error"]
 
 
 class CamlocError(Exception):
@@ -38,6 +39,13 @@ class OptionError(CamlocError, ValueError):
 
 class UsageError(CamlocError, ValueError):
     """Malformed or conflicting command-line flags."""
+
+
+class StageError(RuntimeError):
+    """A stage failed for a reason that is neither the user's request nor a bug in camloc
+    (an output that cannot be written: full disk, I/O error; a live source lost for good):
+    exit status 1, the message printed as it is (it names the file or source and the
+    cause). Subclasses: realtime.outputs.OutputError."""
 
 
 class PipelineError(RuntimeError):
@@ -68,7 +76,7 @@ def _is_environment(exc: BaseException) -> bool:
 
 def error_line(exc: BaseException) -> str:
     """The one line a CLI prints for ``exc`` (after ``prog: error: ``)."""
-    if isinstance(exc, CamlocError):
+    if isinstance(exc, (CamlocError, StageError)):
         return first_line(exc)
     cause = exc.__cause__ if isinstance(exc, PipelineError) and exc.__cause__ else exc
     if _is_environment(cause):

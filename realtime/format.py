@@ -19,10 +19,10 @@ from realtime.errors import ModelError
 
 __all__ = ["CAM_BIAS", "CAM_WEIGHT", "FEATURES", "FORMAT", "FRAME_OUTPUTS", "INPUT", "KEY_ARCH",
            "KEY_COLOR", "KEY_FORMAT", "KEY_INPUT_SIZE", "KEY_LABELS", "KEY_MEAN", "KEY_PRECISION",
-           "KEY_STD", "KEY_STRIDE", "KEY_WEIGHTS", "KEY_BACKGROUND", "KEY_THRESHOLD", "METADATA_KEYS",
-           "BACKGROUND_LABEL", "OUTPUTS", "PRODUCER", "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS",
-           "ModelInfo", "check_outputs", "parse_metadata", "reexport_hint", "to_metadata",
-           "with_precision", "with_threshold"]
+           "KEY_STD", "KEY_STRIDE", "KEY_WEIGHTS", "KEY_BACKGROUND", "KEY_THRESHOLD",
+           "MAX_INPUT_SIDE", "MAX_STRIDE", "METADATA_KEYS", "BACKGROUND_LABEL", "OUTPUTS",
+           "PRODUCER", "REQUIRED_OUTPUTS", "WEIGHT_OUTPUTS", "ModelInfo", "check_outputs",
+           "parse_metadata", "reexport_hint", "to_metadata", "with_precision", "with_threshold"]
 
 FORMAT = 1           # the layout this module writes and reads
 PRODUCER = "camloc"  # ModelProto.producer_name of the files export writes
@@ -55,6 +55,11 @@ METADATA_KEYS = (KEY_FORMAT, KEY_ARCH, KEY_WEIGHTS, KEY_LABELS, KEY_COLOR, KEY_M
                  KEY_INPUT_SIZE, KEY_STRIDE, KEY_PRECISION, KEY_BACKGROUND, KEY_THRESHOLD)
 BACKGROUND_LABEL = "background"  # the training folder's class that export marks as background
 _REQUIRED_KEYS = (KEY_LABELS, KEY_MEAN, KEY_STD, KEY_STRIDE)
+# bounds on what a model file may claim: a stride beyond 512 or a native side beyond 4096 is
+# no CNN anyone trains (strides are 8 to 64); a file claiming it would only make the runtime
+# allocate nonsense (a stride of 1e8 is a MemoryError, not a model)
+MAX_STRIDE = 512
+MAX_INPUT_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,20 @@ def _triple(value: Any, key: str, path: str) -> tuple[float, float, float]:
     if key == KEY_STD and any(v == 0 for v in value):
         raise ModelError(f"{path}: metadata {key} has a zero: {value!r}")
     return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def _int(value: Any, key: str, path: str, low: int, high: int) -> int:
+    """``value`` (a metadata string or JSON number) as an int in [low, high], or a
+    ModelError naming the file and the key."""
+    try:
+        number = int(value) if not isinstance(value, float) or value.is_integer() else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool):
+        raise ModelError(f"{path}: metadata {key} must be an integer, got {value!r}")
+    if not low <= number <= high:
+        raise ModelError(f"{path}: metadata {key} must be in [{low}, {high}], got {number}")
+    return number
 
 
 def to_metadata(info: ModelInfo) -> dict[str, str]:
@@ -168,7 +187,7 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
     if missing:
         raise ModelError(f"{path}: not a camloc model, metadata {', '.join(missing)} missing; "
                          + reexport_hint(path, arch if arch != "unknown" else "<model>"))
-    fmt = int(meta.get(KEY_FORMAT, str(FORMAT)))
+    fmt = _int(meta.get(KEY_FORMAT, str(FORMAT)), KEY_FORMAT, path, 1, 1_000_000)
     if fmt != FORMAT:
         raise ModelError(f"{path}: {KEY_FORMAT} {fmt} is not supported (this runtime reads "
                          f"{FORMAT})")
@@ -179,19 +198,18 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
     if color not in ("RGB", "BGR"):
         raise ModelError(f"{path}: metadata {KEY_COLOR} must be RGB or BGR, got {color!r}")
     size = _json(meta, KEY_INPUT_SIZE, path) if KEY_INPUT_SIZE in meta else [224, 224]
-    try:
-        stride = int(meta[KEY_STRIDE])
-    except ValueError as exc:
-        raise ModelError(f"{path}: metadata {KEY_STRIDE} must be an integer") from exc
-    if stride < 1:
-        raise ModelError(f"{path}: metadata {KEY_STRIDE} must be >= 1, got {stride}")
+    if not (isinstance(size, list) and len(size) == 2):
+        raise ModelError(f"{path}: metadata {KEY_INPUT_SIZE} must be [height, width], "
+                         f"got {size!r}")
+    size = [_int(v, KEY_INPUT_SIZE, path, 1, MAX_INPUT_SIDE) for v in size]
+    stride = _int(meta[KEY_STRIDE], KEY_STRIDE, path, 1, MAX_STRIDE)
     background, threshold = _optional(meta, labels, path)
     return ModelInfo(
         path=path, arch=arch, weights=meta.get(KEY_WEIGHTS, "unknown"),
         labels=tuple(labels), color=color,
         mean=_triple(_json(meta, KEY_MEAN, path), KEY_MEAN, path),
         std=_triple(_json(meta, KEY_STD, path), KEY_STD, path),
-        input_size=(int(size[0]), int(size[1])), stride=stride,
+        input_size=(size[0], size[1]), stride=stride,
         precision=meta.get(KEY_PRECISION, "fp32"), format=fmt,
         background=background, threshold=threshold,
     )

@@ -1,6 +1,7 @@
 """Prometheus metrics of a run (``/metrics`` of the web view), with prometheus_client.
 
-Counters (frames read, processed, dropped, corrupt, stream reconnections) and
+Counters (frames read, processed, dropped, corrupt; a live source's reconnections,
+outages and seconds without frames, the outage under way included) and
 gauges (frames per second, viewers) are read from the running pipeline when a
 scraper asks, so they cost nothing between scrapes; per-stage latency is a
 histogram fed once per processed frame. Each :class:`Metrics` has its own
@@ -23,7 +24,9 @@ COUNTERS = {"frames_read": "Frames read from the source",
             "frames_processed": "Frames through the whole pipeline",
             "frames_dropped": "Frames a live source skipped to stay current",
             "frames_corrupt": "Unreadable frames skipped",
-            "reconnects": "Stream reconnections"}
+            "reconnects": "Live source reconnections (back after an outage)",
+            "source_outages": "Times the live source stopped delivering frames",
+            "source_gone_seconds": "Seconds the live source delivered no frames, in all"}
 # stage latencies in seconds: from half a millisecond to a second
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -34,7 +37,9 @@ def run_counters(run: Any) -> dict[str, Any]:
     src = run.source
     return {"frames_read": src.frames_read, "frames_processed": run.stats.processed,
             "frames_dropped": src.frames_dropped, "frames_corrupt": src.frames_corrupt,
-            "reconnects": getattr(src, "reconnections", 0), "fps": run.meter.fps,
+            "reconnects": getattr(src, "reconnections", 0),
+            "source_outages": getattr(src, "outages", 0),  # realtime.sources.live
+            "source_gone_seconds": getattr(src, "gone_s", 0.0), "fps": run.meter.fps,
             "provider": run.stats.provider, "source": run.stats.source}
 
 

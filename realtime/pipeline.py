@@ -44,7 +44,8 @@ import cv2
 import numpy as np
 
 from .draw import RenderOptions, draw_result
-from .errors import CamlocError, PipelineError
+from .errors import CamlocError, PipelineError, StageError
+from .outputs import check_space, write_or_fail
 from .sinks import Sink, record
 from .sources import Frame, Source
 from .stats import FpsMeter, RunStats
@@ -233,6 +234,8 @@ class Pipeline:
                 image = draw_result(frame.image, result, o)
                 times["draw"] = (time.perf_counter() - t0) * 1e3
             item = Processed(frame, result, image, times)
+            for sink in self._render_sinks:  # room for every file, or no sink takes the frame
+                check_space(sink)  # a file system near full: OutputError while files can close
             self._feed(self._render_sinks, item)  # in order: video and JSONL hold the same frames
             if not self._put(self._q_done, item):
                 return
@@ -241,7 +244,7 @@ class Pipeline:
     def _feed(sinks: list[Sink], item: Processed) -> None:
         for sink in sinks:
             t0 = time.perf_counter()
-            sink.write(item)
+            write_or_fail(sink, item)  # an OSError (full disk, I/O) becomes OutputError
             item.times[sink.stage] = (time.perf_counter() - t0) * 1e3
 
     # -- plumbing ------------------------------------------------------------------------
@@ -308,8 +311,7 @@ class Pipeline:
             item.fps = self.meter.fps
             self._feed(self._caller_sinks, item)
             self.stats.processed += 1
-            for k, v in item.times.items():
-                self.stats.stage_ms.setdefault(k, []).append(v)
+            self.stats.add_times(item.times)
             yield item
         self.close()
 
@@ -333,9 +335,10 @@ class Pipeline:
         s.frames_read, s.dropped, s.corrupt = src.frames_read, src.frames_dropped, \
             src.frames_corrupt
         s.ended_because = src.ended_because
+        s.skipped = src.frames_skipped
         if self._error is not None:
             stage, exc = self._error
-            if isinstance(exc, CamlocError):
+            if isinstance(exc, (CamlocError, StageError)):  # already one line for the user
                 raise exc
             raise PipelineError(stage, exc) from exc
 

@@ -72,16 +72,17 @@ def default_codec(path: str | os.PathLike[str]) -> str:
 
 
 def open_video_sink(path: str | os.PathLike[str], fps: float, codec: str | None = None,
-                    flag: str = "--save") -> Any:
-    """A video sink for ``path`` with ``codec`` (None: :func:`default_codec`); checks the
-    path, the codec and, for PyAV codecs, that the encoder exists, before any frame."""
+                    flag: str = "--save", size: tuple[int, int] | None = None) -> Any:
+    """A video sink for ``path`` with ``codec`` (None: :func:`default_codec`) at ``size``
+    (None: the first frame's); checks the path, the codec and, for PyAV codecs, that the
+    encoder exists, before any frame."""
     codec = default_codec(path) if codec is None else codec
     if codec not in CODECS:
         raise SinkError(f"--codec {codec}: unknown; use one of {', '.join(CODECS)}")
     kind, name = CODECS[codec]
     if kind == "cv2":
-        return VideoSink(path, fps, flag, fourcc=name)
-    return AvVideoSink(path, fps, encoder=name, flag=flag)
+        return VideoSink(path, fps, flag, fourcc=name, size=size)
+    return AvVideoSink(path, fps, encoder=name, flag=flag, size=size)
 
 
 def _rate(fps: float) -> Fraction:
@@ -90,10 +91,12 @@ def _rate(fps: float) -> Fraction:
 
 
 class AvVideoSink(Sink):
-    """Annotated frames into H.264 (fragmented MP4) through PyAV, at the first frame's size.
+    """Annotated frames into H.264 (fragmented MP4) through PyAV, at ``size`` (width,
+    height) or, when None, the first frame's size.
 
     Same interface as :class:`realtime.sinks.VideoSink`: ``write(item)`` a processed
-    frame (``write_image(image)`` a BGR uint8 frame), ``close()``, ``frames``. Frames
+    frame (``write_image(image)`` a BGR uint8 frame), ``close()``, ``path`` and
+    ``frames`` (what the full-disk check and the final count in realtime.outputs use). Frames
     are converted to I420 by OpenCV
     (several times cheaper than FFmpeg's swscale, docs/PERFORMANCE.md); odd sizes
     lose their last row/column, frames of another size are letterboxed. A keyframe
@@ -102,7 +105,8 @@ class AvVideoSink(Sink):
 
     def __init__(self, path: str | os.PathLike[str], fps: float, encoder: str = "libx264",
                  flag: str = "--save", keyframe_s: float = 1.0,
-                 options: dict[str, str] | None = None) -> None:
+                 options: dict[str, str] | None = None,
+                 size: tuple[int, int] | None = None) -> None:
         try:
             import av
         except ImportError:
@@ -119,6 +123,7 @@ class AvVideoSink(Sink):
                             _X264 if encoder == "libx264" else
                             _NVENC if encoder.endswith("nvenc") else {})
         self.size: tuple[int, int] | None = None
+        self._want = size
         self.frames = 0
         self._av = av
         self._container: Any = None
@@ -154,7 +159,7 @@ class AvVideoSink(Sink):
     def write_image(self, image: np.ndarray) -> None:
         """Encode one BGR uint8 frame; its packets are in the file when this returns."""
         if self._stream is None:
-            self._open(image.shape[1], image.shape[0])
+            self._open(*(self._want or (image.shape[1], image.shape[0])))
         w, h = self.size
         if image.shape[:2] != (h, w):
             if image.shape[0] - h in (0, 1) and image.shape[1] - w in (0, 1):

@@ -16,6 +16,7 @@ otherwise (no display, or an OpenCV build without GUI such as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -124,24 +125,26 @@ def _letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 class VideoSink(Sink):
     """Annotated frames into a video file (mp4v in .mp4, or ``fourcc``) through OpenCV, at
-    the first frame's size (H.264 and crash-safe files: realtime.recorder).
+    ``size`` (width, height) or, when None, the first frame's size (H.264 and crash-safe
+    files: realtime.recorder).
 
-    The writer opens on the first frame; later frames of another size (an image
-    folder) are letterboxed into it. MPEG-4 needs even sizes: an odd last row or
-    column is cropped. ``frames`` counts what was written.
+    The writer opens on the first frame; frames of another size (an image folder)
+    are letterboxed into it. MPEG-4 needs even sizes: an odd last row or column is
+    cropped. ``frames`` counts what was written.
     """
 
     stage = "encode"
     needs_image = True
 
     def __init__(self, path: str | os.PathLike[str], fps: float, flag: str = "--save",
-                 fourcc: str | None = None) -> None:
+                 fourcc: str | None = None, size: tuple[int, int] | None = None) -> None:
         self.path = check_output_path(path, flag, tuple(VIDEO_FOURCC))
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps!r}")
         self.fps = float(fps)
         self.fourcc = fourcc or VIDEO_FOURCC[self.path.suffix.lower()]
         self.size: tuple[int, int] | None = None
+        self._want = size
         self.frames = 0
         self._writer: cv2.VideoWriter | None = None
 
@@ -152,7 +155,7 @@ class VideoSink(Sink):
     def write_image(self, image: np.ndarray) -> None:
         """Append one BGR uint8 frame."""
         if self._writer is None:
-            w, h = image.shape[1], image.shape[0]
+            w, h = self._want or (image.shape[1], image.shape[0])
             self.size = (w - w % 2, h - h % 2) if self.fourcc == "mp4v" else (w, h)
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
                                            self.fps, self.size)
@@ -202,14 +205,17 @@ def record(frame: Frame, result: Any) -> dict[str, Any]:
 
 
 class JsonlSink(Sink):
-    """One JSON object per line, flushed line by line (a killed run leaves whole lines)."""
+    """One JSON object per line, each written whole with one unbuffered write: a killed
+    run leaves whole lines, and a write that fails (full disk) is cut back to the last
+    whole line before the OSError goes on, so the file always parses."""
 
     stage = "json"
 
     def __init__(self, path: str | os.PathLike[str], flag: str = "--save-json") -> None:
         self.path = check_output_path(path, flag)
         self.lines = 0
-        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 (closed in close())
+        self._end = 0  # bytes of whole lines written
 
     def write(self, item: Processed) -> None:
         """Append the record of one processed frame."""
@@ -217,8 +223,17 @@ class JsonlSink(Sink):
 
     def write_record(self, rec: dict[str, Any]) -> None:
         """Append one JSON object as a line."""
-        self._file.write(json.dumps(rec, default=json_default) + "\n")
-        self._file.flush()
+        data = (json.dumps(rec, default=json_default) + "\n").encode("utf-8")
+        try:
+            view = memoryview(data)
+            while view:  # a short write (a nearly full disk) writes the rest, or raises
+                view = view[self._file.write(view):]
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.truncate(self._end)
+                self._file.seek(self._end)
+            raise
+        self._end += len(data)
         self.lines += 1
 
     def close(self) -> None:

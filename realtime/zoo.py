@@ -30,16 +30,22 @@ def _looks_like_path(model: str) -> bool:
 
 
 def _build(name: str, target: Path) -> None:
-    """Export zoo model ``name`` to ``target`` via ``export`` (torch; it writes atomically)."""
+    """Export zoo model ``name`` to ``target`` via ``export`` (torch; it writes atomically).
+
+    The name is checked first, against a list that needs no torch: a typo is answered
+    at once, not after seconds of importing PyTorch."""
+    try:
+        import export
+
+        names = export.zoo_names()
+    except ImportError:  # a runtime-only install without the export package
+        names = None
+    if names is not None and name not in names:
+        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(names)}")
     if importlib.util.find_spec("torch") is None:
         raise ModelError(f"model {name!r} is not in the cache ({target}) and building it needs "
                          "PyTorch: pip install torch torchvision, or pass the path of a .onnx "
                          f"made elsewhere with: python -m export --model {name} --output FILE")
-    import export
-
-    names = export.zoo_names()
-    if name not in names:
-        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(names)}")
     # a warning so that it shows at the CLI's default level: the first run pauses here
     log.warning("exporting %s to %s (first use only; takes a few seconds)", name, target)
     try:

@@ -105,7 +105,8 @@ def test_an_image_folder_gives_each_image_path(photos, tiny_onnx, tmp_path):
     assert r.returncode == 0, r.stderr
     assert [x["source"] for x in read_jsonl(tmp_path / "i.jsonl")] == [
         str(folder / f"{n}.jpg") for n in ("cat", "espresso", "motorcycle")]
-    assert [f.shape for f in read_video(tmp_path / "i.mp4")] == [(300, 450, 3)] * 3  # even
+    # all sizes differ: the largest (741x500 -> 740x500, even), the others letterboxed
+    assert [f.shape for f in read_video(tmp_path / "i.mp4")] == [(500, 740, 3)] * 3
 
 
 def test_show_without_a_display_says_so_and_saves_instead(clip, tiny_onnx, tmp_path):

@@ -101,8 +101,12 @@ def test_runtime_requirements_hold_no_heavy_packages():
     text = (ROOT / "requirements-runtime.txt").read_text()
     names = [line.split(";")[0].split(">")[0].split("=")[0].strip().lower()
              for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    assert {"numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu"} == set(names)
-    # and the runtime imports nothing beyond them (plus the optional, guarded tqdm)
+    # the core, plus PyAV (H.264 recordings, the --save default) and the web view's server
+    # and Prometheus client (--serve): no torch, torchvision or onnx
+    assert {"numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "av",
+            "aiohttp", "prometheus-client"} == set(names)
+    # and the runtime imports nothing beyond them (plus the optional, guarded tqdm and Pillow,
+    # and onnx, which only `realtime.evaluate --store-threshold` needs, to write the model)
     import ast
 
     third = set()
@@ -113,4 +117,5 @@ def test_runtime_requirements_hold_no_heavy_packages():
                     and node.module else [])
             third.update(m.split(".")[0] for m in mods)
     stdlib = set(sys.stdlib_module_names)
-    assert third - stdlib - {"realtime", "numpy", "cv2", "onnxruntime"} <= {"tqdm", "export"}
+    assert third - stdlib - {"realtime", "numpy", "cv2", "onnxruntime", "av", "aiohttp",
+                             "prometheus_client"} <= {"tqdm", "export", "PIL", "onnx"}

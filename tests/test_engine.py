@@ -188,7 +188,7 @@ def test_bad_options(tiny: Path) -> None:
         Localizer(tiny, device="tpu")
     with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\), got 1.5"):
         Localizer(tiny, threshold=1.5)
-    with pytest.raises(ValueError, match="imgsz must be a positive integer or None, got '640'"):
+    with pytest.raises(ValueError, match=r"imgsz must be an integer in \[1, 4096\] or None, got .640."):
         Localizer(tiny, imgsz="640")  # type: ignore[arg-type]
     loc = Localizer(tiny, device="cpu")
     with pytest.raises(TypeError, match="frame dtype must be uint8 or uint16, got float64"):

@@ -13,7 +13,7 @@ import pytest
 from media import write_clip
 
 from realtime import cli
-from realtime.errors import CamlocError, PipelineError
+from realtime.errors import CamlocError, PipelineError, StageError
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +65,12 @@ def test_a_full_disk_is_a_failed_stage_not_a_bug(clip, tiny_onnx, tmp_path, monk
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(sinks.JsonlSink, "write", full)
+    out = tmp_path / "r.jsonl"
     rc, err = _run(capsys, "--source", str(clip), "--model", str(tiny_onnx), "--save-json",
-                   str(tmp_path / "r.jsonl"))
-    assert rc == 1 and err == ["camloc: error: render stage failed: OSError: [Errno 28] No "
-                               "space left on device"]
+                   str(out))
+    # a StageError (realtime.outputs.OutputError): the file, the cause, what it holds
+    assert rc == 1 and err == [f"camloc: error: writing {out} failed: No space left on "
+                               f"device; kept: {out} 0 whole lines"]
 
 
 def test_a_user_error_is_one_line_and_status_2(clip, tmp_path, capsys):
@@ -112,7 +114,8 @@ def _exception_classes() -> list[type]:
 def test_every_exception_class_is_a_user_error_or_a_failed_stage_and_says_what():
     classes = _exception_classes()
     assert {c.__name__ for c in classes} >= {"CamlocError", "ModelError", "SourceError",
-                                             "SinkError", "ExportError", "ZooError"}
-    for c in classes:
-        assert issubclass(c, CamlocError) or c is PipelineError, c
+                                             "SinkError", "ExportError", "ZooError",
+                                             "StageError", "OutputError"}
+    for c in classes:  # user error (exit 2), or failed stage (exit 1)
+        assert issubclass(c, (CamlocError, StageError)) or c is PipelineError, c
         assert c.__doc__ and "__doc__" in vars(c) and len(c.__doc__.split()) >= 5, c

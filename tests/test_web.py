@@ -156,6 +156,7 @@ def test_metrics_parse_and_count_the_run(clip, tiny_onnx):
     assert value["camloc_frames_read_total"] == value["camloc_frames_processed_total"] == FRAMES
     assert value["camloc_frames_dropped_total"] == value["camloc_frames_corrupt_total"] == 0
     assert value["camloc_reconnects_total"] == 0 and value["camloc_viewers"] == 0
+    assert value["camloc_source_outages_total"] == value["camloc_source_gone_seconds_total"] == 0
     assert value["camloc_fps"] > 0
     latency = families["camloc_stage_latency_seconds"]
     counts = {s.labels["stage"]: s.value for s in latency.samples if s.name.endswith("_count")}

@@ -65,6 +65,7 @@ class Source:
         self.frames_read = 0      # frames handed to the consumer
         self.frames_dropped = 0   # live sources: frames replaced by newer ones before use
         self.frames_corrupt = 0   # frames that could not be decoded and were skipped
+        self.frames_skipped = 0   # images too small to localize, skipped
         self.stride = 1           # every stride-th frame of the source's timeline is delivered,
         #                           so outputs run at fps / stride
         self.ended_because: str | None = None  # why the reader stopped early (lost device)

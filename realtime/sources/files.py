@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..framesize import MIN_SIDE, choose_frame_size, image_sizes, too_small
 from .base import DEFAULT_FPS, IMAGE_FPS, IMAGE_SUFFIXES, POLL_S, Frame, Source, SourceError
 
 __all__ = ["ImageSource", "VideoFileSource", "check_readable", "images_in"]
@@ -198,13 +199,18 @@ class ImageSource(_ReadAhead):
         self.paths = paths[::stride]
         self.fps = IMAGE_FPS
         self.total = len(self.paths)
+        if len(self.paths) > 1:  # not the first image's: see realtime/framesize.py
+            self.size = choose_frame_size(image_sizes(self.paths))
+            return
         first = cv2.imread(str(self.paths[0]), cv2.IMREAD_COLOR)
-        if first is not None:
-            self.size = (first.shape[1], first.shape[0])
-        elif len(self.paths) == 1:
+        if first is None:
             check_readable(self.paths[0], str(self.paths[0]))
             raise SourceError(f"cannot read {self.paths[0]} as an image (corrupt, or a format "
                               "this OpenCV build cannot decode)")
+        if too_small(first.shape[1], first.shape[0]):
+            raise SourceError(f"{self.paths[0]}: {first.shape[1]}x{first.shape[0]} pixels is "
+                              f"too small to localize (sides of at least {MIN_SIDE})")
+        self.size = (first.shape[1], first.shape[0])
 
     def _produce(self) -> Iterator[Frame]:
         for i, path in enumerate(self.paths):
@@ -216,6 +222,11 @@ class ImageSource(_ReadAhead):
             if image is None:
                 self.frames_corrupt += 1
                 log.warning("skipped %s: not a readable image", path)
+                continue
+            if too_small(image.shape[1], image.shape[0]):
+                self.frames_skipped += 1
+                log.warning("skipped %s: %dx%d pixels, too small to localize", path,
+                            image.shape[1], image.shape[0])
                 continue
             yield Frame(i, image, str(path), 0.0, ms)
 

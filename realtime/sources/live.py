@@ -5,10 +5,16 @@ frame (under a lock, with its frame id); the consumer always gets the latest
 frame, never a stale buffered one, and every frame it never saw is counted as
 dropped. The capture buffer is set small where the backend allows.
 
-Streams open and read with timeouts (OpenCV's CAP_PROP_OPEN_TIMEOUT_MSEC and
-CAP_PROP_READ_TIMEOUT_MSEC) and reconnect with exponential backoff when they
-stall or end, logging each attempt; a camera that stops delivering ends the
-run cleanly with a warning.
+Captures open and read with timeouts (OpenCV's CAP_PROP_OPEN_TIMEOUT_MSEC and
+CAP_PROP_READ_TIMEOUT_MSEC). A camera or stream that stalls or ends is reopened
+every ``retry_s`` (1 s: frames are back within about a second of the camera's
+return, as Frigate and DeepStream do, instead of after a grown backoff) for as
+long as the run lasts, or until ``give_up_after_s`` without frames; then the
+source is *lost* (``lost``: the CLI exits 1), not ended. How long it was gone is
+logged on return and kept (``outages``, ``outage_s``, ``gone_s``) for /metrics.
+Reopening runs in a helper thread, so a stop (Ctrl-C) is answered within
+``POLL_S`` even while the backend blocks on a silent server; ``close()`` never
+waits for a blocked read for more than ``_JOIN_S``.
 """
 
 from __future__ import annotations
@@ -27,27 +33,37 @@ __all__ = ["LiveSource"]
 
 log = logging.getLogger(__name__)
 
+_JOIN_S = 0.5     # close() waits this long for a reader blocked in the backend, then leaves it
+_LOG_EVERY_S = 60.0  # while a source stays gone, say so again this often
+
 
 class LiveSource(Source):
     """Newest-frame reader for a camera (``stream=False``) or a stream URL.
 
-    ``open_timeout_s``/``read_timeout_s`` bound how long the backend may block;
-    streams retry up to ``reconnects`` times, waiting ``backoff_s``, then twice
-    as long each time up to ``max_backoff_s``. The capture is opened here, so a
-    missing camera or an unreachable stream is a SourceError before any thread runs.
+    ``open_timeout_s``/``read_timeout_s`` bound how long the backend may block; a
+    source that stops delivering is reopened every ``retry_s`` until it is back, or
+    until it has been gone ``give_up_after_s`` (None: for as long as the run lasts).
+    The capture is opened here, so a missing camera or an unreachable stream is a
+    SourceError before any thread runs.
     """
 
     live = True
 
     def __init__(self, target: int | str, *, stream: bool = False, open_timeout_s: float = 10.0,
-                 read_timeout_s: float = 5.0, reconnects: int = 10, backoff_s: float = 1.0,
-                 max_backoff_s: float = 10.0) -> None:
+                 read_timeout_s: float = 5.0, retry_s: float = 1.0,
+                 give_up_after_s: float | None = None) -> None:
         kind = "stream" if stream else "camera"
         super().__init__(str(target))
+        if not retry_s > 0 or (give_up_after_s is not None and give_up_after_s < 0):
+            raise ValueError("retry_s must be > 0 and give_up_after_s >= 0 or None")
         self.kind, self.target, self.stream = kind, target, stream
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
-        self.reconnects, self.backoff_s, self.max_backoff_s = reconnects, backoff_s, max_backoff_s
-        self.reconnections = 0  # successful reconnections of a stream (for /metrics)
+        self.retry_s, self.give_up_after_s = retry_s, give_up_after_s
+        self.lost = False        # gone for give_up_after_s: a failure, not an end
+        self.outages = 0         # times the source went away
+        self.reconnections = 0   # times it came back
+        self.outage_s = 0.0      # seconds it was gone in all (finished outages)
+        self.down_since: float | None = None  # time.monotonic() when the current outage began
         self._cond = threading.Condition()
         self._latest: tuple[int, np.ndarray, float, float] | None = None  # id, image, t, ms
         self._grabbed = 0   # id of the newest frame read
@@ -85,46 +101,90 @@ class LiveSource(Source):
             self._latest = (self._grabbed, image, time.monotonic() - self._t0, ms)
             self._cond.notify_all()
 
-    def _reconnect(self) -> cv2.VideoCapture | None:
-        """Reopen the stream with backoff; None when every attempt failed or we stopped."""
-        delay = self.backoff_s
-        for attempt in range(1, self.reconnects + 1):
-            log.warning("%s %s: no frames; reconnecting in %.1f s (attempt %d of %d)",
-                        self.kind, self.name, delay, attempt, self.reconnects)
-            if self._stop.wait(delay):
-                return None
-            cap = self._open()
-            if cap is not None:
-                log.warning("%s %s: reconnected", self.kind, self.name)
-                self.reconnections += 1
-                return cap
-            delay = min(self.max_backoff_s, delay * 2)
-        return None
+    @property
+    def gone_s(self) -> float:
+        """Seconds without frames in all, the current outage included (for /metrics)."""
+        down = self.down_since
+        return self.outage_s + (time.monotonic() - down if down is not None else 0.0)
 
-    def _run(self) -> None:
+    def _open_or_stop(self) -> cv2.VideoCapture | None:
+        """``_open()`` in a helper thread, waited for while not stopped: a backend that
+        blocks on a silent server (up to the open timeout) never delays a stop. An
+        abandoned helper releases what it opened."""
+        lock, box = threading.Lock(), {"abandoned": False, "cap": None}
+        finished = threading.Event()
+
+        def work() -> None:
+            cap = self._open()
+            with lock:
+                if box["abandoned"] and cap is not None:
+                    cap.release()
+                else:
+                    box["cap"] = cap
+            finished.set()
+
+        threading.Thread(target=work, name=f"camloc-open-{self.name}", daemon=True).start()
+        while not finished.wait(POLL_S):
+            if self._stop.is_set():
+                with lock:
+                    box["abandoned"] = True
+                    cap = box["cap"]
+                if cap is not None:
+                    cap.release()
+                return None
+        return box["cap"]
+
+    def _reconnect(self) -> cv2.VideoCapture | None:
+        """Reopen every ``retry_s`` until back (the capture), stopped or given up (None)."""
+        start = time.monotonic()
+        self.outages += 1
+        self.down_since = start
+        log.warning("%s %s: no frames; reopening every %.1f s%s", self.kind, self.name,
+                    self.retry_s, "" if self.give_up_after_s is None
+                    else f" for up to {self.give_up_after_s:g} s")
+        said = start
         try:
             while not self._stop.is_set():
+                cap = self._open_or_stop()
+                gone = time.monotonic() - start
+                if cap is not None:
+                    log.warning("%s %s: back after %.1f s without frames", self.kind,
+                                self.name, gone)
+                    self.reconnections += 1
+                    return cap
+                if self.give_up_after_s is not None and gone >= self.give_up_after_s:
+                    self.lost = True
+                    self.ended_because = f"{self.kind} {self.name} lost: no frames for " \
+                                         f"{gone:.1f} s (--give-up-after)"
+                    log.error("%s", self.ended_because)
+                    return None
+                if time.monotonic() - said >= _LOG_EVERY_S:
+                    said = time.monotonic()
+                    log.warning("%s %s: still gone after %.0f s; retrying", self.kind,
+                                self.name, gone)
+                self._stop.wait(self.retry_s)
+            return None
+        finally:
+            self.outage_s += time.monotonic() - start
+            self.down_since = None
+
+    def _run(self) -> None:
+        cap = self._cap
+        try:
+            while not self._stop.is_set() and cap is not None:
                 t0 = time.perf_counter()
-                ok, image = self._cap.read()
+                ok, image = cap.read()
                 if ok and image is not None:
                     self._publish(image, (time.perf_counter() - t0) * 1e3)
                     continue
                 if self._stop.is_set():
                     break
-                if not self.stream:
-                    self.ended_because = f"camera {self.name} stopped delivering frames"
-                    log.warning("%s (unplugged or closed?); ending", self.ended_because)
-                    break
-                self._cap.release()
-                cap = self._reconnect()
-                if cap is None:
-                    if not self._stop.is_set():
-                        self.ended_because = (f"stream {self.name} lost after "
-                                              f"{self.reconnects} reconnection attempts")
-                        log.error("%s", self.ended_because)
-                    break
-                self._cap = cap
+                cap.release()
+                cap = self._cap = self._reconnect()
         finally:
+            if cap is not None:  # the reader owns the capture: close() may not wait for it
+                cap.release()
+            self._cap = None
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
@@ -148,13 +208,14 @@ class LiveSource(Source):
                 return
 
     def close(self) -> None:
-        """Stop, join the reader (it may sit in a read for up to the read timeout), release."""
+        """Stop and join the reader; one blocked in the backend (a read on a silent server
+        lasts up to the read timeout) is left to end on its own and release its capture."""
         self.stop()
         if self._thread is not None:
-            self._thread.join(self.read_timeout_s + self.open_timeout_s + 1.0)
+            self._thread.join(_JOIN_S)
             if self._thread.is_alive():
-                log.warning("%s %s: reader still blocked in the backend; leaving it",
-                            self.kind, self.name)
+                log.info("%s %s: reader still blocked in the backend; leaving it", self.kind,
+                         self.name)
                 return
         with self._cond:  # frames read but never handed out count as dropped
             self.frames_dropped += self._grabbed - self._seen
@@ -162,5 +223,6 @@ class LiveSource(Source):
         self._release()
 
     def _release(self) -> None:
-        if self._cap is not None:
+        if self._thread is None and self._cap is not None:  # never started: ours to free
             self._cap.release()
+            self._cap = None

@@ -39,7 +39,7 @@ def open_source(spec: str | int, *, stride: int = 1, read_ahead: int = 8,
     """Open what a ``--source`` names; raises SourceError when it cannot be opened.
 
     ``stride`` applies to files and images; ``live_options`` go to
-    :class:`realtime.live.LiveSource` (timeouts, reconnection) for cameras and streams.
+    :class:`realtime.sources.live.LiveSource` (timeouts, reconnection) for cameras and streams.
     """
     spec = str(spec)
     if not spec.strip():
