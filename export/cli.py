@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from realtime.errors import UsageError, report_error
 
@@ -37,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, default=None,
                    help="text file with one class name per line, for --checkpoint")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    t = p.add_argument_group("train on your own classes (docs/TRAINING.md)")
+    t.add_argument("--train", type=Path, default=None, metavar="DIR",
+                   help="fine-tune --model on DIR (one sub-folder of images per class, the folder "
+                        "names become the labels; a 'background' folder for frames with none of "
+                        "the objects), then export; the checkpoint is kept as OUTPUT.pt")
+    t.add_argument("--epochs", type=int, default=20, help="at most this many epochs (early stopping)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the split, augmentation and init")
     q = p.add_argument_group("INT8 / FP16 variants (docs/EDGE.md)")
     prec = q.add_mutually_exclusive_group()
     prec.add_argument("--int8", action="store_true",
@@ -110,6 +118,23 @@ def _variant(args: argparse.Namespace, weights: str | None, labels: list[str] | 
     return quantize_zoo_model(args.model, output, precision, args.calib, **options)
 
 
+def _train(args: argparse.Namespace):
+    """--train DIR: fine-tune, keep the checkpoint, export; the two reports as one."""
+    from .train import TrainConfig, train_and_export
+
+    if args.output is None:
+        raise UsageError("--train needs --output M.onnx (the checkpoint goes beside it as M.pt)")
+    if args.int8 or args.fp16 or args.checkpoint or args.labels or args.calib:
+        raise UsageError("--train exports FP32 from the folder's labels; make --int8/--fp16 "
+                         "variants afterwards with --model M.onnx")
+    if str(args.weights).upper() != "DEFAULT":
+        raise UsageError("--train starts from the pretrained weights (--weights DEFAULT)")
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    train_report, export_report = train_and_export(args.model, args.train, args.output, config,
+                                                   opset=args.opset)
+    return SimpleNamespace(summary=lambda: train_report.summary() + "\n" + export_report.summary())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the export CLI; return the exit status: 0 written and verified, 2 a user error,
     1 a failed stage or a bug (see :mod:`realtime.errors`)."""
@@ -126,7 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     weights = None if str(args.weights).lower() == "none" else args.weights
     try:
         labels = _read_labels(args.labels) if args.labels else None
-        if args.int8 or args.fp16:
+        if args.checkpoint is not None and labels is None and args.train is None:
+            from .train import checkpoint_labels  # a trainer's checkpoint names its classes
+
+            labels = checkpoint_labels(args.checkpoint)
+        if args.train is not None:
+            report = _train(args)
+        elif args.int8 or args.fp16:
             report = _variant(args, weights, labels)
         else:
             if args.calib is not None:

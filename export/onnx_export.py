@@ -23,6 +23,7 @@ from torch import nn
 from models.zoo import ZooModel, load_model
 from realtime.errors import CamlocError
 from realtime.format import (
+    BACKGROUND_LABEL,
     CAM_BIAS,
     CAM_WEIGHT,
     FORMAT,
@@ -200,11 +201,13 @@ def _add_classifier_outputs(path: Path, linear: nn.Linear) -> None:
 def model_info(zm: ZooModel, stride: int, path: Path | str = "", topk_max: int = 0
                ) -> ModelInfo:
     """What the runtime will read back from the FP32 export of ``zm`` (``topk_max``: the
-    classes its in-graph CAMs cover, 0 for none)."""
+    classes its in-graph CAMs cover, 0 for none); a class named ``background`` (a trained
+    folder's) is marked so its frames yield no detections."""
+    background = zm.labels.index(BACKGROUND_LABEL) if BACKGROUND_LABEL in zm.labels else None
     return ModelInfo(path=str(path), arch=zm.arch, weights=zm.weights, labels=tuple(zm.labels),
                      color=zm.color, mean=tuple(zm.mean), std=tuple(zm.std),
                      input_size=tuple(zm.input_size), stride=stride, precision="fp32",
-                     format=FORMAT, topk_max=topk_max)
+                     format=FORMAT, topk_max=topk_max, background=background)
 
 
 def _add_metadata(path: Path, info: ModelInfo) -> None:

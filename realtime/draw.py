@@ -142,17 +142,19 @@ def draw_result(frame: np.ndarray, result: Any, options: RenderOptions | None = 
                 hud: str | None = None) -> np.ndarray:
     """Draw ``result`` (a Result for this frame) on ``frame`` in place and return it: the
     heatmap of class ``options.index`` (default the best), boxes of every class (or only
-    of that one), labels, and an optional HUD line."""
+    of that one), labels, and an optional HUD line. An empty result (a background frame
+    of a model with a background class) has nothing to draw but the HUD, whatever the
+    index."""
     o = options or RenderOptions()
     k = len(result.class_ids)
-    if o.index is not None and not 0 <= o.index < k:
+    if k and o.index is not None and not 0 <= o.index < k:
         raise ValueError(f"index must be between 0 and {k - 1}, got {o.index}")
     if frame.shape[:2] != tuple(result.frame_shape):
         raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]} but the result is for "
                          f"{result.frame_shape[1]}x{result.frame_shape[0]}")
     if o.heatmap and k:
         draw_heatmap(frame, result.cams[o.index or 0], alpha=o.alpha)
-    if o.boxes:
+    if o.boxes and k:
         ranks = range(k) if o.index is None else [o.index]
         all_boxes, texts, colors = [], [], []
         for r in ranks:

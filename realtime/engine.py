@@ -170,11 +170,13 @@ class Localizer:
     ``model``: zoo name or .onnx path. ``device``: auto, cpu, cuda[:N], tensorrt[:N],
     openvino, coreml, directml. ``imgsz``: the working size's longer side (None: a shorter
     side of 8/7 the model's native size, see ``default_imgsz``). ``threshold``: box threshold relative
-    to each CAM's maximum. ``smooth``: EMA weight of the previous frame's CAM (video).
-    ``threads``: ONNX Runtime intra-op threads (None: its default). ``incam``: use the
-    model's in-graph CAMs when it has them (else, or with ``normalize="minmax"`` or a
-    ``topk`` above the graph's, numpy computes them). ``cuda_graphs``: replay CUDA graphs
-    on CUDA (in-graph CAMs only).
+    to each CAM's maximum (None: the model's stored threshold, else ``DEFAULT_THRESHOLD``).
+    A model with a background class (``ModelInfo.background``) gives no classes, CAMs or
+    boxes for a frame whose top class is background. ``smooth``: EMA weight of the previous
+    frame's CAM (video). ``threads``: ONNX Runtime intra-op threads (None: its default).
+    ``incam``: use the model's in-graph CAMs when it has them (else, or with
+    ``normalize="minmax"`` or a ``topk`` above the graph's, numpy computes them).
+    ``cuda_graphs``: replay CUDA graphs on CUDA (in-graph CAMs only).
     """
 
     def __init__(self, model: str | os.PathLike[str] = DEFAULT_MODEL, device: str = "auto",
@@ -184,8 +186,7 @@ class Localizer:
                  max_boxes: int = 3, normalize: str = "max", incam: bool = True,
                  cuda_graphs: bool = True):
         prov.parse_device(device)  # unknown names fail before any loading
-        self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
-        if not 0.0 <= self.threshold < 1.0:
+        if threshold is not None and not 0.0 <= float(threshold) < 1.0:
             raise OptionError(f"threshold must be in [0, 1), got {threshold!r}")
         if box_rule not in BOX_RULES:
             raise OptionError(f"box_rule must be one of {', '.join(BOX_RULES)}, got {box_rule!r}")
@@ -206,6 +207,10 @@ class Localizer:
         meta = self.session.get_modelmeta().custom_metadata_map
         check_outputs(outputs, inputs, path, meta.get(KEY_ARCH, "<model>"))
         self.info = parse_metadata(meta, path)
+        # no --threshold: the one stored with the model (realtime.evaluate), else the default
+        self.threshold = float(threshold if threshold is not None else
+                               self.info.threshold if self.info.threshold is not None
+                               else DEFAULT_THRESHOLD)
         self.weight, self.bias = self._fetch_weights()
         num = self.info.num_classes
         if not isinstance(topk, int) or not 1 <= topk <= num:
@@ -312,9 +317,18 @@ class Localizer:
             return self.postprocess(outputs[0], outputs[1], geo)
         scores, ids, cams = outputs
         t0 = time.perf_counter()
-        ids = np.asarray(ids[:self.topk], np.int64)
-        cams = self.smoother(ids, np.asarray(cams[:self.topk], np.float32))
-        return self._result(ids, np.asarray(scores[:self.topk], np.float32), cams, geo, t0)
+        keep = self._kept(np.asarray(ids[:self.topk], np.int64))
+        ids = np.asarray(ids[:self.topk], np.int64)[keep]
+        cams = self.smoother(ids, np.asarray(cams[:self.topk], np.float32)[keep])
+        return self._result(ids, np.asarray(scores[:self.topk], np.float32)[keep], cams, geo, t0)
+
+    def _kept(self, ids: np.ndarray) -> np.ndarray:
+        """Which of the top-k ``ids`` are reported: all, but for a model with a background
+        class none when it is the top class, else all but it."""
+        background = self.info.background
+        if background is None or not len(ids):
+            return np.ones(len(ids), bool)
+        return np.zeros(len(ids), bool) if ids[0] == background else ids != background
 
     def postprocess(self, logits: np.ndarray, features: np.ndarray, geo: Geometry) -> Result:
         """One image's logits [K] and features [C, h, w] -> Result (top-k, CAMs, boxes).
@@ -326,7 +340,11 @@ class Localizer:
         t0 = time.perf_counter()
         probs = softmax(logits)
         ids = top_k(probs, self.topk)
-        cams = normalize_cams(compute_cams(features, self.weight, ids), self.normalize)
+        ids = ids[self._kept(ids)]  # a background frame has no detections
+        if len(ids):
+            cams = normalize_cams(compute_cams(features, self.weight, ids), self.normalize)
+        else:
+            cams = np.zeros((0, *features.shape[1:]), np.float32)
         cams = self.smoother(ids, cams)
         return self._result(ids, probs[ids], cams, geo, t0)
 

@@ -20,13 +20,14 @@ from typing import Any
 
 from realtime.errors import ModelError
 
-__all__ = ["CAMS", "CAM_BIAS", "CAM_WEIGHT", "DEFAULT_TOPK_MAX", "FEATURES", "FORMAT",
-           "FRAME_OUTPUTS", "INCAM_OUTPUTS", "INPUT", "KEY_ARCH", "KEY_COLOR", "KEY_FORMAT",
-           "KEY_INPUT_SIZE", "KEY_LABELS", "KEY_MEAN", "KEY_PRECISION", "KEY_STD", "KEY_STRIDE",
-           "KEY_TOPK_MAX", "KEY_WEIGHTS", "MAX_INPUT_SIDE", "MAX_STRIDE", "METADATA_KEYS",
-           "OUTPUTS", "PRODUCER", "REQUIRED_OUTPUTS", "TOPK_IDS", "TOPK_SCORES", "WEIGHT_OUTPUTS",
-           "ModelInfo", "check_outputs", "parse_metadata", "reexport_hint", "to_metadata",
-           "with_precision"]
+__all__ = ["BACKGROUND_LABEL", "CAMS", "CAM_BIAS", "CAM_WEIGHT", "DEFAULT_TOPK_MAX", "FEATURES",
+           "FORMAT", "FRAME_OUTPUTS", "INCAM_OUTPUTS", "INPUT", "KEY_ARCH", "KEY_BACKGROUND",
+           "KEY_COLOR", "KEY_FORMAT", "KEY_INPUT_SIZE", "KEY_LABELS", "KEY_MEAN", "KEY_PRECISION",
+           "KEY_STD", "KEY_STRIDE", "KEY_THRESHOLD", "KEY_TOPK_MAX", "KEY_WEIGHTS",
+           "MAX_INPUT_SIDE", "MAX_STRIDE", "METADATA_KEYS", "OUTPUTS", "PRODUCER",
+           "REQUIRED_OUTPUTS", "TOPK_IDS", "TOPK_SCORES", "WEIGHT_OUTPUTS", "ModelInfo",
+           "check_outputs", "parse_metadata", "reexport_hint", "to_metadata", "with_precision",
+           "with_threshold"]
 
 FORMAT = 1           # the layout this module writes and reads
 PRODUCER = "camloc"  # ModelProto.producer_name of the files export writes
@@ -57,8 +58,15 @@ KEY_INPUT_SIZE = "camloc.input_size"
 KEY_STRIDE = "camloc.stride"
 KEY_PRECISION = "camloc.precision"
 KEY_TOPK_MAX = "camloc.topk_max"  # classes the in-graph CAMs cover; absent: none (old models)
+# Optional keys (older models lack them): camloc.background names the class of frames with
+# none of the objects (no detections for them); camloc.threshold is the box threshold chosen
+# on labelled data by ``python -m realtime.evaluate --store-threshold``.
+KEY_BACKGROUND = "camloc.background"
+KEY_THRESHOLD = "camloc.threshold"
 METADATA_KEYS = (KEY_FORMAT, KEY_ARCH, KEY_WEIGHTS, KEY_LABELS, KEY_COLOR, KEY_MEAN, KEY_STD,
-                 KEY_INPUT_SIZE, KEY_STRIDE, KEY_PRECISION, KEY_TOPK_MAX)
+                 KEY_INPUT_SIZE, KEY_STRIDE, KEY_PRECISION, KEY_TOPK_MAX, KEY_BACKGROUND,
+                 KEY_THRESHOLD)
+BACKGROUND_LABEL = "background"  # the training folder's class that export marks as background
 _REQUIRED_KEYS = (KEY_LABELS, KEY_MEAN, KEY_STD, KEY_STRIDE)
 # bounds on what a model file may claim: a stride beyond 512 or a native side beyond 4096 is
 # no CNN anyone trains (strides are 8 to 64); a file claiming it would only make the runtime
@@ -83,6 +91,8 @@ class ModelInfo:
     precision: str
     format: int
     topk_max: int = 0                # classes the graph's in-graph CAMs cover (0: none)
+    background: int | None = None    # class id of the background class, if the model has one
+    threshold: float | None = None   # stored box threshold (None: the runtime's default)
 
     @property
     def num_classes(self) -> int:
@@ -126,8 +136,9 @@ def _int(value: Any, key: str, path: str, low: int, high: int) -> int:
 
 def to_metadata(info: ModelInfo) -> dict[str, str]:
     """The ``camloc.*`` metadata strings of ``info`` (``info.path`` is not stored);
-    :func:`parse_metadata` reads them back into an equal ModelInfo. ``camloc.topk_max``
-    is written only for a model with in-graph CAMs."""
+    :func:`parse_metadata` reads them back into an equal ModelInfo. The optional keys
+    (``camloc.topk_max`` for a model with in-graph CAMs, background, threshold) are
+    written only when set."""
     meta = {
         KEY_FORMAT: str(info.format),
         KEY_ARCH: info.arch,
@@ -142,6 +153,10 @@ def to_metadata(info: ModelInfo) -> dict[str, str]:
     }
     if info.topk_max:
         meta[KEY_TOPK_MAX] = str(int(info.topk_max))
+    if info.background is not None:
+        meta[KEY_BACKGROUND] = info.labels[info.background]
+    if info.threshold is not None:
+        meta[KEY_THRESHOLD] = repr(float(info.threshold))
     return meta
 
 
@@ -150,11 +165,38 @@ def with_precision(meta: dict[str, str], precision: str) -> dict[str, str]:
     return dict(meta, **{KEY_PRECISION: precision})
 
 
+def with_threshold(meta: dict[str, str], threshold: float) -> dict[str, str]:
+    """``meta`` with the stored box threshold (``camloc.threshold``) set to ``threshold``."""
+    if not 0.0 <= float(threshold) < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+    return dict(meta, **{KEY_THRESHOLD: repr(float(threshold))})
+
+
+def _optional(meta: dict[str, str], labels: list[str], path: str) -> tuple[int | None,
+                                                                           float | None]:
+    """The background class id and the stored threshold (None when absent)."""
+    background = meta.get(KEY_BACKGROUND)
+    if background is not None and background not in labels:
+        raise ModelError(f"{path}: metadata {KEY_BACKGROUND} {background!r} is not one of the "
+                         "labels")
+    threshold = meta.get(KEY_THRESHOLD)
+    if threshold is not None:
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            threshold = -1.0
+        if not 0.0 <= threshold < 1.0:
+            raise ModelError(f"{path}: metadata {KEY_THRESHOLD} must be a number in [0, 1), "
+                             f"got {meta[KEY_THRESHOLD]!r}")
+    return (None if background is None else labels.index(background)), threshold
+
+
 def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelInfo:
     """Turn the ``camloc.*`` metadata strings into a :class:`ModelInfo`.
 
     Raises ModelError naming the missing or malformed key; optional keys
-    (arch, weights, input size, precision, colour, topk_max) fall back to sensible values.
+    (arch, weights, input size, precision, colour, topk_max) fall back to sensible values,
+    and background and threshold to None.
     """
     path = str(path)
     arch = meta.get(KEY_ARCH, "unknown")
@@ -180,6 +222,7 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
     stride = _int(meta[KEY_STRIDE], KEY_STRIDE, path, 1, MAX_STRIDE)
     # the export caps k at the class count: more than that is a malformed file
     topk_max = _int(meta.get(KEY_TOPK_MAX, "0"), KEY_TOPK_MAX, path, 0, len(labels))
+    background, threshold = _optional(meta, labels, path)
     return ModelInfo(
         path=path, arch=arch, weights=meta.get(KEY_WEIGHTS, "unknown"),
         labels=tuple(labels), color=color,
@@ -188,6 +231,7 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
         input_size=(size[0], size[1]), stride=stride,
         precision=meta.get(KEY_PRECISION, "fp32"), format=fmt,
         topk_max=topk_max,
+        background=background, threshold=threshold,
     )
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.draw import colorize, draw_boxes, draw_heatmap, draw_hud
+from realtime.draw import (
+    RenderOptions,
+    colorize,
+    draw_boxes,
+    draw_heatmap,
+    draw_hud,
+    draw_result,
+    hud_text,
+)
+from realtime.engine import Result
 
 
 def test_colorize_jet_ends() -> None:
@@ -74,3 +83,19 @@ def test_read_only_frame_and_bad_alpha() -> None:
         draw_boxes(frame, [[0, 0, 2, 2]])
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 2"):
         draw_heatmap(np.zeros((4, 4, 3), np.uint8), np.ones((2, 2)), alpha=2)
+
+
+def test_empty_result_draws_only_the_hud() -> None:
+    """A background frame (no classes, CAMs or boxes) with any view options: nothing but
+    the HUD is drawn, whichever class the window had selected."""
+    empty = Result(class_ids=np.zeros(0, np.int64), scores=np.zeros(0, np.float32), labels=[],
+                   cams=np.zeros((0, 2, 3), np.float32), boxes=[], frame_shape=(120, 400),
+                   provider="CPUExecutionProvider")
+    for options in (None, RenderOptions(index=1), RenderOptions(heatmap=True, boxes=True)):
+        frame = np.full((120, 400, 3), 7, np.uint8)
+        assert draw_result(frame, empty, options) is frame and (frame == 7).all()
+    hud = hud_text(empty, 25.0)
+    assert hud == "25.0 fps | CPUExecutionProvider"
+    frame = np.full((120, 400, 3), 7, np.uint8)
+    draw_result(frame, empty, RenderOptions(index=0), hud)
+    assert (frame[1, 1] == 0).all() and (frame[100:, 300:] == 7).all()

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("realtime", "export", "models")
 FORMAT_NAMES = {"images", "logits", "features", "cam_weight", "cam_bias", "topk_scores", "topk_ids",
                 "cams"}
+# the same spelling meaning something else: COCO JSON's list of images (realtime.evaluate)
+NOT_THE_FORMAT = {("realtime.evaluate", "images")}
 
 # refuses torch, onnx and the torch side of camloc, installed before anything else runs
 _BLOCK = """
@@ -109,7 +111,8 @@ def test_the_format_is_spelled_in_one_module():
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
-                    node.value.startswith("camloc.") or node.value in FORMAT_NAMES):
+                    node.value.startswith("camloc.") or node.value in FORMAT_NAMES) and (
+                    (name, node.value) not in NOT_THE_FORMAT):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert offenders == []
 

@@ -6,8 +6,10 @@
 # DEV_PYTHON (default: python3) has the full requirements (torch) and exports the default
 # model as FP32 and INT8 (calibrated on the bundled demo clip). A fresh virtual environment
 # with ONLY requirements-runtime.txt (kept in .cache/runtime-venv and rebuilt when that file
-# changes) must then: not be able to import torch, torchvision or onnx, and run
-# `python -m realtime` on both models, writing one JSON line per frame.
+# changes) must then: not be able to import torch, torchvision or onnx, run
+# `python -m realtime` on both models, writing one JSON line per frame, and run
+# `python -m realtime.evaluate` on a tiny box-labelled set (two frames of the clip), its
+# --store-threshold refused in one line with the install hint (writing needs onnx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -45,4 +47,37 @@ for model in lite0.onnx lite0.int8.onnx; do
         echo "check_runtime_venv: FAIL: $model wrote $lines JSON lines, expected 12" >&2; exit 1
     fi
 done
-echo "check_runtime_venv: ok (runtime venv without torch/onnx ran FP32 and INT8 models)"
+# a tiny COCO set: two frames of the clip, each boxed as its middle (class-agnostic)
+"$VENV/bin/python" - "$ROOT/assets/demo.mp4" "$WORK/evalset" <<'EOF'
+import json, pathlib, sys
+import cv2
+clip, out = cv2.VideoCapture(sys.argv[1]), pathlib.Path(sys.argv[2])
+out.mkdir()
+images, boxes = [], []
+for i in range(2):
+    ok, frame = clip.read()
+    assert ok, "cannot read the demo clip"
+    h, w = frame.shape[:2]
+    cv2.imwrite(str(out / f"{i}.jpg"), frame)
+    images.append({"id": i, "file_name": f"{i}.jpg", "width": w, "height": h})
+    boxes.append({"id": i, "image_id": i, "category_id": 1,
+                  "bbox": [w // 8, h // 8, 3 * w // 4, 3 * h // 4]})
+coco = {"images": images, "annotations": boxes, "categories": [{"id": 1, "name": "object"}]}
+(out / "labels.json").write_text(json.dumps(coco))
+EOF
+evaluate=("$VENV/bin/python" -m realtime.evaluate --model "$WORK/lite0.onnx" --class-agnostic
+          --source "$WORK/evalset" --labels "$WORK/evalset/labels.json")
+(cd "$WORK" && PYTHONPATH="$ROOT" CAMLOC_HOME="$WORK/home" "${evaluate[@]}" --json "$WORK/m.json")
+"$VENV/bin/python" -c 'import json, sys; m = json.load(open(sys.argv[1]));
+assert 0 <= m["maxboxacc_v2"] <= 1 and 0 <= m["best_threshold"] < 1, m' "$WORK/m.json"
+set +e
+(cd "$WORK" && PYTHONPATH="$ROOT" CAMLOC_HOME="$WORK/home" "${evaluate[@]}" --store-threshold \
+    2> "$WORK/store.err")
+rc=$?
+set -e
+if [[ $rc -ne 2 ]] || ! grep -q "pip install onnx" "$WORK/store.err"; then
+    echo "check_runtime_venv: FAIL: evaluate --store-threshold without onnx gave exit $rc:" >&2
+    cat "$WORK/store.err" >&2; exit 1
+fi
+echo "check_runtime_venv: ok (runtime venv without torch/onnx ran FP32 and INT8 models, and" \
+     "realtime.evaluate)"

