@@ -105,8 +105,6 @@ def _variant(args: argparse.Namespace, weights: str | None, labels: list[str] | 
         if str(args.model).lower().endswith(".onnx"):
             raise UsageError("--output is needed when --model is a .onnx file")
         output = default_output(f"{args.model}.{precision}")
-    if args.int8_target != "portable" and not args.int8:
-        raise ValueError("--int8-target is for --int8")
     options = dict(calib_frames=args.calib_frames, float_last=args.float_last,
                    min_agreement=args.min_agreement,
                    **({"target": args.int8_target} if args.int8 else {}),
@@ -150,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     weights = None if str(args.weights).lower() == "none" else args.weights
     try:
+        if args.int8_target != "portable" and not args.int8:
+            raise UsageError("--int8-target is for --int8")
         labels = _read_labels(args.labels) if args.labels else None
         if args.checkpoint is not None and labels is None and args.train is None:
             from .train import checkpoint_labels  # a trainer's checkpoint names its classes

@@ -227,6 +227,8 @@ def test_cli_bad_input_one_line_exit_2_no_file(tmp_path, lite0_onnx):
         (["--int8"], "--int8 needs --calib SOURCE"),
         (["--int8", "--calib", "missing.mp4"], "calibration source not found: missing.mp4"),
         (["--fp16", "--model", "plain.onnx"], "plain.onnx"),
+        (["--int8-target", "vnni"], "--int8-target is for --int8"),
+        (["--fp16", "--int8-target", "vnni"], "--int8-target is for --int8"),
     ]
     for args, message in cases:
         r = _export("--output", "out.onnx", *args, cwd=tmp_path)
