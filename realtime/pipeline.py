@@ -10,6 +10,15 @@ With several inference workers (the CPU default: one ``session.run`` per core),
 consecutive batches are inferred at once and put back in frame order before
 the CAMs, so temporal smoothing and the outputs see frames in order.
 
+With ``draw_workers`` > 1 (the default when the model runs on a GPU), the render
+thread only finishes frames in order and hands each to a pool that draws
+consecutive frames at once; a writer thread takes the drawings in submission
+order and feeds the sinks::
+
+    render thread --future--> writer thread --Processed--> you
+    (CAMs+boxes in order,     (in frame order: each drawing,
+     draw on the pool)         sinks: video, JSONL)
+
 Each stage reads like a sentence (take a frame, localize it, hand it on); the
 plumbing around it guarantees that
 
@@ -36,22 +45,23 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Any, Protocol, Self
 
 import cv2
 import numpy as np
 
-from .draw import RenderOptions, draw_result
+from .draw import RenderOptions
 from .errors import CamlocError, PipelineError, StageError
-from .outputs import check_space, write_or_fail
+from .render import Processed, draw_item, feed, options_for, write_ready
 from .sinks import Sink, record
 from .sources import Frame, Source
 from .stats import FpsMeter, RunStats
 
 __all__ = ["STAGES", "FpsMeter", "Pipeline", "PipelineError", "Processed", "RenderOptions",
-           "RunStats", "record"]  # RenderOptions: realtime.draw; record: realtime.sinks
+           "RunStats", "record"]  # RenderOptions: realtime.draw; record: realtime.sinks;
+# Processed: realtime.render
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +77,6 @@ class _Localizer(Protocol):  # what the pipeline needs of realtime.engine.Locali
     def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, Any]: ...
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, ...]: ...
     def finish(self, outputs: tuple[np.ndarray, ...], geo: Any) -> Any: ...
-
-
-@dataclass
-class Processed:
-    """One frame after the pipeline: its result, the annotated image, stage timings and
-    (for sinks in the caller's thread) the output rate so far."""
-
-    frame: Frame
-    result: Any
-    image: np.ndarray | None
-    times: dict[str, float]
-    fps: float = 0.0
 
 
 class _End:
@@ -98,7 +96,9 @@ class Pipeline:
     runs that many inference threads on consecutive batches (each ``session.run``
     on its own core: on a small CPU this beats splitting every layer across
     cores, see docs/PERFORMANCE.md); CAMs, boxes, smoothing and output stay in
-    frame order. Use as a context manager::
+    frame order. ``draw_workers`` > 1 draws that many consecutive frames at once on a
+    pool (``render.draw_parallelism`` picks it per device), between CAMs in order and
+    sinks in order; 1 draws in the render thread. Use as a context manager::
 
         with Pipeline(source, loc, sinks=[video_sink]) as run:
             for item in run:
@@ -109,9 +109,11 @@ class Pipeline:
                  video: Sink | None = None, jsonl: Sink | None = None, draw: bool = True,
                  options: RenderOptions | None = None, max_frames: int | None = None,
                  batch: int = 1, queue_size: int = 4, opencv_threads: int | None = 1,
-                 workers: int = 1) -> None:
-        if min(batch, queue_size, workers) < 1 or (max_frames is not None and max_frames < 1):
-            raise ValueError("batch, queue_size, workers and max_frames must be >= 1")
+                 workers: int = 1, draw_workers: int = 1) -> None:
+        if min(batch, queue_size, workers, draw_workers) < 1 or (max_frames is not None
+                                                                 and max_frames < 1):
+            raise ValueError("batch, queue_size, workers, draw_workers and max_frames must be "
+                             ">= 1")
         self.source, self.localizer = source, localizer
         self.sinks = [*sinks, *(s for s in (video, jsonl) if s is not None)]
         self._render_sinks = [s for s in self.sinks if not s.in_caller_thread]
@@ -119,12 +121,16 @@ class Pipeline:
         self.draw = draw or any(s.needs_image for s in self.sinks)
         self.options = options or RenderOptions()
         self.max_frames, self.batch, self.workers = max_frames, batch, workers
+        self.draw_workers = draw_workers if self.draw else 1  # nothing to draw: no pool
         self.opencv_threads = opencv_threads
         self._saved_cv_threads: int | None = None
         self.stats = RunStats(source=source.name, provider=localizer.provider)
         self.meter = FpsMeter()
         self._q_results: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._q_done: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        # drawings in submission order; bounded, so at most 2 * draw_workers + 2 frames
+        # are being drawn or waiting for the writer
+        self._q_drawn: queue.Queue[Any] = queue.Queue(maxsize=2 * self.draw_workers)
         self._abort = threading.Event()
         self._error: tuple[str, BaseException] | None = None
         self._threads: list[threading.Thread] = []
@@ -223,29 +229,36 @@ class Pipeline:
                 continue
             pending[item[0]] = item[1:]
 
+    def _options(self, result: Any) -> RenderOptions | None:
+        """Options to draw this frame with (read now, in frame order), None: no drawing."""
+        return options_for(self.options, result) if self.draw else None
+
     def _render_stage(self) -> None:
+        """draw_workers == 1: CAMs, drawing and sinks, one frame after the other."""
         for frame, result, times in self._in_order():
-            image = None
-            if self.draw:
-                t0 = time.perf_counter()
-                o = self.options
-                if o.index is not None and o.index >= len(result.class_ids):
-                    o = replace(o, index=None)
-                image = draw_result(frame.image, result, o)
-                times["draw"] = (time.perf_counter() - t0) * 1e3
-            item = Processed(frame, result, image, times)
-            for sink in self._render_sinks:  # room for every file, or no sink takes the frame
-                check_space(sink)  # a file system near full: OutputError while files can close
-            self._feed(self._render_sinks, item)  # in order: video and JSONL hold the same frames
+            item = draw_item(frame, result, times, self._options(result))
+            write_ready(self._render_sinks, item)  # in order: video and JSONL hold the same frames
             if not self._put(self._q_done, item):
                 return
 
-    @staticmethod
-    def _feed(sinks: list[Sink], item: Processed) -> None:
-        for sink in sinks:
-            t0 = time.perf_counter()
-            write_or_fail(sink, item)  # an OSError (full disk, I/O) becomes OutputError
-            item.times[sink.stage] = (time.perf_counter() - t0) * 1e3
+    def _submit_stage(self) -> None:
+        """draw_workers > 1: CAMs in order here, each frame's drawing on the pool, its
+        future to the writer in order. Leaving the pool waits for the drawings in flight
+        (milliseconds each), so no pool thread outlives the run."""
+        with ThreadPoolExecutor(self.draw_workers, thread_name_prefix="camloc-draw") as pool:
+            for frame, result, times in self._in_order():
+                future = pool.submit(draw_item, frame, result, times, self._options(result))
+                if not self._put(self._q_drawn, future):
+                    return
+
+    def _write_stage(self) -> None:
+        """draw_workers > 1: each drawing, in frame order, to the sinks (a draw error is
+        raised here, once, and aborts the run)."""
+        while (future := self._get(self._q_drawn, self._threads[-2:-1])) is not _End:
+            item = future.result()
+            write_ready(self._render_sinks, item)
+            if not self._put(self._q_done, item):
+                return
 
     # -- plumbing ------------------------------------------------------------------------
     def _put(self, q: queue.Queue[Any], item: Any) -> bool:
@@ -280,6 +293,12 @@ class Pipeline:
         finally:
             self._put(out, _End)
 
+    def _thread(self, name: str, work: Any, out: queue.Queue[Any],
+                stage: str | None = None) -> threading.Thread:
+        """A render-side thread running ``work`` as stage ``stage`` (default ``name``)."""
+        return threading.Thread(target=self._stage, args=(stage or name, work, out),
+                                name=f"camloc-{name}", daemon=True)
+
     def start(self) -> Self:
         if not self._threads:
             if self.opencv_threads is not None:  # restored in close()
@@ -296,10 +315,12 @@ class Pipeline:
                                                            self._q_results),
                                  name=f"camloc-infer-{i}", daemon=True)
                 for i in range(self.workers)]
-            render = threading.Thread(target=self._stage,
-                                      args=("render", self._render_stage, self._q_done),
-                                      name="camloc-render", daemon=True)
-            self._threads = [*self._infer_threads, render]
+            if self.draw_workers == 1:
+                render = [self._thread("render", self._render_stage, self._q_done)]
+            else:  # the writer last: the caller waits on it
+                render = [self._thread("render", self._submit_stage, self._q_drawn),
+                          self._thread("write", self._write_stage, self._q_done, "render")]
+            self._threads = [*self._infer_threads, *render]
             for t in self._threads:
                 t.start()
         return self
@@ -309,7 +330,7 @@ class Pipeline:
         while (item := self._get(self._q_done, self._threads[-1:])) is not _End:
             self.meter.tick()
             item.fps = self.meter.fps
-            self._feed(self._caller_sinks, item)
+            feed(self._caller_sinks, item)
             self.stats.processed += 1
             self.stats.add_times(item.times)
             yield item
