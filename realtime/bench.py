@@ -105,8 +105,8 @@ def bare_fps(loc: Any, tensors: list[np.ndarray], warmup: int, batch: int = 1,
 
 
 def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | None,
-                 batch: int = 1, workers: int = 1, codec: str | None = None
-                 ) -> tuple[float, dict[str, list[float]]]:
+                 batch: int = 1, workers: int = 1, codec: str | None = None,
+                 draw_workers: int = 1) -> tuple[float, dict[str, list[float]]]:
     """Frames out per second of the threaded pipeline (after warm-up) and its stage times."""
     from .pipeline import Pipeline
     from .recorder import open_video_sink
@@ -117,7 +117,7 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
         sink = open_video_sink(video, source.fps, codec) if video is not None else None
         try:
             with Pipeline(source, loc, sinks=[sink] if sink else [], draw=True, max_frames=frames,
-                          batch=batch, workers=workers) as run:
+                          batch=batch, workers=workers, draw_workers=draw_workers) as run:
                 for _ in run:
                     stamps.append(time.monotonic())
         finally:
@@ -135,10 +135,15 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
 def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None = None,
               device: str = "auto", frames: int = 150, warmup: int = 10, repeats: int = 3,
               threads: int | None = None, batch: int = 1, workers: int | None = None,
-              codecs: tuple[str, ...] = ("h264",)) -> dict[str, Any]:
-    """Measure bare, draw and file rates in one process; return the figures."""
+              codecs: tuple[str, ...] = ("h264",),
+              draw_workers: tuple[int | None, ...] = (None,)) -> dict[str, Any]:
+    """Measure bare, draw and file rates in one process; return the figures. Each of
+    ``draw_workers`` (None: the CLI's default) gets its own draw and file runs, the
+    first one's are draw_fps and file_fps."""
     from .engine import Localizer
+    from .render import draw_parallelism
     loc, workers = Localizer.for_pipeline(model, device, threads, workers, imgsz=imgsz)
+    pools = tuple(dict.fromkeys(draw_parallelism(loc.provider, d) for d in draw_workers))
     threads = loc.threads
     clip = _read_frames(source, frames)
     if len(clip) < warmup + 2:
@@ -149,17 +154,24 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
     x, geo = prepared[0]
     bare, draw = [], []
     files: dict[str, list[float]] = {c: [] for c in codecs}
+    by_pool: dict[int, dict[str, list[float]]] = {  # the first pool's file runs: file_fps
+        d: {"draw": [], "file": files[codecs[0]] if d == pools[0] else []} for d in pools}
     stages: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="camloc-bench-") as tmp:
         for r in range(repeats):  # interleaved, so drifts in machine load hit all three
             bare.append(bare_fps(loc, tensors, warmup, batch, workers))
-            draw.append(pipeline_fps(loc, source, len(clip), warmup, None, batch, workers)[0])
-            for c in codecs:  # the first codec's stage times are reported
-                fps, st = pipeline_fps(loc, source, len(clip), warmup,
-                                       Path(tmp) / f"bench{r}-{c}.mp4", batch, workers, c)
-                files[c].append(fps)
-                for k, v in st.items() if c == codecs[0] else ():
-                    stages.setdefault(k, []).extend(v)
+            for d in pools:  # the first pool size with every codec, the others the first
+                runs = by_pool[d]
+                runs["draw"].append(pipeline_fps(loc, source, len(clip), warmup, None, batch,
+                                                 workers, None, d)[0])
+                for c in codecs if d == pools[0] else codecs[:1]:
+                    fps, st = pipeline_fps(loc, source, len(clip), warmup,
+                                           Path(tmp) / f"bench{r}-{c}-{d}.mp4", batch, workers,
+                                           c, d)
+                    (files[c] if d == pools[0] else runs["file"]).append(fps)
+                    for k, v in st.items() if c == codecs[0] and d == pools[0] else ():
+                        stages.setdefault(k, []).extend(v)
+            draw = by_pool[pools[0]]["draw"]
             file_ = files[codecs[0]]
             log.info("repeat %d/%d: bare %.1f, draw %.1f, file %.1f fps",
                      r + 1, repeats, bare[-1], draw[-1], file_[-1])
@@ -186,6 +198,10 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
         "batch": batch,
         "workers": workers,
         "threads": threads,
+        "draw_workers": pools[0],
+        "by_draw_workers": {str(d): {"draw_fps": round(median(by_pool[d]["draw"]), 2),
+                                     "file_fps": round(median(by_pool[d]["file"]), 2)}
+                            for d in pools},
         "runs": {"bare_fps": [round(v, 2) for v in bare], "draw_fps": [round(v, 2) for v in draw],
                  "file_fps": [round(v, 2) for v in file_],
                  **{f"file_fps_{c}": [round(v, 2) for v in vs] for c, vs in files.items()}},
@@ -202,13 +218,18 @@ def format_table(r: dict[str, Any]) -> str:
              f"({r.get('device', 'unknown')}), frames {w}x{h} "
              f"-> input {iw}x{ih}, {r['frames']} frames ({r['warmup']} warm-up), "
              f"median of {r['repeats']}, batch {r['batch']}, {r['workers']} worker(s) x "
-             f"{r['threads'] or 'default'} thread(s)",
+             f"{r['threads'] or 'default'} thread(s), {r.get('draw_workers', 1)} draw "
+             "worker(s)",
              f"  {'bare_fps':<10} {r['bare_fps']:>8.1f}   (ONNX Runtime alone)",
              f"  {'draw_fps':<10} {r['draw_fps']:>8.1f}   draw/bare = {r['draw_over_bare']:.2f}",
              f"  {'file_fps':<10} {r['file_fps']:>8.1f}   file/bare = {r['file_over_bare']:.2f}"
              f" ({r['codec']})",
              *(f"  {'file_fps':<10} {v:>8.1f}   with {c}"
                for c, v in r["file_fps_by_codec"].items() if c != r["codec"]),
+             *(f"  {'draw_fps':<10} {v['draw_fps']:>8.1f}   file_fps {v['file_fps']:.1f}"
+               f"   with {d} draw worker(s)"
+               for d, v in r.get("by_draw_workers", {}).items()
+               if d != str(r.get("draw_workers"))),
              "  stages (median ms per frame): " + ", ".join(
                  f"{k} {v:.2f}" for k, v in r["stages_ms"].items())]
     return "\n".join(lines)
@@ -228,6 +249,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
     p.add_argument("--workers", type=int, default=None,
                    help="inference threads (default: as the CLI chooses)")
+    p.add_argument("--draw-workers", default=None, metavar="N[,N...]",
+                   help="threads drawing consecutive frames, comma-separated to compare in "
+                        "one run (the first is draw_fps, file_fps); default: as the CLI chooses")
     p.add_argument("--codec", default="h264",
                    help="video codec(s) of the file run, comma-separated (h264, mp4v, mjpeg, "
                         "h264_nvenc); the first one is file_fps, each one is measured")
@@ -238,13 +262,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _pool_sizes(text: str | None) -> tuple[int | None, ...] | None:
+    """--draw-workers "1,2" -> (1, 2); absent -> (None,) (the CLI's default); None if invalid."""
+    if text is None:
+        return (None,)
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        return None
+    return sizes if min(sizes) >= 1 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    pools = _pool_sizes(args.draw_workers)
     if min(args.frames, args.repeats, args.batch, args.workers or 1, args.threads or 1) < 1 \
-            or args.warmup < 0:
-        print("bench: error: --frames, --repeats, --batch, --workers and --threads must be "
-              ">= 1, --warmup >= 0",
+            or args.warmup < 0 or pools is None:
+        print("bench: error: --frames, --repeats, --batch, --workers, --threads and each "
+              "--draw-workers must be >= 1, --warmup >= 0",
               file=sys.stderr)
         return 2
     if not Path(args.source).is_file():
@@ -253,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_bench(args.source, args.model, args.imgsz, args.device, args.frames,
                            args.warmup, args.repeats, args.threads, args.batch, args.workers,
-                           tuple(c for c in args.codec.split(",") if c))
+                           tuple(c for c in args.codec.split(",") if c), pools)
     except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
         return report_error("bench", exc)
     print(format_table(result))

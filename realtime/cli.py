@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--workers", type=int_at_least(1), default=None, metavar="N",
       help="inference threads working on consecutive frames (default: on the CPU, one "
            "per core up to 4; on a GPU, 2)")
+    a("--draw-workers", type=int_at_least(1), default=None, metavar="N",
+      help="threads drawing consecutive frames between the in-order CAMs and the in-order "
+           "outputs (default: 1 on the CPU; with the model on a GPU, cores / 4 up to 4)")
     a("-v", "--verbose", action="count", default=0,
       help="more logging (-vv: debug, with tracebacks)")
     return p
@@ -214,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     from .outputs import check_video, explain
     from .pipeline import Pipeline
     from .recorder import open_video_sink
+    from .render import draw_parallelism
     from .sinks import JsonlSink, WindowSink
     from .sources import ImageSource, classify_source, frames_expected, open_source
 
@@ -253,6 +257,7 @@ def _run(args: argparse.Namespace) -> int:
         loc, workers = Localizer.for_pipeline(
             args.model, args.device, args.threads, args.workers, imgsz=args.imgsz,
             topk=args.topk, threshold=args.threshold, smooth=args.smooth)
+        draw_workers = draw_parallelism(loc.provider, args.draw_workers)  # same granted provider
         if no_window:  # said only now: a bad source or model is the one line to see
             log.warning("--show skipped: %s%s", no_window, "; saving under "
                         f"{outputs.folder} instead" if outputs.folder else "")
@@ -271,7 +276,7 @@ def _run(args: argparse.Namespace) -> int:
             sinks.append(web)
         run = stack.enter_context(Pipeline(source, loc, sinks=sinks, draw=False, options=options,
                                            max_frames=args.max_frames, batch=args.batch,
-                                           workers=workers))
+                                           workers=workers, draw_workers=draw_workers))
         total = frames_expected(source)
         if total is not None and args.max_frames is not None:
             total = min(total, args.max_frames)

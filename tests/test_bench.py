@@ -51,13 +51,17 @@ def test_bench_cli_writes_json_and_prints_the_ratios(clip, tiny_onnx, tmp_path):
     out = tmp_path / "b.json"
     proc = subprocess.run([sys.executable, "-m", "realtime.bench", "--source", str(clip),
                            "--model", str(tiny_onnx), "--frames", "20", "--warmup", "2",
-                           "--repeats", "2", "--json", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+                           "--repeats", "2", "--draw-workers", "1,2", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "draw/bare" in proc.stdout and "file/bare" in proc.stdout
     r = json.loads(out.read_text())
     _check(r, 20)
     assert len(r["runs"]["bare_fps"]) == 2
+    assert r["draw_workers"] == 1 and set(r["by_draw_workers"]) == {"1", "2"}
+    assert r["by_draw_workers"]["1"] == {"draw_fps": r["draw_fps"], "file_fps": r["file_fps"]}
+    assert all(v["draw_fps"] > 0 and v["file_fps"] > 0 for v in r["by_draw_workers"].values())
+    assert "with 2 draw worker(s)" in proc.stdout
     assert r["in_graph_cams"] is False                       # an older model: numpy CAMs
 
 

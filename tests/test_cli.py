@@ -151,6 +151,7 @@ def _bad(tmp: Path, tiny: Path, clip: Path) -> list[tuple[list[str], str]]:
         ([*s, *m, "--save", "o.mp4", "--save-json", "o.mp4"], "point to the same file"),
         ([*s, *m, "--topk", "9"], "topk must be between 1 and the number of classes (5)"),
         ([*s, "--vid-stride", "0"], "argument --vid-stride: must be >= 1, got 0"),
+        ([*s, "--draw-workers", "0"], "argument --draw-workers: must be >= 1, got 0"),
         ([*s, "--topk", "two"], "argument --topk: expected an integer, got 'two'"),
         ([*s, "--threshold", "1.5"], "argument --threshold: must be in [0, 1), got 1.5"),
         ([*s, "--bogus"], "unrecognized arguments: --bogus"),
@@ -175,7 +176,8 @@ def test_help_lists_the_flags_with_defaults(tmp_path):
     r = camloc("--help", cwd=tmp_path)
     assert r.returncode == 0
     for flag in ("--source", "--model", "--device", "--imgsz", "--topk", "--show", "--save ",
-                 "--save-json", "--max-frames", "--vid-stride", "--threshold", "--batch"):
+                 "--save-json", "--max-frames", "--vid-stride", "--threshold", "--batch",
+                 "--draw-workers"):
         assert flag in r.stdout
     assert "(default: efficientnet_lite0)" in r.stdout and "q/Esc quit" in r.stdout
 
