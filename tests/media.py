@@ -104,6 +104,15 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def lines_in(path: Path) -> int:
+    """Lines written to ``path`` so far, 0 while it does not exist: a run being watched may
+    create and remove its outputs while checking them, before it starts writing."""
+    try:
+        return path.read_text().count("\n")
+    except FileNotFoundError:
+        return 0
+
+
 def tiny_camloc_onnx(path: Path, classes: int = 5, seed: int = 0) -> Path:
     """A 3->8->16 conv + GAP + linear GAP-CNN in the camloc .onnx layout (format 1)."""
     import onnx

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from media import corrupt_mjpeg_frame, read_jsonl, read_stamp, read_video, write_clip
+from media import corrupt_mjpeg_frame, lines_in, read_jsonl, read_stamp, read_video, write_clip
 
 from realtime import cli
 
@@ -80,7 +80,7 @@ def test_a_signal_mid_run_leaves_complete_consistent_outputs(photos, tiny_onnx, 
          "--save", "o.mp4", "--save-json", "o.jsonl"],
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, give_up = tmp_path / "o.jsonl", time.monotonic() + 120  # a bound, not a timing test
-    while proc.poll() is None and (not out.exists() or out.read_text().count("\n") < 5):
+    while proc.poll() is None and lines_in(out) < 5:
         assert time.monotonic() < give_up, "the run never got going"
         time.sleep(0.01)  # wait until it is mid-run
     proc.send_signal(sig)

@@ -12,7 +12,7 @@ import time
 
 import cv2
 import pytest
-from media import clip_frames, read_jsonl, read_stamp, read_video, write_clip
+from media import clip_frames, lines_in, read_jsonl, read_stamp, read_video, write_clip
 
 from realtime import cli
 from realtime.multi import expand_sources, read_source_list
@@ -168,7 +168,7 @@ def test_ctrl_c_leaves_every_source_with_consistent_outputs(photos, tiny_onnx, t
          str(tiny_onnx), "--save", "o/", "--save-json", "o/"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first, give_up = tmp_path / "o" / "x.jsonl", time.monotonic() + 120  # a bound only
-    while proc.poll() is None and (not first.exists() or first.read_text().count("\n") < 5):
+    while proc.poll() is None and lines_in(first) < 5:
         assert time.monotonic() < give_up, "the run never got going"
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media import clip_frames, read_jsonl, read_stamp, write_clip
+from media import clip_frames, lines_in, read_jsonl, read_stamp, write_clip
 
 from realtime.recorder import AvVideoSink, default_codec, open_video_sink
 from realtime.sinks import SinkError
@@ -96,7 +96,7 @@ def test_a_sigkilled_run_leaves_a_playable_recording(photos, tiny_onnx, tmp_path
          "--save", "o.mp4", "--save-json", "o.jsonl"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out, give_up = tmp_path / "o.jsonl", time.monotonic() + 120  # a bound, not a timing
-    while proc.poll() is None and (not out.exists() or out.read_text().count("\n") < 3 * fps):
+    while proc.poll() is None and lines_in(out) < 3 * fps:
         assert time.monotonic() < give_up, "the run never got going"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
