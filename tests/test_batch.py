@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray  # requirements.txt: a missing Ray fails here, it does not skip
 from media import corrupt_mjpeg_frame, read_stamp, read_video, write_clip
 
 from realtime import batch, cli
-
-ray = pytest.importorskip("ray")
 
 FLAGS = ["--imgsz", "192", "--topk", "2"]
 

@@ -18,15 +18,13 @@ from pathlib import Path
 
 import pytest
 from media import write_clip
+from prometheus_client.parser import text_string_to_metric_families
 
-pytest.importorskip("aiohttp")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from realtime.engine import Localizer  # noqa: E402
-from realtime.pipeline import Pipeline, RenderOptions  # noqa: E402
-from realtime.serve import ServeError, listen_urls, open_web_view, parse_serve  # noqa: E402
-from realtime.sources import open_source  # noqa: E402
-from realtime.web import WebView  # noqa: E402
+from realtime.engine import Localizer
+from realtime.pipeline import Pipeline, RenderOptions
+from realtime.serve import ServeError, listen_urls, open_web_view, parse_serve
+from realtime.sources import open_source
+from realtime.web import WebView
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 120
