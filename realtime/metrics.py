@@ -4,7 +4,9 @@ Counters (frames read, processed, dropped, corrupt; a live source's reconnection
 outages and seconds without frames, the outage under way included) and
 gauges (frames per second, viewers) are read from the running pipeline when a
 scraper asks, so they cost nothing between scrapes; per-stage latency is a
-histogram fed once per processed frame. Each :class:`Metrics` has its own
+histogram fed once per processed frame. With several sources (a
+:class:`realtime.multi.MultiRun`) the counters and the fps gauge have one sample per
+source, labelled ``source`` (its output name). Each :class:`Metrics` has its own
 registry (several runs in one process, e.g. tests, do not collide).
 """
 
@@ -17,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["COUNTERS", "Metrics", "run_counters"]
+__all__ = ["COUNTERS", "Metrics", "multi_counters", "run_counters"]
 
 # name (without camloc_ and _total) -> help text
 COUNTERS = {"frames_read": "Frames read from the source",
@@ -33,7 +35,9 @@ _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 def run_counters(run: Any) -> dict[str, Any]:
     """The live figures of a :class:`realtime.pipeline.Pipeline` (read between frames, from
-    any thread: plain attribute reads)."""
+    any thread: plain attribute reads); for a multi-source run, :func:`multi_counters`."""
+    if hasattr(run, "feeds"):
+        return multi_counters(run)
     src = run.source
     return {"frames_read": src.frames_read, "frames_processed": run.stats.processed,
             "frames_dropped": src.frames_dropped, "frames_corrupt": src.frames_corrupt,
@@ -43,6 +47,24 @@ def run_counters(run: Any) -> dict[str, Any]:
             "provider": run.stats.provider, "source": run.stats.source}
 
 
+def _source_counters(src: Any, processed: int, fps: float) -> dict[str, Any]:
+    return {"frames_read": getattr(src, "frames_read", 0), "frames_processed": processed,
+            "frames_dropped": getattr(src, "frames_dropped", 0),
+            "frames_corrupt": getattr(src, "frames_corrupt", 0),
+            "reconnects": getattr(src, "reconnections", 0),
+            "source_outages": getattr(src, "outages", 0),
+            "source_gone_seconds": getattr(src, "gone_s", 0.0), "fps": fps}
+
+
+def multi_counters(run: Any) -> dict[str, Any]:
+    """The figures of a :class:`realtime.multi.MultiRun`: ``sources`` maps each source's
+    name to its own (a source not open yet counts zeros); the rest are the totals."""
+    per = {f.name: _source_counters(f.source, f.processed, f.meter.fps) for f in run.feeds}
+    total = {k: sum(c[k] for c in per.values()) for k in (*COUNTERS, "fps")}
+    return {**total, "sources": per, "provider": getattr(run.localizer, "provider", ""),
+            "source": " ".join(f.spec for f in run.feeds)}
+
+
 class _RunCollector(Collector):
     def __init__(self, counters: Callable[[], Mapping[str, Any]],
                  viewers: Callable[[], int]) -> None:
@@ -50,10 +72,19 @@ class _RunCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         c = self._counters()
-        for name, doc in COUNTERS.items():
-            yield CounterMetricFamily(f"camloc_{name}", doc, value=float(c.get(name, 0)))
-        yield GaugeMetricFamily("camloc_fps", "Frames per second over the last 30 frames",
-                                value=float(c.get("fps", 0.0)))
+        per = c.get("sources")  # several sources: one sample each, labelled
+        families = [(CounterMetricFamily, f"camloc_{name}", doc, name)
+                    for name, doc in COUNTERS.items()]
+        families.append((GaugeMetricFamily, "camloc_fps",
+                         "Frames per second over the last 30 frames", "fps"))
+        for kind, metric, doc, key in families:
+            if not per:
+                yield kind(metric, doc, value=float(c.get(key, 0)))
+                continue
+            family = kind(metric, doc, labels=["source"])
+            for name, figures in per.items():
+                family.add_metric([name], float(figures.get(key, 0)))
+            yield family
         yield GaugeMetricFamily("camloc_viewers", "Browsers watching the live stream",
                                 value=float(self._viewers()))
         yield InfoMetricFamily("camloc_run", "What runs", value={

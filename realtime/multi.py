@@ -113,14 +113,16 @@ class MultiRun:
     :class:`realtime.sinks.Sink` (the CLI's: the video sink, then the JSONL sink), each
     fed every processed frame of that source in order; ``options`` say what is drawn
     for sinks that need the image. ``batch`` False runs one frame per call: the CLI's
-    choice on the CPU, where batching did not pay (docs/SCALING.md).
+    choice on the CPU, where batching did not pay (docs/SCALING.md). ``tick`` is called
+    from the caller's thread after every round of the inference loop (the ``--show``
+    window: realtime.tiles.MosaicWindow); it must return quickly.
     """
 
     def __init__(self, specs: Sequence[str], names: Sequence[str], localizer: Any, sinks: Any,
                  *, stride: int = 1, max_frames: int | None = None, retry: Retry | None = None,
                  batch: bool = True, live_options: dict[str, Any] | None = None,
-                 options: RenderOptions | None = None) -> None:
-        self.localizer, self.sinks, self.stride = localizer, sinks, stride
+                 options: RenderOptions | None = None, tick: Any = None) -> None:
+        self.localizer, self.sinks, self.stride, self.tick = localizer, sinks, stride, tick
         self.options = options or RenderOptions()
         self.max_frames, self.retry, self.batch = max_frames, retry or DEFAULT_RETRY, batch
         r = self.retry
@@ -297,6 +299,8 @@ class MultiRun:
                     self._infer(taken)
                 else:
                     time.sleep(0.005)
+                if self.tick is not None:
+                    self.tick()
         except BaseException:
             self.abort()
             raise

@@ -2,11 +2,13 @@
 process (realtime.multi runs them): output folders, the sinks per source (the
 single-source CLI's: ``--codec``, H.264 by default, and JSONL), the summary with a
 line per source, the exit status (0 all complete, 1 a source failed or was lost, 2
-a user error such as none of the sources opening).
+a user error such as none of the sources opening). ``--show`` and ``--serve`` show
+every source as a tile of one mosaic (realtime.tiles).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -54,7 +56,7 @@ def _folders(args: Any) -> tuple[Path | None, Path | None]:
     """(video folder, JSONL folder): --save/--save-json as folders, else a fresh run folder."""
     from .cliargs import fresh_folder
 
-    if args.save or args.save_json or args.show:
+    if args.save or args.save_json or args.show or args.serve:
         out = []
         for flag, value in (("--save", args.save), ("--save-json", args.save_json)):
             if value and not (value.endswith(("/", "\\")) or Path(value).is_dir()):
@@ -73,22 +75,70 @@ def run_cli(args: Any, specs: Sequence[str]) -> int:
     import signal
 
     from .cliargs import stop_on_signals
-    from .engine import Localizer
     from .names import unique_names
     from .recorder import open_video_sink
-    from .sinks import JsonlSink
+    from .tiles import MosaicWindow, TileHolder
 
-    if args.serve:
-        raise UsageError("--serve shows one source; with several sources, run one process "
-                         "per source to watch each")
-    if args.show:
-        log.warning("--show with several sources is not supported yet; saving instead")
-        args.show = False
     names = unique_names(specs)
+    window = _window(args, len(specs))
+    args.show = window is not None
     video_dir, json_dir = _folders(args)
     suffix = ".avi" if args.codec == "mjpeg" else ".mp4"
     if video_dir is not None:  # a bad --codec or a missing encoder: one line now, exit 2
         open_video_sink(video_dir / f"{names[0]}{suffix}", 25.0, args.codec).close()
+    options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
+    holder = TileHolder(names) if args.show or args.serve else None
+    with contextlib.ExitStack() as stack:
+        web = None
+        if args.serve:
+            from .serve import open_web_view
+
+            web = stack.enter_context(open_web_view(args.serve, args.token, options, args.topk,
+                                                    tiles=holder))
+            print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)
+        shown = stack.enter_context(contextlib.closing(MosaicWindow(
+            window, holder, args.topk))) if window is not None else None
+        run = _run(args, specs, names, options, video_dir, json_dir, holder, shown)
+        if shown is not None:
+            shown.attach(run)
+        if web is not None:
+            web.attach(run)
+        with stop_on_signals(run):
+            run.run()
+    print(summary(run), flush=True)
+    failed = [f for f in run.feeds if f.error is not None]
+    if failed and all(f.source is None for f in run.feeds):
+        raise NoSourceError(f"none of the {len(specs)} sources could be opened "
+                            f"({failed[0].spec}: {failed[0].error})")
+    for f in failed:
+        print(f"camloc: error: {f.spec}: {f.error}", file=sys.stderr)
+    if run.stopped_by in ("SIGINT", "SIGTERM"):
+        return 128 + signal.Signals[run.stopped_by].value
+    return 1 if failed else 0
+
+
+def _window(args: Any, n: int) -> Any:
+    """The --show window where one can be opened; else None, said in one line."""
+    if not args.show:
+        return None
+    from .sinks import Window, gui_available
+
+    ok, why = gui_available()
+    if not ok:
+        log.warning("--show skipped: %s", why)
+        return None
+    return Window(f"camloc - {n} sources")
+
+
+def _run(args: Any, specs: Sequence[str], names: list[str], options: RenderOptions,
+         video_dir: Path | None, json_dir: Path | None, holder: Any, shown: Any) -> MultiRun:
+    """The MultiRun with the CLI's sinks per source (and a tile each for --show/--serve)."""
+    from .engine import Localizer
+    from .recorder import open_video_sink
+    from .sinks import JsonlSink
+    from .tiles import TileSink
+
+    suffix = ".avi" if args.codec == "mjpeg" else ".mp4"
     loc, _ = Localizer.for_pipeline(args.model, args.device, args.threads, 1, imgsz=args.imgsz,
                                     topk=args.topk, threshold=args.threshold, smooth=args.smooth)
 
@@ -100,21 +150,11 @@ def run_cli(args: Any, specs: Sequence[str]) -> int:
             out.append(open_video_sink(video_dir / f"{feed.name}{suffix}", fps, args.codec))
         if json_dir is not None:
             out.append(JsonlSink(json_dir / f"{feed.name}.jsonl"))
+        if holder is not None:  # after the files: shown once written
+            out.append(TileSink(holder, names.index(feed.name)))
         return out
 
-    run = MultiRun(specs, names, loc, sinks, stride=args.vid_stride, max_frames=args.max_frames,
-                   retry=Retry(give_up_after_s=args.give_up_after),
-                   batch=loc.provider != "CPUExecutionProvider",
-                   options=RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes))
-    with stop_on_signals(run):
-        run.run()
-    print(summary(run), flush=True)
-    failed = [f for f in run.feeds if f.error is not None]
-    if failed and all(f.source is None for f in run.feeds):
-        raise NoSourceError(f"none of the {len(specs)} sources could be opened "
-                            f"({failed[0].spec}: {failed[0].error})")
-    for f in failed:
-        print(f"camloc: error: {f.spec}: {f.error}", file=sys.stderr)
-    if run.stopped_by in ("SIGINT", "SIGTERM"):
-        return 128 + signal.Signals[run.stopped_by].value
-    return 1 if failed else 0
+    return MultiRun(specs, names, loc, sinks, stride=args.vid_stride,
+                    max_frames=args.max_frames, retry=Retry(give_up_after_s=args.give_up_after),
+                    batch=loc.provider != "CPUExecutionProvider", options=options,
+                    tick=None if shown is None else shown.tick)

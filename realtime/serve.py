@@ -60,9 +60,11 @@ def listen_urls(host: str, port: int, local_ips: list[str]) -> list[str]:
     return [f"http://[{h}]:{port}/" if ":" in h else f"http://{h}:{port}/" for h in hosts]
 
 
-def open_web_view(spec: str, token: str | None, options: Any, topk: int) -> Any:
-    """A started :class:`realtime.web.WebView` for ``--serve spec``; ServeError (one line)
-    for a bad address, a port in use or missing packages."""
+def open_web_view(spec: str, token: str | None, options: Any, topk: int,
+                  tiles: Any = None) -> Any:
+    """A started :class:`realtime.web.WebView` for ``--serve spec`` (with ``tiles``: the
+    mosaic of several sources); ServeError (one line) for a bad address, a port in use
+    or missing packages."""
     try:
         host, port = parse_serve(spec)
     except argparse.ArgumentTypeError as exc:
@@ -72,4 +74,4 @@ def open_web_view(spec: str, token: str | None, options: Any, topk: int) -> Any:
     except ImportError as exc:
         raise ServeError(f"--serve needs {exc.name or 'aiohttp'}: pip install aiohttp "
                          "prometheus-client") from None
-    return WebView(host, port, token, options=options, topk=topk).start()
+    return WebView(host, port, token, options=options, topk=topk, tiles=tiles).start()

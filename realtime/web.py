@@ -9,8 +9,12 @@ shows in an ``<img>``). A viewer that reads slowly or not at all only waits on
 its own socket and skips to the newest frame when it catches up; the pipeline
 never waits on a socket, and while nobody watches nothing is encoded.
 
+With several sources (``tiles``, a :class:`realtime.tiles.TileHolder` the sources'
+writers fill) the video is their mosaic, composed only when a viewer asks for a frame.
+
 Routes: ``/`` the page, ``/stream`` the video, ``/api/detections`` the newest
-frame's JSONL record plus fps and provider, ``POST /api/control`` the window's
+frame's JSONL record plus fps and provider (several sources: ``sources``, the newest
+record of each), ``POST /api/control`` the window's
 keys (heatmap, boxes, next, prev), ``/metrics`` Prometheus text. With a token
 (``--token`` or ``CAMLOC_TOKEN``) every route needs it, as ``?token=``, an
 ``Authorization: Bearer`` header or the cookie the page sets.
@@ -55,7 +59,10 @@ def _given_token(request: web.Request) -> str:
             or request.cookies.get(_COOKIE) or "")
 
 
-def _jpeg(image: Any, quality: int) -> bytes:
+def _jpeg(image: Any, quality: int, tiles: Any = None) -> bytes:
+    """``image`` (or, with ``tiles``, their mosaic composed now) as JPEG bytes."""
+    if tiles is not None:
+        image = tiles.mosaic()
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
@@ -69,17 +76,22 @@ class WebView(Sink):
     controls change them, as the window's keys do); ``topk`` the classes per
     frame. :meth:`start` binds (a :class:`ServeError` if it cannot), :meth:`attach`
     gives it the run for fps and counters, :meth:`write` feeds it frames: a
-    :class:`~realtime.sinks.Sink` of the pipeline, fed from the render thread.
+    :class:`~realtime.sinks.Sink` of the pipeline, fed from the render thread. With
+    ``tiles`` (several sources) it shows their mosaic instead, and is not fed itself.
     """
 
     stage = "web"
     needs_image = True
 
     def __init__(self, host: str = _LOOPBACK, port: int = 8080, token: str | None = None, *,
-                 options: RenderOptions | None = None, topk: int = 1, quality: int = 80) -> None:
+                 options: RenderOptions | None = None, topk: int = 1, quality: int = 80,
+                 tiles: Any = None) -> None:
         self.host, self.port, self.token = host, port, token or None
         self.options = options or RenderOptions()
         self.topk, self.quality = topk, quality
+        self.tiles = tiles  # realtime.tiles.TileHolder: several sources, one mosaic
+        if tiles is not None:
+            tiles.on_put = self._notify
         self.urls: list[str] = []
         self.viewers = 0     # open video streams
         self.encoded = 0     # JPEGs encoded (stays 0 while nobody watches)
@@ -112,6 +124,10 @@ class WebView(Sink):
             self._latest = item
             self._seq += 1
         self._metrics.observe(item.times)
+        self._notify()
+
+    def _notify(self) -> None:
+        """A new frame: wake the streams if anyone watches (else nothing)."""
         loop = self._loop
         if self.viewers and loop is not None and not self._closing:
             with contextlib.suppress(RuntimeError):  # loop closed meanwhile
@@ -219,8 +235,8 @@ class WebView(Sink):
         """The newest frame's JPEG once it is newer than ``last``; None when closing."""
         while True:
             event = self._new_frame  # taken before the check: a wake-up in between counts
-            latest = self._latest
-            if self._seq != last and latest is not None and latest.image is not None:
+            seq, ready = self._newest()
+            if seq != last and ready:
                 break
             if self._closing:
                 return None
@@ -229,12 +245,23 @@ class WebView(Sink):
         async with self._encode_lock:  # type: ignore[union-attr]
             with self._lock:
                 seq, item = self._seq, self._latest
+            tiles = self.tiles
+            if tiles is not None:
+                seq = tiles.seq
             if self._jpeg_cache[0] != seq:  # one encoding per frame, shared by every viewer
                 data = await asyncio.get_running_loop().run_in_executor(
-                    self._encoder, _jpeg, item.image, self.quality)
+                    self._encoder, _jpeg, item.image if tiles is None else None, self.quality,
+                    tiles)
                 self._jpeg_cache = (seq, data)
                 self.encoded += 1
             return self._jpeg_cache
+
+    def _newest(self) -> tuple[int, bool]:
+        """(sequence number of the newest frame, whether it has an image to show)."""
+        if self.tiles is not None:
+            return self.tiles.seq, self.tiles.seq > 0
+        latest = self._latest
+        return self._seq, latest is not None and latest.image is not None
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={
@@ -260,7 +287,9 @@ class WebView(Sink):
             item = self._latest
         body: dict[str, Any] = {"frame": None, "source": None, "time_ms": None,
                                 "detections": []}
-        if item is not None:
+        if self.tiles is not None:
+            body = {"sources": self.tiles.records()}
+        elif item is not None:
             body = record(item.frame, item.result)
         c = self._counters()
         o = self.options

@@ -104,18 +104,6 @@ def _codec(path) -> str:
         return c.streams.video[0].codec_context.name
 
 
-def test_serve_with_several_sources_is_one_line_and_status_2(photos, tiny_onnx, tmp_path,
-                                                              capsys):
-    a = write_clip(tmp_path / "a.mp4", photos, 3)
-    rc = cli.main(["--source", str(a), str(a), "--model", str(tiny_onnx), "--serve", "0",
-                   "--runs-dir", str(tmp_path / "runs")])
-    assert rc == 2
-    assert capsys.readouterr().err.strip() == (
-        "camloc: error: --serve shows one source; with several sources, run one process per "
-        "source to watch each")
-    assert not (tmp_path / "runs").exists()
-
-
 def test_several_sources_write_the_codec_asked_for(photos, tiny_onnx, tmp_path):
     files = [write_clip(tmp_path / f"{n}.mp4", photos, 5) for n in "ab"]
     rc = cli.main(["--source", *map(str, files), "--model", str(tiny_onnx), "--codec", "mp4v",

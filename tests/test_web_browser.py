@@ -113,3 +113,35 @@ def test_the_page_shows_the_live_video_and_detections(browser, scenes_clip, lite
         finally:
             stop.set()
             worker.join(60)
+
+
+def test_the_page_shows_several_sources_as_tiles(browser, photos, tiny_onnx, tmp_path):
+    """Three files at once: the page's video is their mosaic, its list names each source."""
+    from media import write_clip
+
+    from realtime.multi import MultiRun
+    from realtime.tiles import TileHolder, TileSink
+
+    names = ["a", "b", "c"]
+    files = [str(write_clip(tmp_path / f"{n}.mp4", photos, 300)) for n in names]
+    holder, options = TileHolder(names), RenderOptions()
+    with WebView(port=0, options=options, tiles=holder) as web:
+        run = MultiRun(files, names, Localizer(str(tiny_onnx)),
+                       lambda feed: [TileSink(holder, names.index(feed.name))], batch=False,
+                       options=options, tick=lambda: time.sleep(0.05))  # paced like cameras
+        web.attach(run)
+        worker = threading.Thread(target=run.run)
+        worker.start()
+        try:
+            browser.get(web.urls[0])
+            wait = WebDriverWait(browser, 60, poll_frequency=0.05)
+            wait.until(lambda d: d.execute_script(
+                "return document.getElementById('video').naturalWidth") == 2 * holder.cell[0])
+            wait.until(lambda d: "c: " in d.find_element(By.ID, "detections").text)
+            listed = browser.find_element(By.ID, "detections").text.splitlines()
+            assert {line.split(":")[0] for line in listed} == set(names)
+            browser.find_element(By.ID, "boxes").click()  # the b key: every source's drawing
+            wait.until(lambda d: options.boxes is False)
+        finally:
+            run.stop("test done")
+            worker.join(60)
