@@ -271,10 +271,14 @@ class WebView(Sink):
         self.viewers += 1
         last = 0
         try:
+            # each part ends with the next boundary, not only when the next frame comes: a
+            # browser shows a part once it sees the boundary after it, so the newest frame
+            # (the last one, when the run has ended) appears at once
+            await asyncio.wait_for(resp.write(f"--{_BOUNDARY}\r\n".encode()), _STALL_S)
             while (got := await self._next_jpeg(last)) is not None:
                 last, data = got
-                part = (f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                        f"Content-Length: {len(data)}\r\n\r\n").encode() + data + b"\r\n"
+                part = (f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                        ).encode() + data + f"\r\n--{_BOUNDARY}\r\n".encode()
                 await asyncio.wait_for(resp.write(part), _STALL_S)
         except (ConnectionError, TimeoutError):  # the viewer left or stalled: drop it quietly
             log.debug("viewer %s dropped", request.remote)

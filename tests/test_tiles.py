@@ -168,7 +168,11 @@ def test_window_keys_drive_every_source():
 def test_q_in_the_window_stops_a_multi_source_run(photos, tiny_onnx, tmp_path):
     files, _, counts = _clips(tmp_path, photos)
     names = ["a", "b", "c"]
-    holder, win = TileHolder(names), FakeWindow(["quit"])
+    class QuitOnceShown(FakeWindow):  # q pressed while looking at the mosaic: the first
+        def poll(self, ms):            # polls may come before any source produced a frame
+            return super().poll(ms) if self.images else None
+
+    holder, win = TileHolder(names), QuitOnceShown(["quit"])
     shown = MosaicWindow(win, holder)
     run = MultiRun([str(f) for f in files], names, Localizer(str(tiny_onnx)),
                    lambda feed: [TileSink(holder, names.index(feed.name))], batch=False,
