@@ -30,6 +30,7 @@ import numpy as np
 from .cam import CamSmoother
 from .draw import RenderOptions, draw_result
 from .errors import first_line
+from .handoff import put_until
 from .sources import Frame, Source, SourceError, classify_source, open_source
 from .stats import FpsMeter
 
@@ -174,14 +175,8 @@ class MultiRun:
         return None
 
     def _put(self, q: queue.Queue[Any], item: Any) -> bool:
-        """Put, waiting while the run is not aborted; False once aborted."""
-        while not self._abort.is_set():
-            try:
-                q.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                pass
-        return False
+        """Put, waiting for room while the run is not aborted; False when aborted."""
+        return put_until(q, item, self._abort)
 
     def _read(self, feed: Feed) -> None:
         """Reader thread of one feed: open, then hand frames to the inference loop."""

@@ -54,6 +54,7 @@ import numpy as np
 
 from .draw import RenderOptions
 from .errors import CamlocError, PipelineError, StageError
+from .handoff import put_until
 from .render import Processed, draw_item, feed, options_for, write_ready
 from .sinks import Sink, record
 from .sources import Frame, Source
@@ -263,13 +264,7 @@ class Pipeline:
     # -- plumbing ------------------------------------------------------------------------
     def _put(self, q: queue.Queue[Any], item: Any) -> bool:
         """Put, waiting for room while the run is not aborted; False when aborted."""
-        while not self._abort.is_set():
-            try:
-                q.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                pass
-        return False
+        return put_until(q, item, self._abort)
 
     def _get(self, q: queue.Queue[Any], upstream: list[threading.Thread]) -> Any:
         """Next item, or _End once aborted or when every ``upstream`` thread died with

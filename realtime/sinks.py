@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from .sources import Frame
 
 __all__ = ["KEYS", "VIDEO_FOURCC", "JsonlSink", "Sink", "SinkError", "VideoSink", "Window",
-           "WindowSink", "check_output_path", "detections", "gui_available", "json_default", "record"]
+           "WindowSink", "check_output_path", "detections", "gui_available", "json_default",
+           "record", "steer"]
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,23 @@ class Window:
         self.close()
 
 
+def steer(run: Any, window: Window, action: str | None, topk: int) -> None:
+    """Act on a window key for ``run``: q quits (stops reading), space pauses here while
+    the keys still work, h/b/n/p change ``run.options`` (``topk``: classes to cycle)."""
+    paused = False
+    while True:
+        if action == "quit":
+            run.stop("q")
+            return
+        if action == "pause":
+            paused = not paused
+        elif action is not None:
+            run.options.apply(action, topk)
+        if not paused or run.stopping:
+            return
+        action = window.poll(30)
+
+
 class WindowSink(Sink):
     """The live window as a sink: each frame with a HUD line (rate, provider, best class);
     its keys steer the run (q quits, space pauses while keys still work, h/b/n/p change
@@ -323,18 +341,7 @@ class WindowSink(Sink):
         assert run is not None, "a WindowSink is fed by the pipeline it was given to"
         # on a copy: the same image goes to the video and the web view
         image = draw_hud(item.image.copy(), hud_text(item.result, item.fps))
-        action, paused = self.window.show(image), False
-        while True:
-            if action == "quit":
-                run.stop("q")
-                return
-            if action == "pause":
-                paused = not paused
-            elif action is not None:
-                run.options.apply(action, len(item.result.class_ids))
-            if not paused or run.stopping:
-                return
-            action = self.window.poll(30)
+        steer(run, self.window, self.window.show(image), len(item.result.class_ids))
 
     def close(self) -> None:
         self.window.close()

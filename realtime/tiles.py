@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .draw import draw_hud
-from .sinks import Sink, record
+from .sinks import Sink, record, steer
 
 __all__ = ["CELL", "MosaicWindow", "TileHolder", "TileSink", "cell_size", "compose", "fit_rect",
            "grid"]
@@ -180,19 +180,8 @@ class MosaicWindow:
         self._act(action)
 
     def _act(self, action: str | None) -> None:
-        run, paused = self._run, False
-        assert run is not None, "a MosaicWindow steers the run it was attached to"
-        while True:
-            if action == "quit":
-                run.stop("q")
-                return
-            if action == "pause":
-                paused = not paused
-            elif action is not None:
-                run.options.apply(action, self.topk)
-            if not paused or run.stopping:
-                return
-            action = self.window.poll(30)
+        assert self._run is not None, "a MosaicWindow steers the run it was attached to"
+        steer(self._run, self.window, action, self.topk)
 
     def close(self) -> None:
         self.window.close()
