@@ -80,6 +80,9 @@ def open_video_sink(path: str | os.PathLike[str], fps: float, codec: str | None 
     if codec not in CODECS:
         raise SinkError(f"--codec {codec}: unknown; use one of {', '.join(CODECS)}")
     kind, name = CODECS[codec]
+    if codec == "mjpeg" and Path(path).suffix.lower() != ".avi":
+        # OpenCV would store MJPEG in MP4 under the 'mp4v' tag: most players then fail
+        raise SinkError(f"{flag} {path}: --codec mjpeg writes .avi files; use a .avi name")
     if kind == "cv2":
         return VideoSink(path, fps, flag, fourcc=name, size=size)
     return AvVideoSink(path, fps, encoder=name, flag=flag, size=size)

@@ -71,6 +71,8 @@ def test_avi_defaults_to_mjpeg_and_wrong_pairs_are_refused(tmp_path):
     assert default_codec("x.avi") == "mjpeg" and default_codec("x.mp4") == "h264"
     with pytest.raises(SinkError, match=r"unsupported extension '.avi'"):
         open_video_sink(tmp_path / "c.avi", 25.0, "h264")
+    with pytest.raises(SinkError, match="--codec mjpeg writes .avi files"):
+        open_video_sink(tmp_path / "c.mp4", 25.0, "mjpeg")  # OpenCV would mis-tag it
     with pytest.raises(SinkError, match="unknown; use one of h264, h264_nvenc, mp4v, mjpeg"):
         open_video_sink(tmp_path / "c.mp4", 25.0, "vp9")
 

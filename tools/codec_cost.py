@@ -73,7 +73,8 @@ def main() -> int:
     h, w = frames[0].shape[:2]
     import av
 
-    writers = {c: (lambda d, c=c: open_video_sink(d / "out.mp4", fps, c))
+    writers = {c: (lambda d, c=c: open_video_sink(d / ("out.avi" if c == "mjpeg" else "out.mp4"),
+                                                  fps, c))
                for c in CODECS if c != "h264_nvenc"}
     writers.update({k: (lambda d, o=o: AvVideoSink(d / "out.mp4", fps, options=o))
                     for k, o in X264_VARIANTS.items()})
