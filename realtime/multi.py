@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from .cam import CamSmoother
-from .draw import RenderOptions, draw_result
+from .draw import RenderOptions
 from .errors import first_line
 from .handoff import put_until
+from .render import draw_item, options_for, write_ready
 from .sources import Frame, Source, SourceError, classify_source, open_source
 from .stats import FpsMeter
 
@@ -211,8 +212,6 @@ class MultiRun:
     def _write(self, feed: Feed) -> None:
         """Writer thread of one feed: draw (if a sink needs the image), then each sink in
         order (video and JSONL: both or neither per frame)."""
-        from .pipeline import Processed
-
         failed = False
         while True:
             try:
@@ -226,12 +225,12 @@ class MultiRun:
             if failed:
                 continue  # keep draining so that inference never waits on this feed
             frame, result = item
-            try:
-                image = draw_result(frame.image, result, self.options) if any(
+            try:  # the single-source render stage's pieces: same drawing, space check, errors
+                options = options_for(self.options, result) if any(
                     s.needs_image for s in feed.sinks) else None
-                processed = Processed(frame, result, image, {}, feed.meter.fps)
-                for sink in feed.sinks:
-                    sink.write(processed)
+                processed = draw_item(frame, result, {}, options)
+                processed.fps = feed.meter.fps
+                write_ready(feed.sinks, processed)
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk: this feed stops
                 feed.error, failed = f"writing failed: {first_line(exc)}", True
                 log.error("%s: %s", feed.name, feed.error)
