@@ -317,8 +317,9 @@ class Localizer:
             return self.postprocess(outputs[0], outputs[1], geo)
         scores, ids, cams = outputs
         t0 = time.perf_counter()
-        keep = self._kept(np.asarray(ids[:self.topk], np.int64))
-        ids = np.asarray(ids[:self.topk], np.int64)[keep]
+        ids = np.asarray(ids[:self.topk], np.int64)
+        keep = self._kept(ids)
+        ids = ids[keep]
         cams = self.smoother(ids, np.asarray(cams[:self.topk], np.float32)[keep])
         return self._result(ids, np.asarray(scores[:self.topk], np.float32)[keep], cams, geo, t0)
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from realtime.boxes import boxes_from_cam, scale_boxes
 from realtime.cam import compute_cams, normalize_cams, softmax
 from realtime.engine import Localizer
+from realtime.locmetrics import iou
 from realtime.preprocess import normalize_to_tensor, resize_frame, working_size
 
 # name -> (skimage loader, box [x1, y1, x2, y2], accepted ImageNet labels)
@@ -120,15 +121,6 @@ def build_samples(seed: int = 0) -> list[Sample]:
             img, box = paste(bg, photos[k], v[1], scale, rng)
             samples.append(Sample(f"{k}@{bg_name}", split, img, box, v[2]))
     return samples
-
-
-def iou(a: np.ndarray | tuple, b: np.ndarray | tuple) -> float:
-    """Intersection over union of two [x1, y1, x2, y2] boxes (x2/y2 exclusive)."""
-    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def run_network(loc: Localizer, img: np.ndarray, size: str | int) -> tuple[int, float, np.ndarray]:
