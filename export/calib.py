@@ -1,6 +1,6 @@
 """Calibration frames for INT8 export: read a folder of images or a video, sample evenly.
 
-Frames are prepared exactly as the runtime prepares them (``realtime.preprocess``
+Frames are prepared exactly as the runtime prepares them (``realtime.model.preprocess``
 at the runtime's default working size), so the INT8 ranges are measured on the
 tensors the model will really see. Torch-free.
 """
@@ -138,9 +138,9 @@ def prepare_frames(frames: list[CalibFrame], stride: int, mean: tuple[float, flo
                    std: tuple[float, float, float], rgb: bool, input_size: tuple[int, int]
                    ) -> list[np.ndarray]:
     """Each frame -> float32 [1, 3, H, W] exactly as the runtime prepares it by default."""
-    from realtime.engine import default_imgsz
-    from realtime.format import ModelInfo
-    from realtime.preprocess import prepare_frame
+    from realtime.model.engine import default_imgsz
+    from realtime.model.format import ModelInfo
+    from realtime.model.preprocess import prepare_frame
 
     info = ModelInfo(path="", arch="", weights="", labels=("",), color="RGB" if rgb else "BGR",
                      mean=mean, std=std, input_size=input_size, stride=stride,

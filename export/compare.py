@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.format import FRAME_OUTPUTS, INPUT, WEIGHT_OUTPUTS
+from realtime.model.format import FRAME_OUTPUTS, INPUT, WEIGHT_OUTPUTS
 
 __all__ = ["Comparison", "compare", "open_session", "run_all", "speed_ratio"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from realtime.format import with_precision
+from realtime.model.format import with_precision
 
 from .graph import QuantizeError, head_nodes, read_metadata, write_metadata
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from realtime.errors import CamlocError
-from realtime.format import CAM_BIAS, CAM_WEIGHT, FEATURES, PRODUCER
+from realtime.model.format import CAM_BIAS, CAM_WEIGHT, FEATURES, PRODUCER
 
 __all__ = ["QuantizeError", "conv_nodes", "float_node_names", "head_nodes", "name_nodes", "load_proto",
            "read_metadata", "write_metadata"]
@@ -34,7 +34,7 @@ def read_metadata(proto) -> dict[str, str]:
 
 
 def write_metadata(proto, meta: dict[str, str]) -> None:
-    """Replace the metadata of ``proto`` by ``meta`` (from realtime.format) and mark it ours."""
+    """Replace the metadata of ``proto`` by ``meta`` (from realtime.model.format) and mark it ours."""
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.errors import CamlocError
-from realtime.format import BACKGROUND_LABEL as BACKGROUND
+from realtime.model.format import BACKGROUND_LABEL as BACKGROUND
 from realtime.sources import IMAGE_SUFFIXES
 
 __all__ = ["BACKGROUND", "MIN_IMAGES_PER_CLASS", "DatasetError", "ImageFolder", "load_images",

@@ -8,7 +8,7 @@ Appended after ``logits``, ``features`` and ``cam_weight`` (all kept)::
     r = Relu(MatMul(w, Reshape(features, [N, C, h*w])))            # [N, k, h*w]
     cams = Reshape(r / Max(ReduceMax(r, axis 2), eps), [N, k, h, w])
 
-which is ``realtime.cam``'s ``softmax``, ``top_k``, ``compute_cams`` and
+which is ``realtime.model.cam``'s ``softmax``, ``top_k``, ``compute_cams`` and
 ``normalize_cams(..., "max")`` (same epsilon; ONNX TopK also puts the lower index
 first on ties). At 448x256 the features are 1280 x 8 x 14 floats (0.6 MB) per frame;
 these outputs are ``k_max`` x (8 x 14 + 2) floats. ``k_max`` is recorded in the
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.cam import CAM_EPS, compute_cams, normalize_cams, softmax
-from realtime.format import (
+from realtime.model.cam import CAM_EPS, compute_cams, normalize_cams, softmax
+from realtime.model.format import (
     CAM_WEIGHT,
     CAMS,
     DEFAULT_TOPK_MAX,
@@ -39,7 +39,7 @@ from realtime.format import (
 
 __all__ = ["INCAM_TOLERANCE", "add_incam", "add_incam_file", "incam_error"]
 
-INCAM_TOLERANCE = 1e-5  # max abs difference of scores and CAMs vs realtime.cam
+INCAM_TOLERANCE = 1e-5  # max abs difference of scores and CAMs vs realtime.model.cam
 
 
 def _opset(proto) -> int:
@@ -115,7 +115,7 @@ def add_incam_file(path: str | Path, topk_max: int = DEFAULT_TOPK_MAX) -> int:
 
 def incam_error(session, batch: np.ndarray) -> float:
     """Largest absolute difference between the in-graph scores/CAMs of ``session`` and
-    realtime.cam's numpy ones from the same run's logits and features, for the graph's
+    realtime.model.cam's numpy ones from the same run's logits and features, for the graph's
     class ids; inf when those are not a top-k of the numpy softmax (up to ties within
     ``INCAM_TOLERANCE``, as random weights give)."""
     names = [LOGITS, FEATURES, CAM_WEIGHT, *INCAM_OUTPUTS]

@@ -22,7 +22,7 @@ from torch import nn
 
 from models.zoo import ZooModel, load_model
 from realtime.errors import CamlocError
-from realtime.format import (
+from realtime.model.format import (
     BACKGROUND_LABEL,
     CAM_BIAS,
     CAM_WEIGHT,
@@ -35,7 +35,7 @@ from realtime.format import (
     ModelInfo,
     to_metadata,
 )
-from realtime.paths import cache_path
+from realtime.model.paths import cache_path
 
 from .atomic import atomic_output, check_writable
 from .gap import GapHead, find_gap_head
@@ -244,7 +244,7 @@ def _verify(path: Path, wrapper: nn.Module, zm: ZooModel, report: ExportReport) 
         for name, err in checks.items():
             if not err < TOLERANCE:
                 raise ExportError(f"verification failed: {name} relative error {err:.2e} >= {TOLERANCE:g}")
-        incam = incam_error(session, batch)  # in-graph top-k and CAMs vs realtime.cam
+        incam = incam_error(session, batch)  # in-graph top-k and CAMs vs realtime.model.cam
         if not incam < INCAM_TOLERANCE:
             raise ExportError(f"verification failed: in-graph CAMs ({tag}) differ from numpy by "
                               f"{incam:.2e} >= {INCAM_TOLERANCE:g}")

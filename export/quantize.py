@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.errors import first_line
-from realtime.format import CAM_BIAS, CAM_WEIGHT, INPUT, LOGITS, with_precision
+from realtime.model.format import CAM_BIAS, CAM_WEIGHT, INPUT, LOGITS, with_precision
 
 from .atomic import atomic_output, check_writable
 from .calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, prepare_frames, read_frames
@@ -241,7 +241,7 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
 
 def _info(fp32: Path):
     from realtime.errors import ModelError
-    from realtime.format import KEY_ARCH, check_outputs, parse_metadata
+    from realtime.model.format import KEY_ARCH, check_outputs, parse_metadata
 
     try:
         session = open_session(fp32)

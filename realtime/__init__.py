@@ -13,8 +13,7 @@ __all__ = ["CamlocError", "Localizer", "Result"]
 
 def __getattr__(name: str) -> Any:
     if name in ("Localizer", "Result"):
-        from realtime import engine
-
+        from realtime.model import engine
         return getattr(engine, name)
     if name == "CamlocError":
         from realtime.errors import CamlocError

@@ -6,7 +6,7 @@ instance when no ``--address`` (or ``RAY_ADDRESS``) is given, a cluster otherwis
 Videos are cut into segments of ``--segment-frames`` so that one long file also
 spreads over the workers; each worker holds one Localizer (one per GPU, or one
 per ``--cpus-per-worker`` cores) and writes its segments' parts, which are put
-back in order when a video's last segment is done (realtime.segments).
+back in order when a video's last segment is done (realtime.pipeline.segments).
 
 A worker that dies is restarted and its segment redone (Ray's ``max_restarts``
 and ``max_task_retries``). A video whose outputs are complete (its
@@ -31,9 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cliargs import Parser, fraction, int_at_least, logging_state, restore_logging, setup_logging
-from .errors import CamlocError, first_line, report_error
-from .segments import (
+from realtime.commands.parser import (
+    Parser,
+    fraction,
+    int_at_least,
+    logging_state,
+    restore_logging,
+    setup_logging,
+)
+from realtime.errors import CamlocError, first_line, report_error
+from realtime.pipeline.segments import (
     Segment,
     SegmentResult,
     describe_failure,
@@ -105,8 +112,8 @@ class SegmentWorker:
                  codec: str | None = None) -> None:
         import ray
 
-        from .engine import Localizer
-        from .providers import expected_provider, parallelism
+        from realtime.model.engine import Localizer
+        from realtime.model.providers import expected_provider, parallelism
 
         model = ray.get(model[0])
         digest = hashlib.sha256(model).hexdigest()[:16]
@@ -183,8 +190,8 @@ def _fingerprint(spec: str, options: dict[str, Any], segment_frames: int) -> dic
 
 def _plan(args: argparse.Namespace, out: Path, options: dict[str, Any]) -> list[_Video]:
     """Names, skip decisions and segments for every video; unreadable ones marked failed."""
-    from .names import unique_names
-    from .sources import SourceError, VideoFileSource
+    from realtime.sources import SourceError, VideoFileSource
+    from realtime.sources.names import unique_names
 
     for spec in args.videos:
         if not os.path.isfile(spec):
@@ -333,9 +340,9 @@ def _summary(videos: list[_Video], workers: int, seconds: float, out: Path) -> l
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .engine import Localizer
-    from .recorder import open_video_sink, pyav_available
-    from .zoo import resolve_model
+    from realtime.model.engine import Localizer
+    from realtime.model.zoo import resolve_model
+    from realtime.outputs.recorder import open_video_sink, pyav_available
 
     out = Path(args.output)  # writable, and the codec's encoder there: one line now, exit 2
     open_video_sink(out / ".camloc-write-test.mp4", 25.0, args.codec, "--output").close()

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError, report_error
+from realtime.errors import UsageError, report_error
 
 __all__ = ["STAGE_KEYS", "device_name", "main", "run_bench"]
 
@@ -66,7 +66,7 @@ def _read_frames(spec: str, count: int) -> list[np.ndarray]:
     """The first ``count`` frames, decoded by the same source the pipeline uses."""
     from itertools import islice
 
-    from .sources import open_source
+    from realtime.sources import open_source
 
     with open_source(spec) as source:
         return [f.image for f in islice(source, count)]
@@ -108,9 +108,9 @@ def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | No
                  batch: int = 1, workers: int = 1, codec: str | None = None,
                  draw_workers: int = 1) -> tuple[float, dict[str, list[float]]]:
     """Frames out per second of the threaded pipeline (after warm-up) and its stage times."""
-    from .pipeline import Pipeline
-    from .recorder import open_video_sink
-    from .sources import open_source
+    from realtime.outputs.recorder import open_video_sink
+    from realtime.pipeline.runner import Pipeline
+    from realtime.sources import open_source
 
     stamps: list[float] = []
     with open_source(spec) as source:
@@ -140,8 +140,8 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
     """Measure bare, draw and file rates in one process; return the figures. Each of
     ``draw_workers`` (None: the CLI's default) gets its own draw and file runs, the
     first one's are draw_fps and file_fps."""
-    from .engine import Localizer
-    from .render import draw_parallelism
+    from realtime.model.engine import Localizer
+    from realtime.pipeline.render_stage import draw_parallelism
     loc, workers = Localizer.for_pipeline(model, device, threads, workers, imgsz=imgsz)
     pools = tuple(dict.fromkeys(draw_parallelism(loc.provider, d) for d in draw_workers))
     threads = loc.threads

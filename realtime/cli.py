@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cliargs import (
+from realtime.commands.parser import (
     Parser,
     fraction,
     fresh_folder,
@@ -31,8 +31,8 @@ from .cliargs import (
     setup_logging,
     stop_on_signals,
 )
-from .errors import StageError, UsageError, report_error
-from .outputs import silence_stdout  # stdlib only: the parser stays cheap
+from realtime.errors import StageError, UsageError, report_error
+from realtime.outputs.writes import silence_stdout  # stdlib only: the parser stays cheap
 
 __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
 
@@ -141,9 +141,9 @@ def _run_name(source: str) -> str:
 
 def _plan_outputs(args: argparse.Namespace) -> _Outputs:
     """Decide and check every output path before any frame is read."""
-    from .guard import input_files, refuse_overwrites
-    from .recorder import video_suffixes
-    from .sinks import check_output_path
+    from realtime.outputs.guard import input_files, refuse_overwrites
+    from realtime.outputs.recorder import video_suffixes
+    from realtime.outputs.sinks import check_output_path
 
     refuse_overwrites(input_files(args.source, args.model),  # before anything is opened
                       {"--save": args.save, "--save-json": args.save_json})
@@ -170,7 +170,7 @@ def _window_or_why(args: argparse.Namespace) -> tuple[Any, str]:
     """(Window, "") for --show where one can be opened, else (None, why not)."""
     if not args.show:
         return None, ""
-    from .sinks import Window, gui_available
+    from realtime.outputs.sinks import Window, gui_available
 
     ok, why = gui_available()
     return (Window(f"camloc - {args.source}"), "") if ok else (None, why)
@@ -212,18 +212,18 @@ def _summary(stats: Any, video: Any, jsonl: Any) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the source, load the model, run, summarize."""
-    from .draw import RenderOptions
-    from .engine import Localizer
-    from .outputs import check_video, explain
-    from .pipeline import Pipeline
-    from .recorder import open_video_sink
-    from .render import draw_parallelism
-    from .sinks import JsonlSink, WindowSink
-    from .sources import ImageSource, classify_source, frames_expected, open_source
+    from realtime.model.draw import RenderOptions
+    from realtime.model.engine import Localizer
+    from realtime.outputs.recorder import open_video_sink
+    from realtime.outputs.sinks import JsonlSink, WindowSink
+    from realtime.outputs.writes import check_video, explain
+    from realtime.pipeline.render_stage import draw_parallelism
+    from realtime.pipeline.runner import Pipeline
+    from realtime.sources import ImageSource, classify_source, frames_expected, open_source
 
     if args.source is not None:  # several sources: one process, outputs per source
-        from .multi import expand_sources
-        from .multi_cli import run_cli
+        from realtime.commands.multi_cli import run_cli
+        from realtime.pipeline.multi import expand_sources
 
         specs = expand_sources(args.source)
         if len(specs) > 1:
@@ -247,7 +247,7 @@ def _run(args: argparse.Namespace) -> int:
         stack.push(lambda _t, exc, _tb: explain(exc, video, jsonl))
         web = None
         if args.serve:
-            from .serve import open_web_view
+            from realtime.outputs.serve import open_web_view
 
             web = stack.enter_context(open_web_view(args.serve, args.token, options, args.topk))
             print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)

@@ -10,7 +10,7 @@ a background frame (scored for classification when the model has a background cl
 
 Every image is prepared and run exactly as the runtime does (``Localizer``), and boxes
 come from the runtime's own rule (``boxes_from_cam``) at each threshold of a sweep.
-Reported (see ``realtime.locmetrics``):
+Reported (see ``realtime.model.accuracy``):
 
 * ``top1_cls``: the top class is the image's class;
 * ``top1_loc``: top class right and a box of it with IoU >= 0.5, at ``best_threshold``;
@@ -19,7 +19,7 @@ Reported (see ``realtime.locmetrics``):
 * ``best_threshold``: the threshold with the best box accuracy at IoU 0.5.
 
 ``--store-threshold`` writes ``best_threshold`` into the model's metadata
-(``camloc.threshold``, see :mod:`realtime.format`), which the runtime then uses when no
+(``camloc.threshold``, see :mod:`realtime.model.format`), which the runtime then uses when no
 ``--threshold`` is given; writing needs the ``onnx`` package (reading it does not).
 Everything else runs on the runtime-only install (no torch, no onnx).
 
@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from realtime.errors import CamlocError, UsageError, first_line, report_error
-from realtime.format import KEY_THRESHOLD, with_threshold
-from realtime.locmetrics import best_iou, box_accuracy, max_box_acc_v2
+from realtime.model.accuracy import best_iou, box_accuracy, max_box_acc_v2
+from realtime.model.format import KEY_THRESHOLD, with_threshold
 
 __all__ = ["EvalError", "Sample", "THRESHOLDS", "evaluate", "load_coco", "main", "store_threshold"]
 
@@ -119,7 +119,7 @@ def load_coco(path: str | Path, source: str | Path, labels: list[str] | None) ->
 
 def _iou_curve(loc, cam: np.ndarray, truth: list, frame_hw: tuple[int, int]) -> np.ndarray:
     """Best IoU with ``truth`` of the runtime's boxes at every threshold of the sweep."""
-    from realtime.boxes import boxes_from_cam, scale_boxes
+    from realtime.model.boxes import boxes_from_cam, scale_boxes
 
     out = np.zeros(len(THRESHOLDS))
     for i, t in enumerate(THRESHOLDS):
@@ -136,7 +136,7 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
     then None."""
     import cv2
 
-    from realtime.cam import compute_cams, normalize_cams, softmax
+    from realtime.model.cam import compute_cams, normalize_cams, softmax
 
     background = loc.info.background
     agnostic = any(s.class_id == -1 for s in samples)
@@ -189,7 +189,7 @@ def _onnx():
 
 
 def store_threshold(model: str | Path, threshold: float) -> None:
-    """Store ``threshold`` as the model's box threshold (:data:`realtime.format.KEY_THRESHOLD`)
+    """Store ``threshold`` as the model's box threshold (:data:`realtime.model.format.KEY_THRESHOLD`)
     in the model file, atomically (the runtime only reads metadata; writing needs ``onnx``)."""
     onnx = _onnx()
     model = Path(model)
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(message)s")
-    from realtime.engine import Localizer
+    from realtime.model.engine import Localizer
 
     try:
         if args.store_threshold and not str(args.model).lower().endswith(".onnx"):

@@ -33,7 +33,7 @@ def photos() -> dict[str, np.ndarray]:
 def lite0_onnx() -> Path:
     """The default model (EfficientNet-Lite0, real ImageNet weights) as exported
     into the runtime's cache, built on first use."""
-    from realtime.zoo import resolve_model
+    from realtime.model.zoo import resolve_model
 
     return resolve_model("efficientnet_lite0")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from realtime.format import FORMAT, ModelInfo, to_metadata
+from realtime.model.format import FORMAT, ModelInfo, to_metadata
 
 BITS = 10
 STRIP = 24  # barcode height in pixels

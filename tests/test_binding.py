@@ -13,11 +13,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from realtime import binding
-from realtime import engine as eng
-from realtime import providers as prov
-from realtime.engine import Localizer
-from realtime.format import FRAME_OUTPUTS, INCAM_OUTPUTS
+from realtime.model import binding
+from realtime.model import engine as eng
+from realtime.model import providers as prov
+from realtime.model.engine import Localizer
+from realtime.model.format import FRAME_OUTPUTS, INCAM_OUTPUTS
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
@@ -87,7 +87,7 @@ class RefusingSession:
 def test_refused_graphs_fall_back_with_one_line(session, batches, caplog) -> None:
     fallback = binding.PlainRunner(session, INCAM_OUTPUTS)
     runner = binding.GraphRunner(RefusingSession(session), INCAM_OUTPUTS, fallback, "cpu")
-    with caplog.at_level(logging.WARNING, logger="realtime.binding"):
+    with caplog.at_level(logging.WARNING, logger="realtime.model.binding"):
         for x in batches:
             _equal(runner(x), session.run(list(INCAM_OUTPUTS), {"images": x}))
     assert runner.refused and not runner._slots
@@ -105,7 +105,7 @@ def test_engine_runs_without_graphs_when_the_session_refuses(lite0_onnx, monkeyp
         raise RuntimeError("This session cannot use the CUDA Graph feature as requested")
 
     monkeypatch.setattr(eng, "_graph_session", refuse)
-    with caplog.at_level(logging.WARNING, logger="realtime.engine"):
+    with caplog.at_level(logging.WARNING, logger="realtime.model.engine"):
         runner = loc._runner(loc.session, CUDA)
     assert isinstance(runner, binding.BoundRunner) and runner.device == "cuda"
     assert [r.getMessage() for r in caplog.records] == [
@@ -127,7 +127,7 @@ def test_tensorrt_watch_reports_the_build_once_per_shape(caplog) -> None:
 
     watch = binding.TensorrtWatch(trt, lambda: pytest.fail("no fallback expected"))
     x = np.ones((1, 3, 64, 96), np.float32)
-    with caplog.at_level(logging.WARNING, logger="realtime.binding"):
+    with caplog.at_level(logging.WARNING, logger="realtime.model.binding"):
         for _ in range(3):
             np.testing.assert_array_equal(watch(x)[0], x * 2)
         watch(np.ones((2, 3, 64, 96), np.float32))
@@ -151,7 +151,7 @@ def test_failed_tensorrt_build_falls_back_to_cuda(caplog) -> None:
 
     watch = binding.TensorrtWatch(trt, cuda)
     x = np.zeros((1, 3, 8, 8), np.float32)
-    with caplog.at_level(logging.WARNING, logger="realtime.binding"):
+    with caplog.at_level(logging.WARNING, logger="realtime.model.binding"):
         assert watch(x)[0].max() == 1 and watch(x)[0].max() == 1
     assert opened == [1] and watch.fell_back
     assert [r.getMessage() for r in caplog.records][1:] == [
@@ -177,7 +177,7 @@ def test_tensorrt_that_cannot_start_falls_back_to_cuda(tiny_onnx, monkeypatch, c
     monkeypatch.setattr(prov, "preload_cuda", lambda: None)
     monkeypatch.setattr(eng.ort, "get_available_providers", lambda: [TRT, CUDA, CPU])
     monkeypatch.setattr(eng.ort, "InferenceSession", fake_session)
-    with caplog.at_level(logging.WARNING, logger="realtime.engine"):
+    with caplog.at_level(logging.WARNING, logger="realtime.model.engine"):
         loc = Localizer(tiny_onnx, device="auto")
     assert tried == [[TRT, CUDA, CPU], [CUDA, CPU]] and loc.provider == CPU
     assert [r.getMessage() for r in caplog.records] == [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.boxes import boxes_from_cam, scale_boxes
+from realtime.model.boxes import boxes_from_cam, scale_boxes
 
 
 def _blob(shape: tuple[int, int], y0: int, y1: int, x0: int, x1: int, v: float = 1.0,

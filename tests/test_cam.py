@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
+from realtime.model.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
 
 
 def test_softmax_matches_hand_and_is_stable() -> None:

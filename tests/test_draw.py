@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.draw import (
+from realtime.model.draw import (
     RenderOptions,
     colorize,
     draw_boxes,
@@ -14,7 +14,7 @@ from realtime.draw import (
     draw_result,
     hud_text,
 )
-from realtime.engine import Result
+from realtime.model.engine import Result
 
 
 def test_colorize_jet_ends() -> None:

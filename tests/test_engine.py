@@ -14,11 +14,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from realtime import providers as prov
-from realtime import zoo
-from realtime.engine import Localizer, Result
 from realtime.errors import CamlocError, DeviceError, ModelError
-from realtime.format import FORMAT, KEY_LABELS, ModelInfo, to_metadata
+from realtime.model import providers as prov
+from realtime.model import zoo
+from realtime.model.engine import Localizer, Result
+from realtime.model.format import FORMAT, KEY_LABELS, ModelInfo, to_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 RED = (0, 0, 255)  # BGR
@@ -229,7 +229,7 @@ def test_plan_providers() -> None:
 
 
 def test_runtime_never_imports_torch() -> None:
-    code = ("import sys, realtime.engine, realtime.zoo, realtime.draw; "
+    code = ("import sys, realtime.model.engine, realtime.model.zoo, realtime.model.draw; "
             "from realtime import Localizer; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)
@@ -337,7 +337,7 @@ def test_workers_and_threads_follow_the_granted_provider(tiny: Path,
 def test_metadata_round_trip_through_the_format_module(lite0: Localizer) -> None:
     """What export writes (to_metadata) is what the runtime reads back (parse_metadata),
     for the real default model as exported."""
-    from realtime.format import parse_metadata, to_metadata
+    from realtime.model.format import parse_metadata, to_metadata
 
     meta = to_metadata(lite0.info)
     assert meta == lite0.session.get_modelmeta().custom_metadata_map

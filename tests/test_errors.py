@@ -28,7 +28,7 @@ def _run(capsys, *args: str) -> tuple[int, list[str]]:
 
 def test_a_bug_in_a_stage_is_one_line_saying_so_and_status_1(clip, tiny_onnx, tmp_path,
                                                              monkeypatch, capsys):
-    from realtime.engine import Localizer
+    from realtime.model.engine import Localizer
 
     def broken(self, logits, features, geo):
         return 1 / 0
@@ -59,8 +59,7 @@ def test_a_bug_outside_the_pipeline_is_one_line_and_status_1(clip, tiny_onnx, tm
 
 def test_a_full_disk_is_a_failed_stage_not_a_bug(clip, tiny_onnx, tmp_path, monkeypatch,
                                                  capsys):
-    from realtime import sinks
-
+    from realtime.outputs import sinks
     def full(self, item):
         raise OSError(28, "No space left on device")
 
@@ -68,7 +67,7 @@ def test_a_full_disk_is_a_failed_stage_not_a_bug(clip, tiny_onnx, tmp_path, monk
     out = tmp_path / "r.jsonl"
     rc, err = _run(capsys, "--source", str(clip), "--model", str(tiny_onnx), "--save-json",
                    str(out))
-    # a StageError (realtime.outputs.OutputError): the file, the cause, what it holds
+    # a StageError (realtime.outputs.writes.OutputError): the file, the cause, what it holds
     assert rc == 1 and err == [f"camloc: error: writing {out} failed: No space left on "
                                f"device; kept: {out} 0 whole lines"]
 

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.engine import DEFAULT_THRESHOLD, Localizer
 from realtime.evaluate import KEYS, main
+from realtime.model.engine import DEFAULT_THRESHOLD, Localizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ import torch
 from export.gap import NotGapError, find_gap_head
 from export.onnx_export import export_model
 from models.zoo import load_model
-from realtime.format import INCAM_OUTPUTS, OUTPUTS
+from realtime.model.format import INCAM_OUTPUTS, OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTORCYCLE = {"moped", "motor scooter"}  # ImageNet has no plain "motorcycle"

@@ -13,7 +13,7 @@ import pytest
 from media import read_jsonl, write_clip
 
 from realtime.errors import ModelError
-from realtime.format import parse_metadata
+from realtime.model.format import parse_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -158,7 +158,7 @@ def test_a_folder_with_tiny_first_images_makes_a_video_of_its_common_size(
     good photo is in it, the square astronaut letterboxed."""
     import cv2
 
-    from realtime.framesize import choose_frame_size, image_sizes
+    from realtime.sources.framesize import choose_frame_size, image_sizes
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -187,8 +187,7 @@ def test_frame_size_choice_without_pillow_and_for_a_single_tiny_image(
         photos, tiny_onnx, tmp_path, monkeypatch):
     import cv2
 
-    from realtime import framesize
-
+    from realtime.sources import framesize
     assert framesize.choose_frame_size([(1, 1), (3, 3)]) is None
     assert framesize.choose_frame_size([(640, 480), (8000, 2000), (8000, 2000)]) == (3840, 960)
     cv2.imwrite(str(tmp_path / "a.png"), photos["cat"][:, :, ::-1])

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from realtime.errors import ModelError
-from realtime.format import (
+from realtime.model.format import (
     BACKGROUND_LABEL,
     FORMAT,
     KEY_BACKGROUND,

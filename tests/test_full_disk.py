@@ -86,7 +86,7 @@ def test_a_file_size_limit_stops_the_run_the_same_way(busy_clip, tiny_onnx, tmp_
 def test_a_failing_jsonl_write_is_cut_back_to_whole_lines(tmp_path):
     """The write itself fails (here: past a 5,000-byte file size limit, mid-line): the
     sink truncates to the last whole line, so the file parses and matches its count."""
-    code = ("from realtime.sinks import JsonlSink\n"
+    code = ("from realtime.outputs.sinks import JsonlSink\n"
             "with JsonlSink('o.jsonl') as s:\n"
             "    try:\n"
             "        while True: s.write_record({'frame': s.lines, 'pad': 'x' * 97})\n"
@@ -103,8 +103,8 @@ def test_a_failing_jsonl_write_is_cut_back_to_whole_lines(tmp_path):
 def test_a_video_that_lost_its_end_is_never_reported_as_complete(photos, tmp_path):
     """What OpenCV's writer cannot say (a last write that failed): the finished file is
     checked, and a file cut short is an OutputError, not a summary of frames."""
-    from realtime.outputs import OutputError, check_video, frames_in
-    from realtime.sinks import VideoSink
+    from realtime.outputs.sinks import VideoSink
+    from realtime.outputs.writes import OutputError, check_video, frames_in
 
     with VideoSink(tmp_path / "v.mp4", 25.0) as sink:
         for _ in range(10):

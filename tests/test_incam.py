@@ -1,4 +1,4 @@
-"""CAMs inside the graph (export/incam.py): equal to realtime.cam's numpy ones on real
+"""CAMs inside the graph (export/incam.py): equal to realtime.model.cam's numpy ones on real
 photos with the real model, used by the engine when present, and old models without
 them still run through the numpy path."""
 
@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 
 from export.incam import INCAM_TOLERANCE, add_incam_file, incam_error
-from realtime.engine import Localizer
-from realtime.format import INCAM_OUTPUTS, KEY_TOPK_MAX
+from realtime.model.engine import Localizer
+from realtime.model.format import INCAM_OUTPUTS, KEY_TOPK_MAX
 
 
 def _session(path: Path) -> ort.InferenceSession:

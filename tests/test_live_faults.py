@@ -40,12 +40,12 @@ def _wait(predicate, timeout: float = 60.0) -> None:
 
 
 def _scrape(src: LiveSource) -> dict[str, float]:
-    """The /metrics samples of a run reading ``src`` (realtime.metrics, as the web view
+    """The /metrics samples of a run reading ``src`` (realtime.outputs.prom, as the web view
     serves them), parsed with Prometheus' own parser."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from realtime.metrics import Metrics, run_counters
-    from realtime.stats import FpsMeter, RunStats
+    from realtime.outputs.prom import Metrics, run_counters
+    from realtime.pipeline.runstats import FpsMeter, RunStats
 
     run = SimpleNamespace(source=src, stats=RunStats(source=src.name, provider="cpu"),
                           meter=FpsMeter())

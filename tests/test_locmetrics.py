@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.locmetrics import best_iou, box_accuracy, iou, max_box_acc_v2
+from realtime.model.accuracy import best_iou, box_accuracy, iou, max_box_acc_v2
 
 
 def test_iou_by_hand():

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from realtime.pipeline import Pipeline
-from realtime.sinks import JsonlSink
+from realtime.outputs.sinks import JsonlSink
+from realtime.pipeline.runner import Pipeline
+from realtime.pipeline.runstats import STAGE_WINDOW
 from realtime.sources import Frame, Source
-from realtime.stats import STAGE_WINDOW
 
 FRAMES = 30_000
 
@@ -45,7 +45,7 @@ class Endless(Source):
 
 class Result:
     """What the pipeline and the JSONL record need of a localizer's result (the fields of
-    realtime.engine.Result): one detection, stage times."""
+    realtime.model.engine.Result): one detection, stage times."""
 
     class_ids = (3,)
     labels = ("c3",)

@@ -15,7 +15,7 @@ import pytest
 from media import clip_frames, lines_in, read_jsonl, read_stamp, read_video, write_clip
 
 from realtime import cli
-from realtime.multi import expand_sources, read_source_list
+from realtime.pipeline.multi import expand_sources, read_source_list
 
 
 @pytest.fixture
@@ -60,8 +60,8 @@ def _closed_port() -> int:
 
 def test_three_files_and_a_stream_at_once_beside_an_unreachable_source(
         photos, tiny_onnx, tmp_path, mjpeg_stream, capsys, monkeypatch):
-    from realtime import multi, multi_cli
-
+    from realtime.commands import multi_cli
+    from realtime.pipeline import multi
     monkeypatch.setattr(multi_cli, "Retry", functools.partial(multi.Retry, 0.2))
     url = mjpeg_stream
     files = [write_clip(tmp_path / "a.mp4", photos, 30, fps=20.0),
@@ -172,9 +172,9 @@ def test_ctrl_c_leaves_every_source_with_consistent_outputs(photos, tiny_onnx, t
 
 
 def test_batching_across_sources_keeps_each_source_in_order(photos, tiny_onnx, tmp_path):
-    from realtime.engine import Localizer
-    from realtime.multi import MultiRun
-    from realtime.sinks import JsonlSink
+    from realtime.model.engine import Localizer
+    from realtime.outputs.sinks import JsonlSink
+    from realtime.pipeline.multi import MultiRun
 
     files = [write_clip(tmp_path / "p.mp4", photos, 12), write_clip(tmp_path / "q.mp4", photos, 7)]
     loc = Localizer(tiny_onnx, topk=2)

@@ -9,9 +9,9 @@ import pytest
 from media import read_jsonl, read_stamp, read_video, write_clip
 
 from realtime import Localizer
-from realtime.outputs import OutputError
-from realtime.pipeline import FpsMeter, Pipeline, PipelineError, RenderOptions, record
-from realtime.sinks import JsonlSink, Sink, VideoSink
+from realtime.outputs.sinks import JsonlSink, Sink, VideoSink
+from realtime.outputs.writes import OutputError
+from realtime.pipeline.runner import FpsMeter, Pipeline, PipelineError, RenderOptions, record
 from realtime.sources import SourceError, open_source
 
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.preprocess import as_bgr, normalize_to_tensor, prepare_frame, resize_frame, working_size
+from realtime.model.preprocess import as_bgr, normalize_to_tensor, prepare_frame, resize_frame, working_size
 
 
 def test_bgr_uint8_passes_through_without_copy() -> None:

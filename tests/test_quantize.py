@@ -23,7 +23,7 @@ from export.calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, evenly, read_
 from export.incam import INCAM_TOLERANCE, incam_error
 from export.photos import CALIB_PHOTOS, HELDOUT_PHOTOS, photo_set
 from export.quantize import QuantizeError, quantize_onnx
-from realtime.format import INCAM_OUTPUTS
+from realtime.model.format import INCAM_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 

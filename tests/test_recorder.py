@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from media import clip_frames, lines_in, read_jsonl, read_stamp, write_clip
 
-from realtime.recorder import AvVideoSink, default_codec, open_video_sink
-from realtime.sinks import SinkError
+from realtime.outputs.recorder import AvVideoSink, default_codec, open_video_sink
+from realtime.outputs.sinks import SinkError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,10 @@ import pytest
 from media import read_jsonl, read_stamp, read_video, write_clip
 
 from realtime import Localizer, cli
-from realtime.outputs import OutputError
-from realtime.pipeline import Pipeline, PipelineError
-from realtime.render import draw_parallelism
-from realtime.sinks import JsonlSink, Sink, VideoSink
+from realtime.outputs.sinks import JsonlSink, Sink, VideoSink
+from realtime.outputs.writes import OutputError
+from realtime.pipeline.render_stage import draw_parallelism
+from realtime.pipeline.runner import Pipeline, PipelineError
 from realtime.sources import open_source
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 from media import corrupt_mjpeg_frame, read_jsonl, read_stamp, read_video, write_clip
 
-from realtime.engine import Localizer
-from realtime.names import source_name, unique_names
-from realtime.segments import (
+from realtime.model.engine import Localizer
+from realtime.pipeline.segments import (
     join_parts,
     part_paths,
     plan_segments,
@@ -17,6 +16,7 @@ from realtime.segments import (
     warmup_frames,
 )
 from realtime.sources import VideoFileSource
+from realtime.sources.names import source_name, unique_names
 
 
 @pytest.fixture(scope="module")

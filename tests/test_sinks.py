@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from media import clip_frames, read_stamp, read_video
 
-from realtime import sinks
-from realtime.sinks import JsonlSink, SinkError, VideoSink, Window, check_output_path
+from realtime.outputs import sinks
+from realtime.outputs.sinks import JsonlSink, SinkError, VideoSink, Window, check_output_path
 
 
 def test_video_sink_writes_a_playable_mp4(tmp_path, photos):

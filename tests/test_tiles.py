@@ -16,12 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_web import get, read_parts
 
 from realtime import cli
-from realtime.draw import RenderOptions
-from realtime.engine import Localizer
-from realtime.multi import MultiRun
-from realtime.pipeline import Processed
-from realtime.tiles import MosaicWindow, TileHolder, TileSink, cell_size, compose, fit_rect, grid
-from realtime.web import WebView
+from realtime.model.draw import RenderOptions
+from realtime.model.engine import Localizer
+from realtime.outputs.tiles import MosaicWindow, TileHolder, TileSink, cell_size, compose, fit_rect, grid
+from realtime.outputs.web import WebView
+from realtime.pipeline.multi import MultiRun
+from realtime.pipeline.runner import Processed
 
 
 def test_grid_cells_and_letterbox_rects():
@@ -119,7 +119,7 @@ def test_the_cli_serves_several_sources_and_skips_the_window_without_display(
 
 
 class FakeWindow:
-    """Stands for realtime.sinks.Window: answers each show/poll with the next key."""
+    """Stands for realtime.outputs.sinks.Window: answers each show/poll with the next key."""
 
     def __init__(self, keys):
         self.keys, self.images, self.polls, self.closed = iter(keys), [], 0, False

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from export.imagefolder import MIN_IMAGES_PER_CLASS, load_images, scan_folder
-from realtime.cam import softmax
-from realtime.engine import Localizer
+from realtime.model.cam import softmax
+from realtime.model.engine import Localizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,11 +20,11 @@ import pytest
 from media import write_clip
 from prometheus_client.parser import text_string_to_metric_families
 
-from realtime.engine import Localizer
-from realtime.pipeline import Pipeline, RenderOptions
-from realtime.serve import ServeError, listen_urls, open_web_view, parse_serve
+from realtime.model.engine import Localizer
+from realtime.outputs.serve import ServeError, listen_urls, open_web_view, parse_serve
+from realtime.outputs.web import WebView
+from realtime.pipeline.runner import Pipeline, RenderOptions
 from realtime.sources import open_source
-from realtime.web import WebView
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 120

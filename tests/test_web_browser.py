@@ -21,10 +21,10 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from realtime.engine import Localizer
-from realtime.pipeline import Pipeline, RenderOptions
+from realtime.model.engine import Localizer
+from realtime.outputs.web import WebView
+from realtime.pipeline.runner import Pipeline, RenderOptions
 from realtime.sources import open_source
-from realtime.web import WebView
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # skipped only outside CI (a developer without the browser); CI (.ci/run) installs both,
@@ -119,8 +119,8 @@ def test_the_page_shows_several_sources_as_tiles(browser, photos, tiny_onnx, tmp
     """Three files at once: the page's video is their mosaic, its list names each source."""
     from media import write_clip
 
-    from realtime.multi import MultiRun
-    from realtime.tiles import TileHolder, TileSink
+    from realtime.outputs.tiles import TileHolder, TileSink
+    from realtime.pipeline.multi import MultiRun
 
     names = ["a", "b", "c"]
     files = [str(write_clip(tmp_path / f"{n}.mp4", photos, 300)) for n in names]

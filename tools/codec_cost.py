@@ -22,7 +22,7 @@ from statistics import median
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from realtime.recorder import CODECS, AvVideoSink, open_video_sink  # noqa: E402
+from realtime.outputs.recorder import CODECS, AvVideoSink, open_video_sink  # noqa: E402
 
 # extra libx264 settings measured beside the default (name -> options)
 X264_VARIANTS = {"h264 veryfast": {"preset": "veryfast", "tune": "zerolatency", "crf": "23"},
@@ -39,7 +39,7 @@ def annotated_frames(source: str, count: int) -> tuple[list, float]:
     """The first ``count`` frames of ``source``, drawn on as the pipeline draws them."""
     from itertools import islice
 
-    from realtime.engine import Localizer
+    from realtime.model.engine import Localizer
     from realtime.sources import open_source
 
     loc = Localizer("efficientnet_lite0")

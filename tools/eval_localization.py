@@ -32,11 +32,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from realtime.boxes import boxes_from_cam, scale_boxes
-from realtime.cam import compute_cams, normalize_cams, softmax
-from realtime.engine import Localizer
-from realtime.locmetrics import iou
-from realtime.preprocess import normalize_to_tensor, resize_frame, working_size
+from realtime.model.accuracy import iou
+from realtime.model.boxes import boxes_from_cam, scale_boxes
+from realtime.model.cam import compute_cams, normalize_cams, softmax
+from realtime.model.engine import Localizer
+from realtime.model.preprocess import normalize_to_tensor, resize_frame, working_size
 
 # name -> (skimage loader, box [x1, y1, x2, y2], accepted ImageNet labels)
 OBJECTS = {

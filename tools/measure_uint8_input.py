@@ -4,7 +4,7 @@ Builds a variant of a camloc .onnx whose input is the resized BGR uint8 frame
 [N, H, W, 3] (Transpose, Cast, channel swap, scale and shift in the graph) and times,
 on the same frames, interleaved, one thread each:
 
-  float: realtime.preprocess.normalize_to_tensor + session.run (the runtime today)
+  float: realtime.model.preprocess.normalize_to_tensor + session.run (the runtime today)
   uint8: session.run of the variant on the uint8 frame
 
 both asking for the in-graph CAM outputs. Prints median ms per frame.
@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from realtime.format import INCAM_OUTPUTS, INPUT, parse_metadata  # noqa: E402
-from realtime.preprocess import normalize_to_tensor, resize_frame, working_size  # noqa: E402
+from realtime.model.format import INCAM_OUTPUTS, INPUT, parse_metadata  # noqa: E402
+from realtime.model.preprocess import normalize_to_tensor, resize_frame, working_size  # noqa: E402
 
 
 def uint8_variant(src: Path, dst: Path, mean, std, rgb: bool) -> None:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", nargs="?", default=None)
     p.add_argument("--frames", type=int, default=60)
     args = p.parse_args(argv)
-    from realtime.zoo import resolve_model
+    from realtime.model.zoo import resolve_model
 
     path = resolve_model(args.model or "efficientnet_lite0")
     opts = ort.SessionOptions()

@@ -17,7 +17,7 @@ blocks for more than a fraction of a second without checking the stop event.
 raises :class:`SourceError` (one line, a user error) when it cannot be opened.
 """
 
-from .base import (
+from realtime.sources.base import (
     DEFAULT_FPS,
     IMAGE_FPS,
     IMAGE_SUFFIXES,
@@ -26,9 +26,9 @@ from .base import (
     Source,
     SourceError,
 )
-from .files import ImageSource, VideoFileSource
-from .live import LiveSource
-from .spec import classify_source, frames_expected, open_source
+from realtime.sources.files import ImageSource, VideoFileSource
+from realtime.sources.live import LiveSource
+from realtime.sources.spec import classify_source, frames_expected, open_source
 
 __all__ = ["DEFAULT_FPS", "IMAGE_FPS", "IMAGE_SUFFIXES", "STREAM_SCHEMES", "Frame",
            "ImageSource", "LiveSource", "Source", "SourceError", "VideoFileSource",

@@ -16,7 +16,7 @@ from typing import Self
 
 import numpy as np
 
-from ..errors import CamlocError
+from realtime.errors import CamlocError
 
 __all__ = ["DEFAULT_FPS", "IMAGE_FPS", "IMAGE_SUFFIXES", "STREAM_SCHEMES", "Frame", "Source",
            "SourceError"]

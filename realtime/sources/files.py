@@ -19,9 +19,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..framesize import MIN_SIDE, choose_frame_size, image_sizes, too_small
-from .base import DEFAULT_FPS, IMAGE_FPS, IMAGE_SUFFIXES, POLL_S, Frame, Source, SourceError
-from .seek import seek_frame
+from realtime.sources.base import DEFAULT_FPS, IMAGE_FPS, IMAGE_SUFFIXES, POLL_S, Frame, Source, SourceError
+from realtime.sources.framesize import MIN_SIDE, choose_frame_size, image_sizes, too_small
+from realtime.sources.seek import seek_frame
 
 __all__ = ["ImageSource", "VideoFileSource", "check_readable", "images_in"]
 

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from .base import DEFAULT_FPS, POLL_S, Frame, Source, SourceError
+from realtime.sources.base import DEFAULT_FPS, POLL_S, Frame, Source, SourceError
 
 __all__ = ["LiveSource"]
 

@@ -8,9 +8,9 @@ import glob
 from pathlib import Path
 from typing import Any
 
-from .base import IMAGE_SUFFIXES, STREAM_SCHEMES, Source, SourceError
-from .files import ImageSource, VideoFileSource, check_readable, images_in
-from .live import LiveSource
+from realtime.sources.base import IMAGE_SUFFIXES, STREAM_SCHEMES, Source, SourceError
+from realtime.sources.files import ImageSource, VideoFileSource, check_readable, images_in
+from realtime.sources.live import LiveSource
 
 __all__ = ["classify_source", "frames_expected", "open_source"]
 

@@ -1,5 +1,5 @@
 """Drawing a result: heatmap overlay, boxes with labels, a HUD line, and
-:func:`draw_result`, which draws a whole :class:`realtime.engine.Result` as the
+:func:`draw_result`, which draws a whole :class:`realtime.model.engine.Result` as the
 :class:`RenderOptions` say (the pipeline's render stage, ``Result.draw``).
 
 Every function takes the frame first, draws on it IN PLACE and returns it (the

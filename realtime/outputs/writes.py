@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import StageError
+from realtime.errors import StageError
 
 try:
     import resource

@@ -1,6 +1,6 @@
 """``--serve [HOST:]PORT``: parse the address, start the web view, say where it listens.
 
-Kept apart from :mod:`realtime.web` so the CLI can explain a missing server
+Kept apart from :mod:`realtime.outputs.web` so the CLI can explain a missing server
 package (aiohttp, prometheus_client: optional in the runtime) in one line.
 """
 
@@ -11,7 +11,7 @@ import contextlib
 import socket
 from typing import Any
 
-from .errors import CamlocError
+from realtime.errors import CamlocError
 
 __all__ = ["LOOPBACK", "ServeError", "listen_urls", "local_ips", "open_web_view", "parse_serve"]
 
@@ -62,7 +62,7 @@ def listen_urls(host: str, port: int, local_ips: list[str]) -> list[str]:
 
 def open_web_view(spec: str, token: str | None, options: Any, topk: int,
                   tiles: Any = None) -> Any:
-    """A started :class:`realtime.web.WebView` for ``--serve spec`` (with ``tiles``: the
+    """A started :class:`realtime.outputs.web.WebView` for ``--serve spec`` (with ``tiles``: the
     mosaic of several sources); ServeError (one line) for a bad address, a port in use
     or missing packages."""
     try:
@@ -70,7 +70,7 @@ def open_web_view(spec: str, token: str | None, options: Any, topk: int,
     except argparse.ArgumentTypeError as exc:
         raise ServeError(f"--serve: {exc}") from None
     try:
-        from .web import WebView
+        from realtime.outputs.web import WebView
     except ImportError as exc:
         raise ServeError(f"--serve needs {exc.name or 'aiohttp'}: pip install aiohttp "
                          "prometheus-client") from None

@@ -5,7 +5,7 @@ outages and seconds without frames, the outage under way included) and
 gauges (frames per second, viewers) are read from the running pipeline when a
 scraper asks, so they cost nothing between scrapes; per-stage latency is a
 histogram fed once per processed frame. With several sources (a
-:class:`realtime.multi.MultiRun`) the counters and the fps gauge have one sample per
+:class:`realtime.pipeline.multi.MultiRun`) the counters and the fps gauge have one sample per
 source, labelled ``source`` (its output name). Each :class:`Metrics` has its own
 registry (several runs in one process, e.g. tests, do not collide).
 """
@@ -34,7 +34,7 @@ _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 def run_counters(run: Any) -> dict[str, Any]:
-    """The live figures of a :class:`realtime.pipeline.Pipeline` (read between frames, from
+    """The live figures of a :class:`realtime.pipeline.runner.Pipeline` (read between frames, from
     any thread: plain attribute reads); for a multi-source run, :func:`multi_counters`."""
     if hasattr(run, "feeds"):
         return multi_counters(run)
@@ -57,7 +57,7 @@ def _source_counters(src: Any, processed: int, fps: float) -> dict[str, Any]:
 
 
 def multi_counters(run: Any) -> dict[str, Any]:
-    """The figures of a :class:`realtime.multi.MultiRun`: ``sources`` maps each source's
+    """The figures of a :class:`realtime.pipeline.multi.MultiRun`: ``sources`` maps each source's
     name to its own (a source not open yet counts zeros); the rest are the totals."""
     per = {f.name: _source_counters(f.source, f.processed, f.meter.fps) for f in run.feeds}
     total = {k: sum(c[k] for c in per.values()) for k in (*COUNTERS, "fps")}

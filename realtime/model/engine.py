@@ -1,5 +1,5 @@
 """Localizer: one ONNX Runtime session, CAMs and boxes for each frame; and Result, the
-data of one frame's localization (drawing it: realtime.draw; its JSONL: realtime.sinks).
+data of one frame's localization (drawing it: realtime.model.draw; its JSONL: realtime.outputs.sinks).
 
 The work is split so a pipeline can time each stage and run it in its own
 thread: ``prepare`` (frame -> tensor, on the CPU), ``forward`` (the session; any
@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from realtime import binding
-from realtime import providers as prov
-from realtime.boxes import BOX_RULES, boxes_from_cam, scale_boxes
-from realtime.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
 from realtime.errors import DeviceError, ModelError, OptionError, first_line
-from realtime.format import (
+from realtime.model import binding
+from realtime.model import providers as prov
+from realtime.model.boxes import BOX_RULES, boxes_from_cam, scale_boxes
+from realtime.model.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
+from realtime.model.format import (
     FRAME_OUTPUTS,
     INCAM_OUTPUTS,
     INPUT,
@@ -37,9 +37,9 @@ from realtime.format import (
     check_outputs,
     parse_metadata,
 )
-from realtime.paths import tensorrt_cache
-from realtime.preprocess import Geometry, prepare_frame
-from realtime.zoo import DEFAULT_MODEL, resolve_model
+from realtime.model.paths import tensorrt_cache
+from realtime.model.preprocess import Geometry, prepare_frame
+from realtime.model.zoo import DEFAULT_MODEL, resolve_model
 
 __all__ = ["DEFAULT_IMGSZ_SCALE", "DEFAULT_MIN_AREA", "DEFAULT_THRESHOLD", "Localizer",
            "Result", "default_imgsz"]
@@ -77,8 +77,8 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def detections(self) -> list[dict[str, Any]]:
-        """Per-frame ``detections`` of the JSONL schema (built in :mod:`realtime.sinks`)."""
-        from realtime.sinks import detections
+        """Per-frame ``detections`` of the JSONL schema (built in :mod:`realtime.outputs.sinks`)."""
+        from realtime.outputs.sinks import detections
 
         return detections(self)
 
@@ -86,8 +86,8 @@ class Result:
              index: int | None = None, alpha: float = 0.4, hud: str | None = None) -> np.ndarray:
         """Draw on ``frame`` in place and return it: the heatmap of class ``index`` (default
         the best), boxes of every class (or only of ``index``), optional HUD text. A
-        convenience for :func:`realtime.draw.draw_result`, which does the drawing."""
-        from realtime.draw import RenderOptions, draw_result
+        convenience for :func:`realtime.model.draw.draw_result`, which does the drawing."""
+        from realtime.model.draw import RenderOptions, draw_result
 
         return draw_result(frame, self, RenderOptions(heatmap, boxes, index, alpha), hud)
 

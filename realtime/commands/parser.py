@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from realtime.errors import UsageError
 
 __all__ = ["Parser", "fraction", "fresh_folder", "int_at_least", "logging_state",
            "restore_logging", "setup_logging", "stop_on_signals"]

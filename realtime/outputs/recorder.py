@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from .sinks import VIDEO_FOURCC, Sink, SinkError, VideoSink, _letterbox, check_output_path
+from realtime.outputs.sinks import VIDEO_FOURCC, Sink, SinkError, VideoSink, _letterbox, check_output_path
 
 if TYPE_CHECKING:
-    from .pipeline import Processed
+    from realtime.pipeline.runner import Processed
 
 __all__ = ["CODECS", "FRAGMENTED_MP4", "AvVideoSink", "default_codec", "open_video_sink",
            "pyav_available", "video_suffixes"]
@@ -97,9 +97,9 @@ class AvVideoSink(Sink):
     """Annotated frames into H.264 (fragmented MP4) through PyAV, at ``size`` (width,
     height) or, when None, the first frame's size.
 
-    Same interface as :class:`realtime.sinks.VideoSink`: ``write(item)`` a processed
+    Same interface as :class:`realtime.outputs.sinks.VideoSink`: ``write(item)`` a processed
     frame (``write_image(image)`` a BGR uint8 frame), ``close()``, ``path`` and
-    ``frames`` (what the full-disk check and the final count in realtime.outputs use). Frames
+    ``frames`` (what the full-disk check and the final count in realtime.outputs.writes use). Frames
     are converted to I420 by OpenCV
     (several times cheaper than FFmpeg's swscale, docs/PERFORMANCE.md); odd sizes
     lose their last row/column, frames of another size are letterboxed. A keyframe

@@ -32,7 +32,7 @@ plumbing around it guarantees that
 - per-frame stage timings (milliseconds) travel with each frame, for the
   summary and the benchmark.
 
-Outputs are :class:`realtime.sinks.Sink` objects, fed in frame order: from the
+Outputs are :class:`realtime.outputs.sinks.Sink` objects, fed in frame order: from the
 render thread, or (``in_caller_thread``, a window) from the caller's. The caller
 iterates the pipeline in its own (main) thread, which is where a window must
 live, and gets each frame once every sink has taken it.
@@ -52,17 +52,17 @@ from typing import Any, Protocol, Self
 import cv2
 import numpy as np
 
-from .draw import RenderOptions
-from .errors import CamlocError, PipelineError, StageError
-from .handoff import put_until
-from .render import Processed, draw_item, feed, options_for, write_ready
-from .sinks import Sink, record
-from .sources import Frame, Source
-from .stats import FpsMeter, RunStats
+from realtime.errors import CamlocError, PipelineError, StageError
+from realtime.model.draw import RenderOptions
+from realtime.outputs.sinks import Sink, record
+from realtime.pipeline.handoff import put_until
+from realtime.pipeline.render_stage import Processed, draw_item, feed, options_for, write_ready
+from realtime.pipeline.runstats import FpsMeter, RunStats
+from realtime.sources import Frame, Source
 
 __all__ = ["STAGES", "FpsMeter", "Pipeline", "PipelineError", "Processed", "RenderOptions",
-           "RunStats", "record"]  # RenderOptions: realtime.draw; record: realtime.sinks;
-# Processed: realtime.render
+           "RunStats", "record"]  # RenderOptions: realtime.model.draw; record: realtime.outputs.sinks;
+# Processed: realtime.pipeline.render_stage
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ STAGES = ("decode", "preprocess", "infer", "postprocess", "draw", "encode", "jso
 _POLL_S = 0.1
 
 
-class _Localizer(Protocol):  # what the pipeline needs of realtime.engine.Localizer
+class _Localizer(Protocol):  # what the pipeline needs of realtime.model.engine.Localizer
     provider: str
 
     def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, Any]: ...

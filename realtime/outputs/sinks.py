@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any, Self
 import cv2
 import numpy as np
 
-from .draw import draw_hud, hud_text
-from .errors import CamlocError
+from realtime.errors import CamlocError
+from realtime.model.draw import draw_hud, hud_text
 
 if TYPE_CHECKING:
-    from .pipeline import Pipeline, Processed
-    from .sources import Frame
+    from realtime.pipeline.runner import Pipeline, Processed
+    from realtime.sources import Frame
 
 __all__ = ["KEYS", "VIDEO_FOURCC", "JsonlSink", "Sink", "SinkError", "VideoSink", "Window",
            "WindowSink", "check_output_path", "detections", "gui_available", "json_default",
@@ -127,7 +127,7 @@ def _letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class VideoSink(Sink):
     """Annotated frames into a video file (mp4v in .mp4, or ``fourcc``) through OpenCV, at
     ``size`` (width, height) or, when None, the first frame's size (H.264 and crash-safe
-    files: realtime.recorder).
+    files: realtime.outputs.recorder).
 
     The writer opens on the first frame; frames of another size (an image folder)
     are letterboxed into it. MPEG-4 needs even sizes: an odd last row or column is

@@ -22,8 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .draw import draw_hud
-from .sinks import Sink, record, steer
+from realtime.model.draw import draw_hud
+from realtime.outputs.sinks import Sink, record, steer
 
 __all__ = ["CELL", "MosaicWindow", "TileHolder", "TileSink", "cell_size", "compose", "fit_rect",
            "grid"]
@@ -102,7 +102,7 @@ class TileHolder:
         self._lock = threading.Lock()
 
     def put(self, index: int, item: Any) -> None:
-        """Keep ``item`` (a ``realtime.pipeline.Processed`` whose image is not drawn on
+        """Keep ``item`` (a ``realtime.pipeline.runner.Processed`` whose image is not drawn on
         afterwards) as source ``index``'s newest frame."""
         with self._lock:
             self._items[index] = item

@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .sinks import SinkError
-from .sources import IMAGE_SUFFIXES, classify_source
+from realtime.outputs.sinks import SinkError
+from realtime.sources import IMAGE_SUFFIXES, classify_source
 
 __all__ = ["input_files", "refuse_overwrites", "same_file"]
 

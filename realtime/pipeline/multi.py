@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from .cam import CamSmoother
-from .draw import RenderOptions
-from .errors import first_line
-from .handoff import put_until
-from .render import draw_item, options_for, write_ready
-from .sources import Frame, Source, SourceError, classify_source, open_source
-from .stats import FpsMeter
+from realtime.errors import first_line
+from realtime.model.cam import CamSmoother
+from realtime.model.draw import RenderOptions
+from realtime.pipeline.handoff import put_until
+from realtime.pipeline.render_stage import draw_item, options_for, write_ready
+from realtime.pipeline.runstats import FpsMeter
+from realtime.sources import Frame, Source, SourceError, classify_source, open_source
 
 __all__ = ["DEFAULT_RETRY", "LIST_SUFFIXES", "Feed", "MultiRun", "Retry", "expand_sources",
            "read_source_list"]
@@ -90,7 +90,7 @@ class Feed:
     spec: str
     name: str
     localizer: Any
-    sinks: list[Any] = field(default_factory=list)  # realtime.sinks.Sink, fed in order
+    sinks: list[Any] = field(default_factory=list)  # realtime.outputs.sinks.Sink, fed in order
     source: Source | None = None
     error: str | None = None      # why it failed or was lost (for the summary)
     processed: int = 0
@@ -112,12 +112,12 @@ class MultiRun:
     """Run one Localizer over several sources; see the module docstring.
 
     ``sinks(feed)`` is called once a feed's source is open and returns its list of
-    :class:`realtime.sinks.Sink` (the CLI's: the video sink, then the JSONL sink), each
+    :class:`realtime.outputs.sinks.Sink` (the CLI's: the video sink, then the JSONL sink), each
     fed every processed frame of that source in order; ``options`` say what is drawn
     for sinks that need the image. ``batch`` False runs one frame per call: the CLI's
     choice on the CPU, where batching did not pay (docs/SCALING.md). ``tick`` is called
     from the caller's thread after every round of the inference loop (the ``--show``
-    window: realtime.tiles.MosaicWindow); it must return quickly.
+    window: realtime.outputs.tiles.MosaicWindow); it must return quickly.
     """
 
     def __init__(self, specs: Sequence[str], names: Sequence[str], localizer: Any, sinks: Any,

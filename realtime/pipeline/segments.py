@@ -3,7 +3,7 @@
 Plain functions, no Ray: ``realtime.batch`` calls :func:`process_segment` inside
 its Ray workers, and a segment is processed by the very pieces the single-process
 CLI uses (``VideoFileSource`` to decode, ``Pipeline`` to run, the sinks of
-``realtime.recorder.open_video_sink`` (``--codec``, H.264 by default) and
+``realtime.outputs.recorder.open_video_sink`` (``--codec``, H.264 by default) and
 ``JsonlSink`` to write), so the outputs are the CLI's. Every part starts with a
 keyframe (its own encoder), so parts join by copying packets: no second encoding.
 
@@ -27,7 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .errors import CamlocError, first_line
+from realtime.errors import CamlocError, first_line
 
 __all__ = ["WARMUP_RESIDUAL", "Segment", "SegmentResult", "describe_failure", "done_marker",
            "join_parts",
@@ -104,10 +104,10 @@ def process_segment(localizer: Any, seg: Segment, parts_dir: str | os.PathLike[s
     (``codec`` as its ``--codec``). ``on_frame(n)`` is called after the n-th frame is
     written. Raises what the source, model or writers raise.
     """
-    from .pipeline import Pipeline
-    from .recorder import open_video_sink
-    from .sinks import JsonlSink
-    from .sources import VideoFileSource
+    from realtime.outputs.recorder import open_video_sink
+    from realtime.outputs.sinks import JsonlSink
+    from realtime.pipeline.runner import Pipeline
+    from realtime.sources import VideoFileSource
 
     localizer.reset()
     if warmup and seg.start > 0:  # prime the smoother: the frames before, not written
@@ -138,7 +138,7 @@ def _remux(parts: Sequence[Path], target: Path) -> None:
         import av
     except ImportError:
         raise CamlocError("joining the segments of a video needs PyAV: pip install av") from None
-    from .recorder import FRAGMENTED_MP4
+    from realtime.outputs.recorder import FRAGMENTED_MP4
 
     opts = FRAGMENTED_MP4 if target.suffix.lower() in (".mp4", ".m4v", ".mov") else {}
     with av.open(str(target), "w", options=opts) as dst:

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from .draw import RenderOptions, draw_result
-from .outputs import check_space, write_or_fail
-from .providers import PROVIDER_OF
-from .sinks import Sink
-from .sources import Frame
+from realtime.model.draw import RenderOptions, draw_result
+from realtime.model.providers import PROVIDER_OF
+from realtime.outputs.sinks import Sink
+from realtime.outputs.writes import check_space, write_or_fail
+from realtime.sources import Frame
 
 __all__ = ["Processed", "draw_item", "draw_parallelism", "feed", "options_for", "write_ready"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import onnxruntime as ort
 
 from realtime.errors import DeviceError, OptionError
-from realtime.paths import tensorrt_cache
+from realtime.model.paths import tensorrt_cache
 
 __all__ = ["DEVICES", "PROVIDER_OF", "check_granted", "expected_provider", "gpu_present",
            "parallelism", "parse_device", "plan_providers", "preload_cuda", "tensorrt_present",

@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from realtime.errors import first_line
-from realtime.format import INPUT
+from realtime.model.format import INPUT
 
 __all__ = ["BoundRunner", "GraphRunner", "PlainRunner", "Runner", "TensorrtWatch",
            "with_cuda_graph"]

@@ -15,9 +15,9 @@ import re
 from pathlib import Path
 
 from realtime.errors import CamlocError, ModelError
-from realtime.paths import cache_path, camloc_home
+from realtime.model.paths import cache_path, camloc_home
 
-__all__ = ["DEFAULT_MODEL", "cache_path", "camloc_home", "resolve_model"]  # paths: realtime.paths
+__all__ = ["DEFAULT_MODEL", "cache_path", "camloc_home", "resolve_model"]  # paths: realtime.model.paths
 
 log = logging.getLogger(__name__)
 

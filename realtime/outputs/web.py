@@ -9,7 +9,7 @@ shows in an ``<img>``). A viewer that reads slowly or not at all only waits on
 its own socket and skips to the newest frame when it catches up; the pipeline
 never waits on a socket, and while nobody watches nothing is encoded.
 
-With several sources (``tiles``, a :class:`realtime.tiles.TileHolder` the sources'
+With several sources (``tiles``, a :class:`realtime.outputs.tiles.TileHolder` the sources'
 writers fill) the video is their mosaic, composed only when a viewer asks for a frame.
 
 Routes: ``/`` the page, ``/stream`` the video, ``/api/detections`` the newest
@@ -34,11 +34,11 @@ from typing import Any, Self
 import cv2
 from aiohttp import web
 
-from .draw import RenderOptions
-from .metrics import Metrics, run_counters
-from .serve import LOOPBACK as _LOOPBACK
-from .serve import ServeError, listen_urls, local_ips
-from .sinks import Sink, record
+from realtime.model.draw import RenderOptions
+from realtime.outputs.prom import Metrics, run_counters
+from realtime.outputs.serve import LOOPBACK as _LOOPBACK
+from realtime.outputs.serve import ServeError, listen_urls, local_ips
+from realtime.outputs.sinks import Sink, record
 
 __all__ = ["ACTIONS", "WebView"]
 
@@ -76,7 +76,7 @@ class WebView(Sink):
     controls change them, as the window's keys do); ``topk`` the classes per
     frame. :meth:`start` binds (a :class:`ServeError` if it cannot), :meth:`attach`
     gives it the run for fps and counters, :meth:`write` feeds it frames: a
-    :class:`~realtime.sinks.Sink` of the pipeline, fed from the render thread. With
+    :class:`~realtime.outputs.sinks.Sink` of the pipeline, fed from the render thread. With
     ``tiles`` (several sources) it shows their mosaic instead, and is not fed itself.
     """
 
@@ -89,7 +89,7 @@ class WebView(Sink):
         self.host, self.port, self.token = host, port, token or None
         self.options = options or RenderOptions()
         self.topk, self.quality = topk, quality
-        self.tiles = tiles  # realtime.tiles.TileHolder: several sources, one mosaic
+        self.tiles = tiles  # realtime.outputs.tiles.TileHolder: several sources, one mosaic
         if tiles is not None:
             tiles.on_put = self._notify
         self.urls: list[str] = []
@@ -118,7 +118,7 @@ class WebView(Sink):
         self._run = run
 
     def write(self, item: Any) -> None:
-        """Take one processed frame (``realtime.pipeline.Processed``); its image must not
+        """Take one processed frame (``realtime.pipeline.runner.Processed``); its image must not
         be drawn on afterwards. Keeps a reference; wakes the streams if anyone watches."""
         with self._lock:
             self._latest = item
@@ -325,6 +325,6 @@ class WebView(Sink):
 def _dumps(obj: Any) -> str:
     import json
 
-    from .sinks import json_default
+    from realtime.outputs.sinks import json_default
 
     return json.dumps(obj, default=json_default)

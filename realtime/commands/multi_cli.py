@@ -1,9 +1,9 @@
 """``python -m realtime --source A B C``: the command-line side of several sources in one
-process (realtime.multi runs them): output folders, the sinks per source (the
+process (realtime.pipeline.multi runs them): output folders, the sinks per source (the
 single-source CLI's: ``--codec``, H.264 by default, and JSONL), the summary with a
 line per source, the exit status (0 all complete, 1 a source failed or was lost, 2
 a user error such as none of the sources opening). ``--show`` and ``--serve`` show
-every source as a tile of one mosaic (realtime.tiles).
+every source as a tile of one mosaic (realtime.outputs.tiles).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .draw import RenderOptions
-from .errors import CamlocError, UsageError
-from .multi import Feed, MultiRun, Retry
+from realtime.errors import CamlocError, UsageError
+from realtime.model.draw import RenderOptions
+from realtime.pipeline.multi import Feed, MultiRun, Retry
 
 __all__ = ["NoSourceError", "run_cli", "summary"]
 
@@ -54,7 +54,7 @@ class NoSourceError(CamlocError, ValueError):
 
 def _folders(args: Any) -> tuple[Path | None, Path | None]:
     """(video folder, JSONL folder): --save/--save-json as folders, else a fresh run folder."""
-    from .cliargs import fresh_folder
+    from realtime.commands.parser import fresh_folder
 
     if args.save or args.save_json or args.show or args.serve:
         out = []
@@ -74,10 +74,10 @@ def run_cli(args: Any, specs: Sequence[str]) -> int:
     source."""
     import signal
 
-    from .cliargs import stop_on_signals
-    from .names import unique_names
-    from .recorder import open_video_sink
-    from .tiles import MosaicWindow, TileHolder
+    from realtime.commands.parser import stop_on_signals
+    from realtime.outputs.recorder import open_video_sink
+    from realtime.outputs.tiles import MosaicWindow, TileHolder
+    from realtime.sources.names import unique_names
 
     names = unique_names(specs)
     window = _window(args, len(specs))
@@ -91,7 +91,7 @@ def run_cli(args: Any, specs: Sequence[str]) -> int:
     with contextlib.ExitStack() as stack:
         web = None
         if args.serve:
-            from .serve import open_web_view
+            from realtime.outputs.serve import open_web_view
 
             web = stack.enter_context(open_web_view(args.serve, args.token, options, args.topk,
                                                     tiles=holder))
@@ -121,7 +121,7 @@ def _window(args: Any, n: int) -> Any:
     """The --show window where one can be opened; else None, said in one line."""
     if not args.show:
         return None
-    from .sinks import Window, gui_available
+    from realtime.outputs.sinks import Window, gui_available
 
     ok, why = gui_available()
     if not ok:
@@ -133,10 +133,10 @@ def _window(args: Any, n: int) -> Any:
 def _run(args: Any, specs: Sequence[str], names: list[str], options: RenderOptions,
          video_dir: Path | None, json_dir: Path | None, holder: Any, shown: Any) -> MultiRun:
     """The MultiRun with the CLI's sinks per source (and a tile each for --show/--serve)."""
-    from .engine import Localizer
-    from .recorder import open_video_sink
-    from .sinks import JsonlSink
-    from .tiles import TileSink
+    from realtime.model.engine import Localizer
+    from realtime.outputs.recorder import open_video_sink
+    from realtime.outputs.sinks import JsonlSink
+    from realtime.outputs.tiles import TileSink
 
     suffix = ".avi" if args.codec == "mjpeg" else ".mp4"
     loc, _ = Localizer.for_pipeline(args.model, args.device, args.threads, 1, imgsz=args.imgsz,
