@@ -12,26 +12,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from realtime.commands.parser import (
     Parser,
     fraction,
-    fresh_folder,
     int_at_least,
     logging_state,
     restore_logging,
     setup_logging,
     stop_on_signals,
 )
-from realtime.errors import StageError, UsageError, report_error
+from realtime.errors import UsageError, report_error
 from realtime.outputs.writes import silence_stdout  # stdlib only: the parser stays cheap
 
 __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
@@ -120,60 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass
-class _Outputs:
-    video: Path | None
-    jsonl: Path | None
-    folder: Path | None  # a fresh folder under --runs-dir, when outputs were chosen for us
-
-
 def _run_name(source: str) -> str:
-    if source == str(DEMO_CLIP):
-        return "demo"
-    s = source.rstrip("/\\")
-    if s.isdigit():
-        return f"camera{s}"
-    if "://" in s:
-        return "stream"
-    stem = Path(s).stem
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip("._") or "run"
+    from realtime.sources.names import source_name
+
+    return "demo" if source == str(DEMO_CLIP) else source_name(source)
 
 
-def _plan_outputs(args: argparse.Namespace) -> _Outputs:
-    """Decide and check every output path before any frame is read."""
-    from realtime.outputs.guard import input_files, refuse_overwrites
-    from realtime.outputs.recorder import video_suffixes
-    from realtime.outputs.sinks import check_output_path
-
-    refuse_overwrites(input_files(args.source, args.model),  # before anything is opened
-                      {"--save": args.save, "--save-json": args.save_json})
-    if args.save and args.save_json and Path(args.save).resolve() == Path(
-            args.save_json).resolve():
-        raise UsageError("--save and --save-json point to the same file")
-    if args.save or args.save_json or args.show or args.serve:
-        video = check_output_path(args.save, "--save", video_suffixes(args.codec)) if args.save \
-            else None
-        jsonl = check_output_path(args.save_json, "--save-json") if args.save_json else None
-        return _Outputs(video, jsonl, None)
-    name = _run_name(args.source)
-    folder = fresh_folder(Path(args.runs_dir), name)
-    base = folder
-    while not base.exists():  # created only once the run starts: nothing left on errors
-        base = base.parent
-    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
-        raise UsageError(f"--runs-dir {args.runs_dir}: cannot create {folder} "
-                         f"({base} is not a writable folder)")
-    return _Outputs(folder / f"{name}.mp4", folder / f"{name}.jsonl", folder)
-
-
-def _window_or_why(args: argparse.Namespace) -> tuple[Any, str]:
+def _window_or_why(args: argparse.Namespace, n: int) -> tuple[Any, str]:
     """(Window, "") for --show where one can be opened, else (None, why not)."""
     if not args.show:
         return None, ""
     from realtime.outputs.sinks import Window, gui_available
 
     ok, why = gui_available()
-    return (Window(f"camloc - {args.source}"), "") if ok else (None, why)
+    title = f"camloc - {args.source[0]}" if n == 1 else f"camloc - {n} sources"
+    return (Window(title), "") if ok else (None, why)
 
 
 def _progress(items: Iterable[Any], total: int | None, live: bool) -> Iterable[Any]:
@@ -189,106 +149,177 @@ def _progress(items: Iterable[Any], total: int | None, live: bool) -> Iterable[A
     return tqdm(items, total=total, unit="frame", dynamic_ncols=True, disable=None, leave=False)
 
 
-def _summary(stats: Any, video: Any, jsonl: Any) -> str:
-    s = stats
-    head = (f"camloc: {s.source}: {s.frames_read} frames read, {s.processed} processed, "
-            f"{s.dropped} dropped, {s.corrupt} corrupt skipped"
-            f"{f', {s.skipped} too small skipped' if s.skipped else ''}; {s.mean_fps:.1f} fps "
-            f"({s.elapsed_s:.1f} s) on {s.provider}")
-    lines = [head]
-    if s.stopped_by or s.ended_because:
-        lines.append(f"  stopped: {s.ended_because or s.stopped_by}")
-    med = s.medians()
-    if med:
-        lines.append("  median ms/frame: " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()))
-    if video is not None:
-        lines.append(f"  video: {video.path} ({video.frames} frames)")
-    if jsonl is not None:
-        lines.append(f"  json:  {jsonl.path} ({jsonl.lines} lines)")
-    if video is None and jsonl is None:
-        lines.append("  nothing saved (use --save / --save-json)")
-    return "\n".join(lines)
+def _specs(args: argparse.Namespace) -> list[str]:
+    """The sources to run: --source values (lists expanded) or the bundled demo clip."""
+    from realtime.sources.lists import expand_sources
+
+    if args.source is not None:
+        return expand_sources(args.source)
+    if not DEMO_CLIP.is_file():
+        raise UsageError(f"the demo clip {DEMO_CLIP} is missing; make it with "
+                         "python tools/make_demo_clip.py, or pass --source")
+    return [str(DEMO_CLIP)]
+
+
+def _preopen(specs: list[str], stride: int) -> list[Any]:
+    """Files, images and folders opened now (a missing file: one line before the model
+    loads); cameras and streams are opened, and retried, by the pipeline's readers. With
+    several sources a file that does not open is left to its reader, which reports it
+    while the others run."""
+    from realtime.sources import SourceError, classify_source, open_source
+
+    out: list[Any] = []
+    for spec in specs:
+        if classify_source(spec) in ("camera", "stream"):
+            out.append(spec)
+            continue
+        try:
+            out.append(open_source(spec, stride=stride))
+        except SourceError:
+            if len(specs) == 1:
+                raise
+            out.append(spec)
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Check outputs, open the source, load the model, run, summarize."""
+    """Check outputs, open the sources, load the model, run, summarize."""
+    from realtime.commands.plan import plan_outputs
+    from realtime.commands.summary import exit_status, summary
     from realtime.model.draw import RenderOptions
     from realtime.model.engine import Localizer
-    from realtime.outputs.recorder import open_video_sink
-    from realtime.outputs.sinks import JsonlSink, WindowSink
     from realtime.outputs.writes import check_video, explain
+    from realtime.pipeline import feeds
     from realtime.pipeline.render_stage import draw_parallelism
     from realtime.pipeline.runner import Pipeline
-    from realtime.sources import ImageSource, classify_source, frames_expected, open_source
+    from realtime.sources import classify_source
 
-    if args.source is not None:  # several sources: one process, outputs per source
-        from realtime.commands.multi_cli import run_cli
-        from realtime.pipeline.multi import expand_sources
-
-        specs = expand_sources(args.source)
-        if len(specs) > 1:
-            return run_cli(args, specs)
-        args.source = specs[0]
-    if args.source is None:
-        if not DEMO_CLIP.is_file():
-            raise UsageError(f"the demo clip {DEMO_CLIP} is missing; make it with "
-                             "python tools/make_demo_clip.py, or pass --source")
-        args.source = str(DEMO_CLIP)
-    if args.batch > 1 and classify_source(args.source) in ("camera", "stream"):
+    specs = _specs(args)
+    args.source = specs
+    live = [classify_source(s) in ("camera", "stream") for s in specs]
+    if args.batch > 1 and all(live):
         raise UsageError("--batch applies to files; live sources run one frame at a time")
+    kinds = [classify_source(s) for s, is_live in zip(specs, live) if is_live]
+    if args.vid_stride != 1 and kinds:
+        raise UsageError(f"--vid-stride applies to files, not to a live {kinds[0]} (live "
+                         "sources already keep only the newest frame)")
     if args.no_heatmap and args.no_boxes and args.save:
         log.warning("--no-heatmap and --no-boxes: the saved video will have no overlay")
-    window, no_window = _window_or_why(args)
+    window, no_window = _window_or_why(args, len(specs))
     args.show = window is not None
-    outputs = _plan_outputs(args)
+    plan = plan_outputs(args, specs, _run_name(specs[0]))
     options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
-    video = jsonl = None
     with contextlib.ExitStack() as stack:  # runs explain() last: after the sinks are closed
-        stack.push(lambda _t, exc, _tb: explain(exc, video, jsonl))
-        web = None
-        if args.serve:
-            from realtime.outputs.serve import open_web_view
-
-            web = stack.enter_context(open_web_view(args.serve, args.token, options, args.topk))
-            print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)
-        source = open_source(args.source, stride=args.vid_stride,
-                             give_up_after_s=args.give_up_after)  # live sources only
-        stack.callback(source.close)  # its reader starts with the pipeline
+        made: dict[int, list[Any]] = {}
+        stack.push(lambda _t, exc, _tb: explain(exc, *_kept(made)))
+        shared, holder, web = _viewers(args, stack, options, window, plan.names)
+        sources = _preopen(specs, args.vid_stride)
+        for s in sources:
+            if not isinstance(s, str):
+                stack.callback(s.close)
         loc, workers = Localizer.for_pipeline(
             args.model, args.device, args.threads, args.workers, imgsz=args.imgsz,
             topk=args.topk, threshold=args.threshold, smooth=args.smooth)
         draw_workers = draw_parallelism(loc.provider, args.draw_workers)  # same granted provider
         if no_window:  # said only now: a bad source or model is the one line to see
             log.warning("--show skipped: %s%s", no_window, "; saving under "
-                        f"{outputs.folder} instead" if outputs.folder else "")
-        sinks: list[Any] = []  # fed in this order: video then JSONL, both or neither per frame
-        if outputs.video is not None:
-            video = stack.enter_context(open_video_sink(  # every N-th frame: 1/N the rate
-                outputs.video, source.fps / source.stride, args.codec,
-                size=source.size if isinstance(source, ImageSource) else None))
-            sinks.append(video)
-        if outputs.jsonl is not None:
-            jsonl = stack.enter_context(JsonlSink(outputs.jsonl))
-            sinks.append(jsonl)
-        if window is not None:
-            sinks.append(stack.enter_context(WindowSink(window)))
+                        f"{plan.folder} instead" if plan.folder else "")
+        run = stack.enter_context(Pipeline(
+            sources, loc, names=plan.names, sinks=shared, sinks_for=_sinks_for(args, plan, made),
+            draw=False, options=options, max_frames=args.max_frames,
+            batch=_batch(args, loc, len(specs)), workers=workers, draw_workers=draw_workers,
+            stride=args.vid_stride,
+            retry=dataclasses.replace(feeds.DEFAULT_RETRY, give_up_after_s=args.give_up_after)))
         if web is not None:
-            sinks.append(web)
-        run = stack.enter_context(Pipeline(source, loc, sinks=sinks, draw=False, options=options,
-                                           max_frames=args.max_frames, batch=args.batch,
-                                           workers=workers, draw_workers=draw_workers))
-        total = frames_expected(source)
-        if total is not None and args.max_frames is not None:
-            total = min(total, args.max_frames)
+            web.attach(run)
+        total = _total(sources, args.max_frames)
         with stop_on_signals(run):
-            for _item in _progress(run, total, source.live):
+            for _item in _progress(run, total, any(live)):
                 pass  # the sinks did the work; the bar counts the frames
-    check_video(video)  # the summary never reports frames that are not in the file
-    print(_summary(run.stats, video, jsonl), flush=True)
-    if getattr(source, "lost", False):  # gone for --give-up-after: a failure, not an end
-        return report_error("camloc", StageError(source.ended_because))
-    stopped = run.stats.stopped_by
-    return 128 + signal.Signals[stopped].value if stopped in ("SIGINT", "SIGTERM") else 0
+    for sinks in made.values():  # the summary never reports frames that are not in the file
+        check_video(sinks[0] if sinks and hasattr(sinks[0], "frames") else None)
+    print(summary(run, made), flush=True)
+    return exit_status(run, made)
+
+
+def _viewers(args: argparse.Namespace, stack: contextlib.ExitStack, options: Any, window: Any,
+             names: list[str]) -> tuple[list[Any], Any, Any]:
+    """The sinks every source feeds (window, web view; with several sources both show a
+    mosaic of tiles), the tile holder, and the web view."""
+    shared: list[Any] = []
+    holder = None
+    if len(names) > 1 and (window is not None or args.serve):
+        from realtime.outputs.tiles import TileHolder, TileSink
+
+        holder = TileHolder(names)
+        shared.append(TileSink(holder))
+    web = None
+    if args.serve:
+        from realtime.outputs.serve import open_web_view
+
+        web = stack.enter_context(open_web_view(args.serve, args.token, options, args.topk,
+                                                tiles=holder))
+        print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)
+        if holder is None:
+            shared.append(web)
+    if window is not None:
+        if holder is None:
+            from realtime.outputs.sinks import WindowSink
+
+            shared.append(stack.enter_context(WindowSink(window)))
+        else:
+            from realtime.outputs.tiles import MosaicWindow
+
+            shared.append(stack.enter_context(MosaicWindow(window, holder, args.topk)))
+    return shared, holder, web
+
+
+def _sinks_for(args: argparse.Namespace, plan: Any, made: dict[int, list[Any]]) -> Any:
+    """The factory of each source's own outputs (video then JSONL: both or neither per
+    frame), called once its source is open (its frame rate known)."""
+    from realtime.outputs.recorder import open_video_sink
+    from realtime.outputs.sinks import JsonlSink
+    from realtime.sources import ImageSource
+
+    def make(feed: Any) -> list[Any]:
+        src, i, out = feed.source, feed.index, []
+        made[i] = out
+        if plan.videos[i] is not None:  # every N-th frame: 1/N the rate
+            out.append(open_video_sink(plan.videos[i], src.fps / src.stride, args.codec,
+                                       size=src.size if isinstance(src, ImageSource) else None))
+        if plan.jsonls[i] is not None:
+            out.append(JsonlSink(plan.jsonls[i]))
+        return list(out)
+
+    return make
+
+
+def _kept(made: dict[int, list[Any]]) -> tuple[Any, Any]:
+    """The one source's video and JSONL sinks (what a full disk's message names)."""
+    if len(made) != 1:
+        return None, None
+    sinks = next(iter(made.values()))
+    video = next((s for s in sinks if hasattr(s, "frames")), None)
+    jsonl = next((s for s in sinks if hasattr(s, "lines")), None)
+    return video, jsonl
+
+
+def _batch(args: argparse.Namespace, loc: Any, n: int) -> int:
+    """Frames per inference call: --batch; with several sources on a GPU, one frame of
+    each source in one call (on the CPU batching does not pay: docs/SCALING.md)."""
+    if args.batch > 1 or n == 1 or loc.provider == "CPUExecutionProvider":
+        return args.batch
+    return min(n, 32)
+
+
+def _total(sources: list[Any], max_frames: int | None) -> int | None:
+    from realtime.sources import frames_expected
+
+    totals = [None if isinstance(s, str) else frames_expected(s) for s in sources]
+    if any(t is None for t in totals):
+        return None
+    per = [min(t, max_frames) if max_frames is not None else t for t in totals]
+    return sum(per)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

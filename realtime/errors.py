@@ -45,7 +45,7 @@ class StageError(RuntimeError):
     """A stage failed for a reason that is neither the user's request nor a bug in camloc
     (an output that cannot be written: full disk, I/O error; a live source lost for good):
     exit status 1, the message printed as it is (it names the file or source and the
-    cause). Subclasses: realtime.outputs.writes.OutputError."""
+    cause). Subclasses: realtime.outputs.writes.WriteError."""
 
 
 class PipelineError(RuntimeError):

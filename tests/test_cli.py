@@ -212,8 +212,7 @@ def test_no_arguments_runs_the_demo_into_a_new_runs_folder(lite0_onnx, tmp_path,
 def test_window_keys_drive_the_run(monkeypatch):
     """The window sink with a fake window: space pauses (keys still work), q stops reading."""
     from realtime.model.draw import RenderOptions
-    from realtime.outputs.sinks import WindowSink
-    from realtime.pipeline.runner import Processed
+    from realtime.outputs.sinks import Processed, WindowSink
 
     class Run:
         stopping, options, stopped = False, RenderOptions(), None

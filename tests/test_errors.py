@@ -50,7 +50,9 @@ def test_a_bug_outside_the_pipeline_is_one_line_and_status_1(clip, tiny_onnx, tm
     def broken(*_a):
         raise KeyError("provider")
 
-    monkeypatch.setattr(cli, "_summary", broken)
+    from realtime.commands import summary
+
+    monkeypatch.setattr(summary, "summary", broken)
     rc, err = _run(capsys, "--source", str(clip), "--model", str(tiny_onnx), "--save-json",
                    str(tmp_path / "r.jsonl"))
     assert rc == 1 and err == ["camloc: error: internal error, a bug in camloc (please report "
@@ -67,7 +69,7 @@ def test_a_full_disk_is_a_failed_stage_not_a_bug(clip, tiny_onnx, tmp_path, monk
     out = tmp_path / "r.jsonl"
     rc, err = _run(capsys, "--source", str(clip), "--model", str(tiny_onnx), "--save-json",
                    str(out))
-    # a StageError (realtime.outputs.writes.OutputError): the file, the cause, what it holds
+    # a StageError (realtime.outputs.writes.WriteError): the file, the cause, what it holds
     assert rc == 1 and err == [f"camloc: error: writing {out} failed: No space left on "
                                f"device; kept: {out} 0 whole lines"]
 
@@ -114,7 +116,7 @@ def test_every_exception_class_is_a_user_error_or_a_failed_stage_and_says_what()
     classes = _exception_classes()
     assert {c.__name__ for c in classes} >= {"CamlocError", "ModelError", "SourceError",
                                              "SinkError", "ExportError", "ZooError",
-                                             "StageError", "OutputError"}
+                                             "StageError", "WriteError"}
     for c in classes:  # user error (exit 2), or failed stage (exit 1)
         assert issubclass(c, (CamlocError, StageError)) or c is PipelineError, c
         assert c.__doc__ and "__doc__" in vars(c) and len(c.__doc__.split()) >= 5, c

@@ -102,9 +102,9 @@ def test_a_failing_jsonl_write_is_cut_back_to_whole_lines(tmp_path):
 
 def test_a_video_that_lost_its_end_is_never_reported_as_complete(photos, tmp_path):
     """What OpenCV's writer cannot say (a last write that failed): the finished file is
-    checked, and a file cut short is an OutputError, not a summary of frames."""
+    checked, and a file cut short is an WriteError, not a summary of frames."""
     from realtime.outputs.sinks import VideoSink
-    from realtime.outputs.writes import OutputError, check_video, frames_in
+    from realtime.outputs.writes import WriteError, check_video, frames_in
 
     with VideoSink(tmp_path / "v.mp4", 25.0) as sink:
         for _ in range(10):
@@ -113,5 +113,5 @@ def test_a_video_that_lost_its_end_is_never_reported_as_complete(photos, tmp_pat
     assert frames_in(sink.path, 10) == 10
     data = sink.path.read_bytes()
     sink.path.write_bytes(data[: len(data) // 2])  # the index (moov) at the end is gone
-    with pytest.raises(OutputError, match=r"v.mp4 is not playable \(full disk or I/O error"):
+    with pytest.raises(WriteError, match=r"v.mp4 is not playable \(full disk or I/O error"):
         check_video(sink)

@@ -47,8 +47,9 @@ def _scrape(src: LiveSource) -> dict[str, float]:
     from realtime.outputs.prom import Metrics, run_counters
     from realtime.pipeline.runstats import FpsMeter, RunStats
 
-    run = SimpleNamespace(source=src, stats=RunStats(source=src.name, provider="cpu"),
-                          meter=FpsMeter())
+    feed = SimpleNamespace(name="s", spec=src.name, source=src, meter=FpsMeter(),
+                           stats=RunStats(source=src.name, provider="cpu"))
+    run = SimpleNamespace(feeds=[feed], localizer=SimpleNamespace(provider="cpu"))
     body, _ = Metrics(lambda: run_counters(run), lambda: 0).render()
     return {x.name: x.value for f in text_string_to_metric_families(body.decode())
             for x in f.samples if not x.labels}

@@ -136,7 +136,7 @@ def test_live_source_hands_out_only_the_newest_frame(fake_capture):
         second = next(frames)
         assert (first.image[0, 0, 0], first.index) == (5, 4)
         assert (second.image[0, 0, 0], second.index) == (6, 5)
-        assert cam.frames_dropped == 4 and cam.frames_read == 2
+        assert cam.frames_dropped == 4 and cam.frames_read == 6  # read: every frame grabbed
         script.put(None)  # the camera goes away: iteration ends cleanly
         assert list(frames) == []
     assert cam.lost and cam.ended_because.startswith("camera 0 lost: no frames for ")

@@ -18,10 +18,10 @@ from test_web import get, read_parts
 from realtime import cli
 from realtime.model.draw import RenderOptions
 from realtime.model.engine import Localizer
+from realtime.outputs.sinks import Processed
 from realtime.outputs.tiles import MosaicWindow, TileHolder, TileSink, cell_size, compose, fit_rect, grid
 from realtime.outputs.web import WebView
-from realtime.pipeline.multi import MultiRun
-from realtime.pipeline.runner import Processed
+from realtime.pipeline.runner import Pipeline
 
 
 def test_grid_cells_and_letterbox_rects():
@@ -68,11 +68,12 @@ def test_the_web_view_shows_every_source_as_a_tile(photos, tiny_onnx, tmp_path):
     names = ["a", "b", "c"]
     holder, options = TileHolder(names), RenderOptions()
     with WebView(port=0, options=options, topk=2, tiles=holder) as web:
-        run = MultiRun([str(f) for f in files], names, Localizer(str(tiny_onnx), topk=2),
-                       lambda feed: [TileSink(holder, names.index(feed.name))], batch=False,
-                       options=options)
+        run = Pipeline([str(f) for f in files], Localizer(str(tiny_onnx), topk=2), names=names,
+                       sinks=[TileSink(holder)], options=options)
         web.attach(run)
-        run.run()
+        with run:
+            for _ in run:
+                pass
         assert web.encoded == 0  # nobody watched: nothing composed nor encoded
         status, body, _ = get(web.urls[0] + "api/detections")
         _, text, _ = get(web.urls[0] + "metrics")
@@ -174,11 +175,11 @@ def test_q_in_the_window_stops_a_multi_source_run(photos, tiny_onnx, tmp_path):
 
     holder, win = TileHolder(names), QuitOnceShown(["quit"])
     shown = MosaicWindow(win, holder)
-    run = MultiRun([str(f) for f in files], names, Localizer(str(tiny_onnx)),
-                   lambda feed: [TileSink(holder, names.index(feed.name))], batch=False,
-                   tick=shown.tick)
-    shown.attach(run)
-    run.run()
+    run = Pipeline([str(f) for f in files], Localizer(str(tiny_onnx)), names=names,
+                   sinks=[TileSink(holder), shown])  # the window: fed in the caller's thread
+    with run:
+        for _ in run:
+            pass
     assert run.stopped_by == "q" and len(win.images) >= 1
     assert win.images[0].shape == (720, 1280, 3)
-    assert sum(f.processed for f in run.feeds) <= sum(counts)
+    assert sum(f.stats.processed for f in run.feeds) <= sum(counts)

@@ -120,17 +120,22 @@ def test_the_page_shows_several_sources_as_tiles(browser, photos, tiny_onnx, tmp
     from media import write_clip
 
     from realtime.outputs.tiles import TileHolder, TileSink
-    from realtime.pipeline.multi import MultiRun
+    from realtime.pipeline.runner import Pipeline
 
     names = ["a", "b", "c"]
     files = [str(write_clip(tmp_path / f"{n}.mp4", photos, 300)) for n in names]
     holder, options = TileHolder(names), RenderOptions()
     with WebView(port=0, options=options, tiles=holder) as web:
-        run = MultiRun(files, names, Localizer(str(tiny_onnx)),
-                       lambda feed: [TileSink(holder, names.index(feed.name))], batch=False,
-                       options=options, tick=lambda: time.sleep(0.05))  # paced like cameras
+        run = Pipeline(files, Localizer(str(tiny_onnx)), names=names, sinks=[TileSink(holder)],
+                       options=options)
         web.attach(run)
-        worker = threading.Thread(target=run.run)
+
+        def paced() -> None:  # paced like cameras
+            with run:
+                for _ in run:
+                    time.sleep(0.05)
+
+        worker = threading.Thread(target=paced)
         worker.start()
         try:
             browser.get(web.urls[0])

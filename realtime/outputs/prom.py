@@ -4,8 +4,8 @@ Counters (frames read, processed, dropped, corrupt; a live source's reconnection
 outages and seconds without frames, the outage under way included) and
 gauges (frames per second, viewers) are read from the running pipeline when a
 scraper asks, so they cost nothing between scrapes; per-stage latency is a
-histogram fed once per processed frame. With several sources (a
-:class:`realtime.pipeline.multi.MultiRun`) the counters and the fps gauge have one sample per
+histogram fed once per processed frame. With several sources the
+counters and the fps gauge have one sample per
 source, labelled ``source`` (its output name). Each :class:`Metrics` has its own
 registry (several runs in one process, e.g. tests, do not collide).
 """
@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["COUNTERS", "Metrics", "multi_counters", "run_counters"]
+__all__ = ["COUNTERS", "Metrics", "run_counters"]
 
 # name (without camloc_ and _total) -> help text
 COUNTERS = {"frames_read": "Frames read from the source",
@@ -33,35 +33,26 @@ COUNTERS = {"frames_read": "Frames read from the source",
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-def run_counters(run: Any) -> dict[str, Any]:
-    """The live figures of a :class:`realtime.pipeline.runner.Pipeline` (read between frames, from
-    any thread: plain attribute reads); for a multi-source run, :func:`multi_counters`."""
-    if hasattr(run, "feeds"):
-        return multi_counters(run)
-    src = run.source
-    return {"frames_read": src.frames_read, "frames_processed": run.stats.processed,
-            "frames_dropped": src.frames_dropped, "frames_corrupt": src.frames_corrupt,
-            "reconnects": getattr(src, "reconnections", 0),
-            "source_outages": getattr(src, "outages", 0),  # realtime.sources.live
-            "source_gone_seconds": getattr(src, "gone_s", 0.0), "fps": run.meter.fps,
-            "provider": run.stats.provider, "source": run.stats.source}
-
-
 def _source_counters(src: Any, processed: int, fps: float) -> dict[str, Any]:
     return {"frames_read": getattr(src, "frames_read", 0), "frames_processed": processed,
             "frames_dropped": getattr(src, "frames_dropped", 0),
             "frames_corrupt": getattr(src, "frames_corrupt", 0),
             "reconnects": getattr(src, "reconnections", 0),
-            "source_outages": getattr(src, "outages", 0),
+            "source_outages": getattr(src, "outages", 0),  # realtime.sources.live
             "source_gone_seconds": getattr(src, "gone_s", 0.0), "fps": fps}
 
 
-def multi_counters(run: Any) -> dict[str, Any]:
-    """The figures of a :class:`realtime.pipeline.multi.MultiRun`: ``sources`` maps each source's
-    name to its own (a source not open yet counts zeros); the rest are the totals."""
-    per = {f.name: _source_counters(f.source, f.processed, f.meter.fps) for f in run.feeds}
+def run_counters(run: Any) -> dict[str, Any]:
+    """The live figures of a run (a realtime.pipeline.runner.Pipeline; read between frames,
+    from any thread: plain attribute reads). One source: its figures; several: ``sources``
+    maps each source's name to its own (a source not open yet counts zeros), the rest are
+    the totals."""
+    provider = getattr(run.localizer, "provider", "")
+    per = {f.name: _source_counters(f.source, f.stats.processed, f.meter.fps) for f in run.feeds}
+    if len(run.feeds) == 1:
+        return {**next(iter(per.values())), "provider": provider, "source": run.feeds[0].spec}
     total = {k: sum(c[k] for c in per.values()) for k in (*COUNTERS, "fps")}
-    return {**total, "sources": per, "provider": getattr(run.localizer, "provider", ""),
+    return {**total, "sources": per, "provider": provider,
             "source": " ".join(f.spec for f in run.feeds)}
 
 

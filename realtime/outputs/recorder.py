@@ -30,7 +30,7 @@ import numpy as np
 from realtime.outputs.sinks import VIDEO_FOURCC, Sink, SinkError, VideoSink, _letterbox, check_output_path
 
 if TYPE_CHECKING:
-    from realtime.pipeline.runner import Processed
+    from realtime.outputs.sinks import Processed
 
 __all__ = ["CODECS", "FRAGMENTED_MP4", "AvVideoSink", "default_codec", "open_video_sink",
            "pyav_available", "video_suffixes"]

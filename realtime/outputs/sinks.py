@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -32,11 +33,10 @@ from realtime.errors import CamlocError
 from realtime.model.draw import draw_hud, hud_text
 
 if TYPE_CHECKING:
-    from realtime.pipeline.runner import Pipeline, Processed
     from realtime.sources import Frame
 
 __all__ = ["KEYS", "VIDEO_FOURCC", "JsonlSink", "Sink", "SinkError", "VideoSink", "Window",
-           "WindowSink", "check_output_path", "detections", "gui_available", "json_default",
+           "WindowSink", "Processed", "check_output_path", "detections", "gui_available", "json_default",
            "record", "steer"]
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,21 @@ VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", 
 # key code -> action, for the window (q or Esc quit; space pause; h, b, n, p toggles)
 KEYS = {ord("q"): "quit", 27: "quit", ord(" "): "pause", ord("h"): "heatmap",
         ord("b"): "boxes", ord("n"): "next", ord("p"): "prev"}
+
+
+@dataclass
+class Processed:
+    """One frame after the pipeline: its result, the annotated image, stage timings and
+    (for sinks in the caller's thread) the output rate so far, and which source of the run
+    it came from."""
+
+    frame: Frame
+    result: Any
+    image: np.ndarray | None
+    times: dict[str, float]
+    fps: float = 0.0
+    feed: int = 0       # which source of the run (0 for a one-source run)
+    name: str = ""      # that source's output name (realtime.sources.names)
 
 
 class SinkError(CamlocError, ValueError):
@@ -66,7 +81,7 @@ class Sink:
     needs_image = False
     in_caller_thread = False
 
-    def attach(self, run: Pipeline) -> None:
+    def attach(self, run: Any) -> None:
         """Called once by the pipeline the sink is given to (a window steers the run)."""
 
     def write(self, item: Processed) -> None:
@@ -331,9 +346,9 @@ class WindowSink(Sink):
 
     def __init__(self, window: Window) -> None:
         self.window = window
-        self._run: Pipeline | None = None
+        self._run: Any = None
 
-    def attach(self, run: Pipeline) -> None:
+    def attach(self, run: Any) -> None:
         self._run = run
 
     def write(self, item: Processed) -> None:

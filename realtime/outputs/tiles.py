@@ -139,18 +139,22 @@ class TileSink(Sink):
     stage = "tiles"
     needs_image = True
 
-    def __init__(self, holder: TileHolder, index: int) -> None:
-        self.holder, self.index = holder, index
+    def __init__(self, holder: TileHolder, index: int | None = None) -> None:
+        self.holder, self.index = holder, index  # None: the tile of the item's own source
 
     def write(self, item: Any) -> None:
-        self.holder.put(self.index, item)
+        self.holder.put(item.feed if self.index is None else self.index, item)
 
 
-class MosaicWindow:
-    """The ``--show`` window of several sources: the mosaic, refreshed from the caller's
-    thread (the multi-source inference loop calls :meth:`tick` every round) when a
+class MosaicWindow(Sink):
+    """The ``--show`` window of several sources: the mosaic, refreshed from the thread
+    iterating the pipeline (a sink fed there: :meth:`write` calls :meth:`tick`) when a
     source produced a frame, at most ``hz`` times a second; keys as the single-source
     window (q quit, space pause, h/b/n/p what is drawn, for every source)."""
+
+    stage = "show"
+    needs_image = True
+    in_caller_thread = True
 
     def __init__(self, window: Any, holder: TileHolder, topk: int = 1,
                  hz: float = WINDOW_HZ) -> None:
@@ -178,6 +182,9 @@ class MosaicWindow:
         else:
             action = self.window.poll(1)
         self._act(action)
+
+    def write(self, item: Any) -> None:
+        self.tick()
 
     def _act(self, action: str | None) -> None:
         assert self._run is not None, "a MosaicWindow steers the run it was attached to"

@@ -5,7 +5,7 @@ errors, so a run ended with status 0 and a summary of "300 frames" while the .mp
 had no index ("moov atom not found"), and the JSONL ended in half a line. Here,
 for any writer with a ``path`` (OpenCV, PyAV, JSONL alike):
 
-- a write that raises ``OSError`` stops the run with :class:`OutputError` (status 1,
+- a write that raises ``OSError`` stops the run with :class:`WriteError` (status 1,
   one line naming the file and the cause);
 - :func:`check_space` stops the run while the file system still has a reserve
   (``reserve_bytes``: room for a container's index and the encoder's last buffer),
@@ -32,7 +32,7 @@ try:
 except ImportError:  # Windows: no file size limits
     resource = None  # type: ignore[assignment]
 
-__all__ = ["RESERVE_BYTES", "OutputError", "check_space", "check_video", "explain", "frames_in",
+__all__ = ["RESERVE_BYTES", "WriteError", "check_space", "check_video", "explain", "frames_in", "kept",
            "reserve_bytes", "room", "silence_stdout", "write_or_fail"]
 
 # kept free for an output (on its file system, or under its file size limit): an MPEG-4
@@ -42,7 +42,7 @@ RESERVE_BYTES = 1 << 20
 _PER_FRAME_BYTES = 32
 
 
-class OutputError(StageError):
+class WriteError(StageError):
     """Writing an output failed (full disk, I/O error); the message names the file.
     A failed stage, not a user error: exit status 1 (realtime.errors)."""
 
@@ -65,7 +65,7 @@ def room(path: Path) -> tuple[int, int]:
 
 
 def check_space(sink: Any) -> None:
-    """Raise OutputError when ``sink.path`` has less than the reserve left to grow
+    """Raise WriteError when ``sink.path`` has less than the reserve left to grow
     (checked before every frame: a statvfs call, microseconds)."""
     path = getattr(sink, "path", None)
     if path is None:
@@ -73,18 +73,18 @@ def check_space(sink: Any) -> None:
     written = getattr(sink, "frames", getattr(sink, "lines", 0))
     free, why = room(Path(path))
     if free < reserve_bytes(written):
-        raise OutputError(f"writing {path} failed: {os.strerror(why)} (only "
+        raise WriteError(f"writing {path} failed: {os.strerror(why)} (only "
                           f"{max(free, 0) / 2**20:.1f} MiB left; stopped while the file can "
                           "still be finished)")
 
 
 def write_or_fail(sink: Any, item: Any) -> None:
-    """``sink.write(item)``; an OSError becomes OutputError naming the file."""
+    """``sink.write(item)``; an OSError becomes WriteError naming the file."""
     try:
         sink.write(item)
     except OSError as exc:
         name = getattr(sink, "path", None) or exc.filename or type(sink).__name__
-        raise OutputError(f"writing {name} failed: {exc.strerror or exc}") from exc
+        raise WriteError(f"writing {name} failed: {exc.strerror or exc}") from exc
 
 
 def frames_in(path: str | os.PathLike[str], expected: int | None = None) -> int | None:
@@ -111,17 +111,17 @@ def frames_in(path: str | os.PathLike[str], expected: int | None = None) -> int 
 
 
 def check_video(video: Any) -> None:
-    """After a video sink was closed: raise OutputError unless the file holds every frame
+    """After a video sink was closed: raise WriteError unless the file holds every frame
     the sink wrote (OpenCV's writer fails silently when its last write fails)."""
     if video is None or not getattr(video, "frames", 0):
         return
     held = frames_in(video.path, video.frames)
     if held != video.frames:
         what = "is not playable" if held is None else f"holds {held} of {video.frames} frames"
-        raise OutputError(f"{video.path} {what} (full disk or I/O error while writing it)")
+        raise WriteError(f"{video.path} {what} (full disk or I/O error while writing it)")
 
 
-def _kept(video: Any, jsonl: Any) -> str:
+def kept(video: Any, jsonl: Any) -> str:
     kept = []
     if video is not None:
         held = frames_in(video.path, video.frames) if video.frames else 0
@@ -134,9 +134,9 @@ def _kept(video: Any, jsonl: Any) -> str:
 
 def explain(exc: BaseException | None, video: Any, jsonl: Any) -> None:
     """An ExitStack exit callback registered before the sinks (so it runs after they are
-    closed): an OutputError leaving the run is raised again with what the files hold."""
-    if isinstance(exc, OutputError) and (video is not None or jsonl is not None):
-        raise OutputError(f"{exc}; kept: {_kept(video, jsonl)}") from exc
+    closed): an WriteError leaving the run is raised again with what the files hold."""
+    if isinstance(exc, WriteError) and (video is not None or jsonl is not None):
+        raise WriteError(f"{exc}; kept: {kept(video, jsonl)}") from exc
 
 
 def silence_stdout() -> None:

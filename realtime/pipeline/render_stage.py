@@ -14,30 +14,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
-
-import numpy as np
 
 from realtime.model.draw import RenderOptions, draw_result
 from realtime.model.providers import PROVIDER_OF
-from realtime.outputs.sinks import Sink
+from realtime.outputs.sinks import Processed, Sink
 from realtime.outputs.writes import check_space, write_or_fail
 from realtime.sources import Frame
 
 __all__ = ["Processed", "draw_item", "draw_parallelism", "feed", "options_for", "write_ready"]
-
-
-@dataclass
-class Processed:
-    """One frame after the pipeline: its result, the annotated image, stage timings and
-    (for sinks in the caller's thread) the output rate so far."""
-
-    frame: Frame
-    result: Any
-    image: np.ndarray | None
-    times: dict[str, float]
-    fps: float = 0.0
 
 
 def options_for(options: RenderOptions, result: Any) -> RenderOptions:
@@ -65,13 +51,13 @@ def feed(sinks: list[Sink], item: Processed) -> None:
     """Give ``item`` to each sink in turn, timing each under its ``stage`` key."""
     for sink in sinks:
         t0 = time.perf_counter()
-        write_or_fail(sink, item)  # an OSError (full disk, I/O) becomes OutputError
+        write_or_fail(sink, item)  # an OSError (full disk, I/O) becomes WriteError
         item.times[sink.stage] = (time.perf_counter() - t0) * 1e3
 
 
 def write_ready(sinks: list[Sink], item: Processed) -> None:
     """Feed ``item`` to ``sinks`` once each has room: a file system near full raises
-    OutputError before any sink takes the frame, so video and JSONL hold the same frames."""
+    WriteError before any sink takes the frame, so video and JSONL hold the same frames."""
     for sink in sinks:
         check_space(sink)
     feed(sinks, item)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["STAGE_WINDOW", "FpsMeter", "RunStats"]
+__all__ = ["STAGE_WINDOW", "FpsMeter", "RunStats", "combine"]
 
 # per-stage timings kept for the medians: the last this many frames (a few minutes of video).
 # A run that lasts months must not keep every frame's timings (7 floats a frame grew a live
@@ -80,3 +81,35 @@ class RunStats:
         """Median milliseconds per frame of each stage that ran (over the last
         STAGE_WINDOW frames)."""
         return {k: float(np.median(v)) for k, v in self.stage_ms.items() if v}
+
+    def fill(self, source: Any, elapsed_s: float, meter: FpsMeter) -> None:
+        """Take the final counts from ``source`` (None: never opened) once the run ended.
+        One rule for every source: ``frames_read`` is every frame the reader got,
+        ``processed`` those written, ``dropped`` those a newer frame replaced (live)."""
+        self.elapsed_s, self.mean_fps = elapsed_s, meter.mean_fps
+        if source is None:
+            return
+        self.frames_read = source.frames_read
+        # live: every frame read and not processed was replaced by a newer one (dropped)
+        self.dropped = max(0, source.frames_read - self.processed) if source.live \
+            else source.frames_dropped
+        self.corrupt, self.skipped = source.frames_corrupt, source.frames_skipped
+        self.ended_because = self.ended_because or source.ended_because
+
+
+def combine(parts: list[RunStats], elapsed_s: float, stopped_by: str | None) -> RunStats:
+    """The statistics of several sources run together: counts summed, stage timings
+    pooled, the rate all of them together over the run's time."""
+    total = RunStats(source=" ".join(p.source for p in parts),
+                     provider=parts[0].provider if parts else "", elapsed_s=elapsed_s,
+                     stopped_by=stopped_by)
+    for p in parts:
+        total.frames_read += p.frames_read
+        total.processed += p.processed
+        total.dropped += p.dropped
+        total.corrupt += p.corrupt
+        total.skipped += p.skipped
+        for k, v in p.stage_ms.items():
+            total.stage_ms.setdefault(k, deque(maxlen=STAGE_WINDOW)).extend(v)
+    total.mean_fps = total.processed / elapsed_s if elapsed_s > 0 else 0.0
+    return total

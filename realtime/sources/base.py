@@ -62,7 +62,7 @@ class Source:
         self.fps = DEFAULT_FPS
         self.size: tuple[int, int] | None = None  # (width, height) when known
         self.total: int | None = None  # frames this source will deliver, when known
-        self.frames_read = 0      # frames handed to the consumer
+        self.frames_read = 0      # frames the reader got (live: handed out or dropped)
         self.frames_dropped = 0   # live sources: frames replaced by newer ones before use
         self.frames_corrupt = 0   # frames that could not be decoded and were skipped
         self.frames_skipped = 0   # images too small to localize, skipped

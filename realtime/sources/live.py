@@ -98,6 +98,7 @@ class LiveSource(Source):
     def _publish(self, image: np.ndarray, ms: float) -> None:
         with self._cond:
             self._grabbed += 1
+            self.frames_read += 1  # every frame the device gave: handed out or dropped
             self._latest = (self._grabbed, image, time.monotonic() - self._t0, ms)
             self._cond.notify_all()
 
@@ -202,7 +203,6 @@ class LiveSource(Source):
                 fid, image, t, ms = latest
                 self.frames_dropped += fid - self._seen - 1
                 self._seen = fid
-                self.frames_read += 1
                 yield Frame(fid - 1, image, self.name, t * 1e3, ms)
             elif done:
                 return
