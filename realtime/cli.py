@@ -232,6 +232,9 @@ def _run(args: argparse.Namespace) -> int:
             retry=dataclasses.replace(feeds.DEFAULT_RETRY, give_up_after_s=args.give_up_after)))
         if web is not None:
             web.attach(run)
+        log.info("%d source%s on %s: %d inference worker%s, batch %d, %d draw worker%s",
+                 len(specs), "s" * (len(specs) > 1), loc.provider, workers,
+                 "s" * (workers > 1), run.batch, run.draw_workers, "s" * (run.draw_workers > 1))
         total = _total(sources, args.max_frames)
         with stop_on_signals(run):
             for _item in _progress(run, total, any(live)):

@@ -90,11 +90,24 @@ def write_or_fail(sink: Any, item: Any) -> None:
 def frames_in(path: str | os.PathLike[str], expected: int | None = None) -> int | None:
     """Frames a finished video file holds; None when it cannot be opened (no index: not
     playable). The container's count is trusted when it equals ``expected``; otherwise
-    (some containers only estimate it) the frames are counted one by one."""
-    import cv2
-
+    (some containers only estimate it) the frames are counted one by one. PyAV counts the
+    packets where it is installed: OpenCV's FFmpeg backend opens one capture at a time, so
+    its count would wait behind a stream being reopened (up to its 10 s timeout)."""
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         return None
+    try:
+        import av
+    except ImportError:
+        av = None
+    if av is not None:
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                return sum(1 for packet in container.demux(stream) if packet.size)
+        except (av.FFmpegError, IndexError, OSError):
+            return None
+    import cv2
+
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
