@@ -285,8 +285,9 @@ class Pipeline(Stages):
         if any(t.is_alive() for t in self._render) and not self._stopped.is_set():
             self.abort()
         for t in (*self._workers, *self._render, *self._readers):
-            while t.is_alive():
+            while t.is_alive():  # frames nobody takes any more still reach the render sinks
                 self._notify()
+                self._discard_done()
                 t.join(POLL_S)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -304,6 +305,13 @@ class Pipeline(Stages):
             if isinstance(exc, (CamlocError, StageError)):  # already one line for the user
                 raise exc
             raise PipelineError(stage, exc) from exc
+
+    def _discard_done(self) -> None:
+        while True:
+            try:
+                self._q_done.get_nowait()
+            except queue.Empty:
+                return
 
     def __enter__(self) -> Self:
         return self.start()
