@@ -186,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the sources, load the model, run, summarize."""
     from realtime.commands.plan import plan_outputs
     from realtime.commands.summary import exit_status, summary
+    from realtime.commands.viewers import open_viewers
     from realtime.model.draw import RenderOptions
     from realtime.model.engine import Localizer
     from realtime.outputs.writes import check_video, explain
@@ -212,7 +213,7 @@ def _run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:  # runs explain() last: after the sinks are closed
         made: dict[int, list[Any]] = {}
         stack.push(lambda _t, exc, _tb: explain(exc, *_kept(made)))
-        shared, holder, web = _viewers(args, stack, options, window, plan.names)
+        shared, web = open_viewers(args, stack, options, window, plan.names)
         sources = _preopen(specs, args.vid_stride)
         for s in sources:
             if not isinstance(s, str):
@@ -243,38 +244,6 @@ def _run(args: argparse.Namespace) -> int:
         check_video(sinks[0] if sinks and hasattr(sinks[0], "frames") else None)
     print(summary(run, made), flush=True)
     return exit_status(run, made)
-
-
-def _viewers(args: argparse.Namespace, stack: contextlib.ExitStack, options: Any, window: Any,
-             names: list[str]) -> tuple[list[Any], Any, Any]:
-    """The sinks every source feeds (window, web view; with several sources both show a
-    mosaic of tiles), the tile holder, and the web view."""
-    shared: list[Any] = []
-    holder = None
-    if len(names) > 1 and (window is not None or args.serve):
-        from realtime.outputs.tiles import TileHolder, TileSink
-
-        holder = TileHolder(names)
-        shared.append(TileSink(holder))
-    web = None
-    if args.serve:
-        from realtime.outputs.serve import open_web_view
-
-        web = stack.enter_context(open_web_view(args.serve, args.token, options, args.topk,
-                                                tiles=holder))
-        print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)
-        if holder is None:
-            shared.append(web)
-    if window is not None:
-        if holder is None:
-            from realtime.outputs.sinks import WindowSink
-
-            shared.append(stack.enter_context(WindowSink(window)))
-        else:
-            from realtime.outputs.tiles import MosaicWindow
-
-            shared.append(stack.enter_context(MosaicWindow(window, holder, args.topk)))
-    return shared, holder, web
 
 
 def _sinks_for(args: argparse.Namespace, plan: Any, made: dict[int, list[Any]]) -> Any:

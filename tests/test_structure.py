@@ -1,6 +1,7 @@
 """The shape of the code, checked: the runtime imports without torch or export/, no
-module-level import cycle among realtime/, export/ and models/, the .onnx format spelled
-in one module, no file over 400 lines."""
+import cycle among realtime/, export/ and models/ (imports for type checking and inside
+functions included), realtime/'s rooms in layers that only import downwards, no two
+modules named alike, the .onnx format spelled in one module, no file over 400 lines."""
 
 from __future__ import annotations
 
@@ -41,9 +42,10 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def _module_level_imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+def _module_level_imports(name: str, path: Path, known: dict[str, Path],
+                          everywhere: bool = False) -> set[str]:
     """Our modules that ``name`` imports when it is imported (not inside functions, not
-    under ``if TYPE_CHECKING``)."""
+    under ``if TYPE_CHECKING``); ``everywhere``: those too."""
     is_package = path.name == "__init__.py"
     out: set[str] = set()
 
@@ -60,9 +62,12 @@ def _module_level_imports(name: str, path: Path, known: dict[str, Path]) -> set[
                 out.update(f"{base}.{a.name}" for a in node.names)
             elif isinstance(node, ast.If):
                 test = ast.unparse(node.test)
-                if "TYPE_CHECKING" not in test:
+                if everywhere or "TYPE_CHECKING" not in test:
                     visit(node.body)
                 visit(node.orelse)
+            elif everywhere and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                  ast.ClassDef, ast.With, ast.For, ast.While)):
+                visit(node.body)
             elif isinstance(node, ast.Try):
                 visit(node.body)
                 for h in node.handlers:
@@ -84,10 +89,56 @@ def test_import_realtime_without_torch_or_export():
     assert r.stdout.strip() == "[]"
 
 
-def test_no_module_level_import_cycle():
+# realtime/'s rooms, lowest first: a module imports only from lower layers or its own room
+LAYERS = (("realtime.errors",), ("realtime.model", "realtime.sources"), ("realtime.outputs",),
+          ("realtime.pipeline",), ("realtime.commands",),
+          ("realtime.cli", "realtime.batch", "realtime.bench", "realtime.evaluate",
+           "realtime.__main__", "realtime"))
+
+
+def _room(module: str) -> tuple[int, str]:
+    """(layer, room) of a realtime module: its sub-package, or itself at the top."""
+    for level, rooms in enumerate(LAYERS):
+        if level == len(LAYERS) - 1 and module in rooms:
+            return level, "the commands"  # the top: one room
+        for room in rooms:
+            if module == room or module.startswith(room + ".") and room != "realtime":
+                return level, room
+    raise AssertionError(f"{module} is in no room of LAYERS: add it there and to docs/DESIGN.md")
+
+
+def _graph(everywhere: bool) -> dict[str, set[str]]:
     known = _modules()
-    graph = {m: _module_level_imports(m, p, known) for m, p in known.items()}
-    assert graph["realtime.pipeline.runner"] >= {"realtime.outputs.sinks", "realtime.model.draw"}  # the walk works
+    return {m: _module_level_imports(m, p, known, everywhere) for m, p in known.items()}
+
+
+def test_realtime_rooms_only_import_downwards():
+    offenders = []
+    for m, deps in _graph(everywhere=True).items():
+        if not m.startswith("realtime"):
+            continue
+        level, room = _room(m)
+        for n in deps:
+            if n.startswith("realtime"):
+                n_level, n_room = _room(n)
+                if n_room != room and n_level >= level:
+                    offenders.append(f"{m} -> {n}")
+    assert offenders == []
+
+
+def test_no_two_realtime_modules_are_named_alike():
+    names: dict[str, list[str]] = {}
+    for m in _modules():
+        leaf = m.rsplit(".", 1)[-1]
+        if m.startswith("realtime.") and leaf not in ("__init__", "__main__"):
+            names.setdefault(leaf, []).append(m)
+    assert {k: v for k, v in names.items() if len(v) > 1} == {}
+
+
+def test_no_import_cycle():
+    graph = _graph(everywhere=True)
+    walked = {"realtime.outputs.sinks", "realtime.model.draw"}
+    assert graph["realtime.pipeline.runner"] >= walked  # the walk works
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def walk(m: str, path: list[str]) -> None:

@@ -20,8 +20,9 @@ import pytest
 from media import write_clip
 from prometheus_client.parser import text_string_to_metric_families
 
+from realtime.commands.viewers import open_web_view
 from realtime.model.engine import Localizer
-from realtime.outputs.serve import ServeError, listen_urls, open_web_view, parse_serve
+from realtime.outputs.serve import ServeError, listen_urls, parse_serve
 from realtime.outputs.web import WebView
 from realtime.pipeline.runner import Pipeline, RenderOptions
 from realtime.sources import open_source

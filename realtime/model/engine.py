@@ -1,5 +1,6 @@
 """Localizer: one ONNX Runtime session, CAMs and boxes for each frame; and Result, the
-data of one frame's localization (drawing it: realtime.model.draw; its JSONL: realtime.outputs.sinks).
+data of one frame's localization (drawing it: realtime.model.draw; its JSONL record:
+realtime.outputs.sinks.record).
 
 The work is split so a pipeline can time each stage and run it in its own
 thread: ``prepare`` (frame -> tensor, on the CPU), ``forward`` (the session; any
@@ -77,10 +78,13 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def detections(self) -> list[dict[str, Any]]:
-        """Per-frame ``detections`` of the JSONL schema (built in :mod:`realtime.outputs.sinks`)."""
-        from realtime.outputs.sinks import detections
-
-        return detections(self)
+        """The ``detections`` of this frame's JSONL record (README): one dict per box, best
+        class first, boxes in frame pixels."""
+        return [{"class_id": int(cid), "label": label, "score": round(float(score), 4),
+                 "box": [int(v) for v in box]}
+                for cid, label, score, boxes in zip(self.class_ids, self.labels, self.scores,
+                                                    self.boxes)
+                for box in boxes]
 
     def draw(self, frame: np.ndarray, heatmap: bool = True, boxes: bool = True,
              index: int | None = None, alpha: float = 0.4, hud: str | None = None) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""``--serve [HOST:]PORT``: parse the address, start the web view, say where it listens.
+"""``--serve [HOST:]PORT``: parse the address, say where a server listens.
 
-Kept apart from :mod:`realtime.outputs.web` so the CLI can explain a missing server
-package (aiohttp, prometheus_client: optional in the runtime) in one line.
+Kept apart from :mod:`realtime.outputs.web` (which imports aiohttp) so that the CLI's
+parser stays cheap and can explain a missing server package in one line
+(realtime.commands.viewers opens the web view).
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import socket
-from typing import Any
 
 from realtime.errors import CamlocError
 
-__all__ = ["LOOPBACK", "ServeError", "listen_urls", "local_ips", "open_web_view", "parse_serve"]
+__all__ = ["LOOPBACK", "ServeError", "listen_urls", "local_ips", "parse_serve"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -58,20 +58,3 @@ def listen_urls(host: str, port: int, local_ips: list[str]) -> list[str]:
     else:
         hosts = [host]
     return [f"http://[{h}]:{port}/" if ":" in h else f"http://{h}:{port}/" for h in hosts]
-
-
-def open_web_view(spec: str, token: str | None, options: Any, topk: int,
-                  tiles: Any = None) -> Any:
-    """A started :class:`realtime.outputs.web.WebView` for ``--serve spec`` (with ``tiles``: the
-    mosaic of several sources); ServeError (one line) for a bad address, a port in use
-    or missing packages."""
-    try:
-        host, port = parse_serve(spec)
-    except argparse.ArgumentTypeError as exc:
-        raise ServeError(f"--serve: {exc}") from None
-    try:
-        from realtime.outputs.web import WebView
-    except ImportError as exc:
-        raise ServeError(f"--serve needs {exc.name or 'aiohttp'}: pip install aiohttp "
-                         "prometheus-client") from None
-    return WebView(host, port, token, options=options, topk=topk, tiles=tiles).start()

@@ -205,17 +205,12 @@ def json_default(value: Any) -> Any:
 
 
 def detections(result: Any) -> list[dict[str, Any]]:
-    """The ``detections`` of one frame's JSONL record (schema in ARCHITECTURE.md): one
-    dict per box, best class first, boxes in frame pixels."""
-    return [{"class_id": int(cid), "label": label, "score": round(float(score), 4),
-             "box": [int(v) for v in box]}
-            for cid, label, score, boxes in zip(result.class_ids, result.labels, result.scores,
-                                                result.boxes)
-            for box in boxes]
+    """The ``detections`` of one frame's JSONL record (README): ``result.detections()``."""
+    return result.detections()
 
 
 def record(frame: Frame, result: Any) -> dict[str, Any]:
-    """The JSONL object of one processed frame (schema in ARCHITECTURE.md)."""
+    """The JSONL object of one processed frame (schema in the README)."""
     return {"frame": frame.index, "source": frame.source, "time_ms": round(frame.time_ms, 3),
             "detections": detections(result)}
 
