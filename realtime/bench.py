@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from realtime.commands.bench_sources import sources_fps, sources_table
 from realtime.errors import UsageError, report_error
 
 __all__ = ["STAGE_KEYS", "device_name", "main", "run_bench"]
@@ -136,7 +137,8 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
               device: str = "auto", frames: int = 150, warmup: int = 10, repeats: int = 3,
               threads: int | None = None, batch: int = 1, workers: int | None = None,
               codecs: tuple[str, ...] = ("h264",),
-              draw_workers: tuple[int | None, ...] = (None,)) -> dict[str, Any]:
+              draw_workers: tuple[int | None, ...] = (None,),
+              sources: tuple[int, ...] = ()) -> dict[str, Any]:
     """Measure bare, draw and file rates in one process; return the figures. Each of
     ``draw_workers`` (None: the CLI's default) gets its own draw and file runs, the
     first one's are draw_fps and file_fps."""
@@ -157,6 +159,7 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
     by_pool: dict[int, dict[str, list[float]]] = {  # the first pool's file runs: file_fps
         d: {"draw": [], "file": files[codecs[0]] if d == pools[0] else []} for d in pools}
     stages: dict[str, list[float]] = {}
+    together: dict[int, list[float]] = {n: [] for n in sources}
     with tempfile.TemporaryDirectory(prefix="camloc-bench-") as tmp:
         for r in range(repeats):  # interleaved, so drifts in machine load hit all three
             bare.append(bare_fps(loc, tensors, warmup, batch, workers))
@@ -171,6 +174,11 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
                     (files[c] if d == pools[0] else runs["file"]).append(fps)
                     for k, v in st.items() if c == codecs[0] and d == pools[0] else ():
                         stages.setdefault(k, []).extend(v)
+            for n in sources:  # N copies of the clip at once, each with video and JSONL
+                folder = Path(tmp) / f"sources{r}-{n}"
+                folder.mkdir()
+                together[n].append(sources_fps(loc, source, n, len(clip), warmup, folder,
+                                               workers, pools[0], codecs[0]))
             draw = by_pool[pools[0]]["draw"]
             file_ = files[codecs[0]]
             log.info("repeat %d/%d: bare %.1f, draw %.1f, file %.1f fps",
@@ -202,6 +210,7 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
         "by_draw_workers": {str(d): {"draw_fps": round(median(by_pool[d]["draw"]), 2),
                                      "file_fps": round(median(by_pool[d]["file"]), 2)}
                             for d in pools},
+        "sources": sources_table(together) if sources else {},
         "runs": {"bare_fps": [round(v, 2) for v in bare], "draw_fps": [round(v, 2) for v in draw],
                  "file_fps": [round(v, 2) for v in file_],
                  **{f"file_fps_{c}": [round(v, 2) for v in vs] for c, vs in files.items()}},
@@ -230,6 +239,9 @@ def format_table(r: dict[str, Any]) -> str:
                f"   with {d} draw worker(s)"
                for d, v in r.get("by_draw_workers", {}).items()
                if d != str(r.get("draw_workers"))),
+             *(f"  {'sources':<10} {v['fps']:>8.1f}   {n} at once, together: "
+               f"{v['over_one']:.2f} x one source's rate"
+               for n, v in r.get("sources", {}).items()),
              "  stages (median ms per frame): " + ", ".join(
                  f"{k} {v:.2f}" for k, v in r["stages_ms"].items())]
     return "\n".join(lines)
@@ -255,6 +267,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default="h264",
                    help="video codec(s) of the file run, comma-separated (h264, mp4v, mjpeg, "
                         "h264_nvenc); the first one is file_fps, each one is measured")
+    p.add_argument("--sources", default=None, metavar="N[,N...]",
+                   help="also run N copies of the clip at once (e.g. 1,2,4,8), each writing "
+                        "its video and JSONL: the aggregate rate against one source's")
     p.add_argument("--frames", type=int, default=150, help="frames per measurement")
     p.add_argument("--warmup", type=int, default=10, help="frames excluded at the start")
     p.add_argument("--repeats", type=int, default=3, help="runs; figures are their medians")
@@ -277,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     pools = _pool_sizes(args.draw_workers)
+    counts = _pool_sizes(args.sources) if args.sources else ()
     if min(args.frames, args.repeats, args.batch, args.workers or 1, args.threads or 1) < 1 \
-            or args.warmup < 0 or pools is None:
+            or args.warmup < 0 or pools is None or counts is None:
         print("bench: error: --frames, --repeats, --batch, --workers, --threads and each "
-              "--draw-workers must be >= 1, --warmup >= 0",
+              "--draw-workers and --sources must be >= 1, --warmup >= 0",
               file=sys.stderr)
         return 2
     if not Path(args.source).is_file():
@@ -289,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_bench(args.source, args.model, args.imgsz, args.device, args.frames,
                            args.warmup, args.repeats, args.threads, args.batch, args.workers,
-                           tuple(c for c in args.codec.split(",") if c), pools)
+                           tuple(c for c in args.codec.split(",") if c), pools,
+                           tuple(counts))
     except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
         return report_error("bench", exc)
     print(format_table(result))

@@ -51,7 +51,8 @@ def test_bench_cli_writes_json_and_prints_the_ratios(clip, tiny_onnx, tmp_path):
     out = tmp_path / "b.json"
     proc = subprocess.run([sys.executable, "-m", "realtime.bench", "--source", str(clip),
                            "--model", str(tiny_onnx), "--frames", "20", "--warmup", "2",
-                           "--repeats", "2", "--draw-workers", "1,2", "--json", str(out)],
+                           "--repeats", "2", "--draw-workers", "1,2", "--sources", "1,3",
+                           "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "draw/bare" in proc.stdout and "file/bare" in proc.stdout
@@ -63,6 +64,9 @@ def test_bench_cli_writes_json_and_prints_the_ratios(clip, tiny_onnx, tmp_path):
     assert all(v["draw_fps"] > 0 and v["file_fps"] > 0 for v in r["by_draw_workers"].values())
     assert "with 2 draw worker(s)" in proc.stdout
     assert r["in_graph_cams"] is False                       # an older model: numpy CAMs
+    assert set(r["sources"]) == {"1", "3"} and r["sources"]["1"]["over_one"] == 1.0
+    assert all(v["fps"] > 0 and len(v["runs"]) == 2 for v in r["sources"].values())
+    assert "3 at once, together" in proc.stdout
 
 
 def test_device_name_asks_nvidia_smi_for_gpus(tmp_path, monkeypatch):
