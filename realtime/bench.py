@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from realtime.commands.bench_sources import sources_fps, sources_table
+from realtime.commands.parser import Parser
 from realtime.errors import UsageError, report_error
 
 __all__ = ["STAGE_KEYS", "device_name", "main", "run_bench"]
@@ -248,15 +249,12 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m realtime.bench",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                description="Measure the bare model and the whole pipeline "
-                                            "on the same video, in one run.")
-    p.add_argument("--source", default=str(DEMO_CLIP), help="video file")
-    p.add_argument("--model", default="efficientnet_lite0", help="zoo name or .onnx path")
-    p.add_argument("--imgsz", type=int, default=None, help="input's longer side (default: the "
-                                                           "engine's default for the frame)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, tensorrt, ...")
+    p = Parser("python -m realtime.bench", "Measure the bare model and the whole pipeline "
+               "on the same video, in one run.")
+    p.add_argument("--source", default=str(DEMO_CLIP), help="video file (default: the demo clip)")
+    p.add_model()
+    p.add_imgsz()
+    p.add_device()
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
     p.add_argument("--workers", type=int, default=None,
@@ -289,7 +287,12 @@ def _pool_sizes(text: str | None) -> tuple[int | None, ...] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except UsageError as exc:
+        return report_error("bench", exc)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     pools = _pool_sizes(args.draw_workers)
     counts = _pool_sizes(args.sources) if args.sources else ()

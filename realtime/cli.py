@@ -23,7 +23,6 @@ from typing import Any
 
 from realtime.commands.parser import (
     Parser,
-    fraction,
     int_at_least,
     logging_state,
     restore_logging,
@@ -37,7 +36,6 @@ __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
 
 log = logging.getLogger("realtime.cli")
 
-MAX_IMGSZ = 4096  # covers a 4K frame (3840); --imgsz 100000 asked for 22.5 GB (RELIABILITY.md)
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
 _EPILOG = """\
 examples:
@@ -55,37 +53,26 @@ window keys: q/Esc quit, space pause, h heatmap, b boxes, n/p next/previous clas
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: imports nothing heavy)."""
-    p = Parser(prog="python -m realtime", description=__doc__.split("\n\n")[0],
-               epilog=_EPILOG, formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
-                   prog, max_help_position=30))
+    p = Parser("python -m realtime", __doc__.split("\n\n")[0], epilog=_EPILOG)
     a = p.add_argument
     a("--source", nargs="+", default=None, metavar="SRC",
       help="camera index (0) or device path, video file, image, folder, glob, or "
            "rtsp/http(s) URL (default: the bundled demo clip); several, or a .streams/.txt "
-           "list, run together with one output each (realtime/multi.py)")
-    a("--model", default="efficientnet_lite0", metavar="M",
-      help="zoo name or .onnx path (default: %(default)s)")
-    a("--device", default="auto", metavar="D",
-      help="auto, cpu, cuda[:N], tensorrt[:N], openvino, coreml, directml (default: %(default)s)")
-    a("--imgsz", type=int_at_least(32, MAX_IMGSZ), default=None, metavar="N",
-      help="network input's longer side in pixels, a multiple of the model's stride "
-           "(default: the shorter side 8/7 of the model's native size, 448x256 for a "
-           "16:9 frame with Lite0; docs/LOCALIZATION.md)")
-    a("--topk", type=int_at_least(1), default=1, metavar="K",
-      help="classes localized per frame (default: %(default)s)")
-    a("--threshold", type=fraction, default=None, metavar="T",
-      help="box threshold, a fraction of each CAM's maximum (default: 0.3, chosen in "
-           "docs/LOCALIZATION.md)")
-    a("--smooth", type=fraction, default=0.0, metavar="S",
-      help="temporal smoothing of CAMs across frames, 0 = off (default: %(default)s)")
+           "list, run together with one output each")
+    p.add_model()
+    p.add_device()
+    p.add_imgsz()
+    p.add_topk()
+    p.add_threshold()
+    p.add_smooth()
     a("--show", action="store_true", help="show a live window (skipped without a display)")
     a("--save", default=None, metavar="PATH",
-      help="write the annotated video here (.mp4, .mov, .mkv; .avi: MJPEG)")
-    a("--codec", default=None, choices=("h264", "h264_nvenc", "mp4v", "mjpeg"), metavar="C",
-      help="video codec of --save: h264, h264_nvenc, mp4v, mjpeg (default: h264 in "
-           "fragmented MP4, playable in browsers and after a crash; mjpeg for .avi)")
+      help="write the annotated video here (.mp4, .mov, .mkv; .avi: MJPEG); a folder (DIR/) "
+           "holds one video per source, named after it")
+    p.add_codec()
     a("--save-json", default=None, metavar="PATH",
-      help="write one JSON object per processed frame here (JSON Lines)")
+      help="write one JSON object per processed frame here (JSON Lines); a folder (DIR/) "
+           "holds one file per source")
     a("--serve", default=None, metavar="[HOST:]PORT",
       help="serve a live page (video, detections, controls) and /metrics on 127.0.0.1 "
            "unless a host is given (0.0.0.0: every interface)")
@@ -96,15 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
       help="without --save, --save-json or --show, outputs go to a new folder in here "
            "(default: %(default)s)")
     a("--max-frames", type=int_at_least(1), default=None, metavar="N",
-      help="stop after N frames (default: all)")
+      help="stop each source after N frames (default: all)")
     a("--vid-stride", type=int_at_least(1), default=1, metavar="N",
       help="process every N-th frame of a video file (default: %(default)s)")
     a("--give-up-after", type=int_at_least(0), default=None, metavar="S", help="cameras, streams: "
-      "exit 1 after S s without frames (default: reopen every 1 s while the run lasts)")
+      "end that source (exit 1) after S s without frames (default: reopen every 1 s while the "
+      "run lasts)")
     a("--no-heatmap", action="store_true", help="draw boxes only")
     a("--no-boxes", action="store_true", help="draw the heatmap only")
     a("--batch", type=int_at_least(1), default=1, metavar="N",
-      help="frames per inference call, files only (default: %(default)s)")
+      help="frames per inference call, from one source or several (default: %(default)s; "
+           "with several sources on a GPU, one frame of each)")
     a("--threads", type=int_at_least(1), default=None, metavar="N",
       help="ONNX Runtime intra-op threads per inference (default: on the CPU, "
            "cores / workers)")
@@ -114,8 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--draw-workers", type=int_at_least(1), default=None, metavar="N",
       help="threads drawing consecutive frames between the in-order CAMs and the in-order "
            "outputs (default: 1 on the CPU; with the model on a GPU, cores / 4 up to 4)")
-    a("-v", "--verbose", action="count", default=0,
-      help="more logging (-vv: debug, with tracebacks)")
+    p.add_logging()
     return p
 
 

@@ -1,8 +1,8 @@
-"""What camloc's runtime CLIs share: argument types, a parser whose errors are
-:class:`~realtime.errors.UsageError`, logging set-up and tear-down, fresh run folders
-and graceful stops on SIGINT/SIGTERM.
+"""What camloc's CLIs share: argument types, the one parser class (errors are
+:class:`~realtime.errors.UsageError`; the shared flags declared once), logging set-up and
+tear-down, fresh run folders and graceful stops on SIGINT/SIGTERM.
 
-``python -m realtime`` (cli.py, with several sources multi.py) and ``python -m
+``python -m realtime`` (cli.py), ``python -m realtime.bench``, ``python -m
 realtime.batch`` use these, so flags mean the same, messages look the same
 (``camloc: ...``) and every error ends in :func:`realtime.errors.report_error`.
 """
@@ -29,12 +29,74 @@ log = logging.getLogger(__name__)
 LoggingState = tuple[list[logging.Handler], bool, int]
 
 
+MAX_IMGSZ = 4096  # covers a 4K frame (3840); --imgsz 100000 asked for 22.5 GB (RELIABILITY.md)
+
+
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors raise :class:`UsageError` (one line, exit 2)
-    instead of printing usage and exiting."""
+    """The one argument parser of camloc's five commands (``python -m realtime``,
+    ``realtime.batch``, ``realtime.bench``, ``realtime.evaluate``, ``export``): errors raise
+    :class:`UsageError` (one line, exit 2) instead of printing usage, defaults are shown,
+    and the flags they share are declared once, here, with the same bounds and help."""
+
+    def __init__(self, prog: str, description: str, **kw: Any) -> None:
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(prog=prog, description=description, **kw)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
+
+    # -- the shared flags ------------------------------------------------------------------
+    def add_model(self, default: str | None = "efficientnet_lite0") -> None:
+        self.add_argument("--model", default=default, required=default is None, metavar="M",
+                          help="zoo name or .onnx path" + ("" if default is None else
+                                                           " (default: %(default)s)"))
+
+    def add_device(self) -> None:
+        self.add_argument("--device", default="auto", metavar="D",
+                          help="auto, cpu, cuda[:N], tensorrt[:N], openvino, coreml, directml "
+                               "(default: %(default)s)")
+
+    def add_imgsz(self) -> None:
+        self.add_argument("--imgsz", type=int_at_least(32, MAX_IMGSZ), default=None,
+                          metavar="N",
+                          help="network input's longer side in pixels, a multiple of the "
+                               "model's stride (default: the shorter side 8/7 of the model's "
+                               "native size, 448x256 for a 16:9 frame with Lite0; "
+                               "docs/LOCALIZATION.md)")
+
+    def add_topk(self) -> None:
+        self.add_argument("--topk", type=int_at_least(1), default=1, metavar="K",
+                          help="classes localized per frame (default: %(default)s)")
+
+    def add_threshold(self) -> None:
+        self.add_argument("--threshold", type=fraction, default=None, metavar="T",
+                          help="box threshold, a fraction of each CAM's maximum (default: the "
+                               "model's stored camloc.threshold, else 0.3; "
+                               "docs/LOCALIZATION.md)")
+
+    def add_smooth(self) -> None:
+        self.add_argument("--smooth", type=fraction, default=0.0, metavar="S",
+                          help="temporal smoothing of CAMs across frames, 0 = off "
+                               "(default: %(default)s)")
+
+    def add_codec(self, choices: tuple[str, ...] = ("h264", "h264_nvenc", "mp4v", "mjpeg")
+                  ) -> None:
+        self.add_argument("--codec", default=None, choices=choices, metavar="C",
+                          help=f"video codec: {', '.join(choices)} (default: h264 in fragmented "
+                               "MP4, playable in browsers and after a crash; mjpeg for .avi)")
+
+    def add_logging(self, quiet: bool = False) -> None:
+        if quiet:
+            self.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+        self.add_argument("-v", "--verbose", action="count", default=0,
+                          help="more logging (-vv: debug, with tracebacks)")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; the help column a little wider."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
 
 
 def int_at_least(low: int, high: int | None = None) -> Any:
