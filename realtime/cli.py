@@ -32,6 +32,7 @@ from realtime.commands.parser import (
     stop_on_signals,
 )
 from realtime.errors import StageError, UsageError, report_error
+from realtime.outputs.events.options import add_event_arguments, check_event_args, event_sinks
 from realtime.outputs.writes import silence_stdout  # stdlib only: the parser stays cheap
 
 __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
            "outputs (default: 1 on the CPU; with the model on a GPU, cores / 4 up to 4)")
     a("-v", "--verbose", action="count", default=0,
       help="more logging (-vv: debug, with tracebacks)")
+    add_event_arguments(p)  # --events, --mqtt, --webhook, ... (docs/EVENTS.md)
     return p
 
 
@@ -150,7 +152,7 @@ def _plan_outputs(args: argparse.Namespace) -> _Outputs:
     if args.save and args.save_json and Path(args.save).resolve() == Path(
             args.save_json).resolve():
         raise UsageError("--save and --save-json point to the same file")
-    if args.save or args.save_json or args.show or args.serve:
+    if args.save or args.save_json or args.show or args.serve or args.events:  # no runs/
         video = check_output_path(args.save, "--save", video_suffixes(args.codec)) if args.save \
             else None
         jsonl = check_output_path(args.save_json, "--save-json") if args.save_json else None
@@ -241,6 +243,7 @@ def _run(args: argparse.Namespace) -> int:
     window, no_window = _window_or_why(args)
     args.show = window is not None
     outputs = _plan_outputs(args)
+    check_event_args(args)  # events: a bad flag is one line before anything opens
     options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
     video = jsonl = None
     with contextlib.ExitStack() as stack:  # runs explain() last: after the sinks are closed
@@ -274,6 +277,9 @@ def _run(args: argparse.Namespace) -> int:
             sinks.append(stack.enter_context(WindowSink(window)))
         if web is not None:
             sinks.append(web)
+        for sink in event_sinks(args, _run_name(args.source), source.fps / source.stride,
+                                source.size, web):  # events (docs/EVENTS.md)
+            sinks.append(stack.enter_context(sink))
         run = stack.enter_context(Pipeline(source, loc, sinks=sinks, draw=False, options=options,
                                            max_frames=args.max_frames, batch=args.batch,
                                            workers=workers, draw_workers=draw_workers))

@@ -17,6 +17,7 @@ from typing import Any
 
 from realtime.errors import CamlocError, UsageError
 from realtime.model.draw import RenderOptions
+from realtime.outputs.events.options import check_event_args, event_sinks
 from realtime.pipeline.multi import Feed, MultiRun, Retry
 
 __all__ = ["NoSourceError", "run_cli", "summary"]
@@ -87,6 +88,7 @@ def run_cli(args: Any, specs: Sequence[str]) -> int:
     if video_dir is not None:  # a bad --codec or a missing encoder: one line now, exit 2
         open_video_sink(video_dir / f"{names[0]}{suffix}", 25.0, args.codec).close()
     options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
+    check_event_args(args)  # events (docs/EVENTS.md): a bad flag is one line, now
     holder = TileHolder(names) if args.show or args.serve else None
     with contextlib.ExitStack() as stack:
         web = None
@@ -98,7 +100,7 @@ def run_cli(args: Any, specs: Sequence[str]) -> int:
             print(f"camloc: serving the live view on {', '.join(web.urls)}", flush=True)
         shown = stack.enter_context(contextlib.closing(MosaicWindow(
             window, holder, args.topk))) if window is not None else None
-        run = _run(args, specs, names, options, video_dir, json_dir, holder, shown)
+        run = _run(args, specs, names, options, video_dir, json_dir, holder, shown, web)
         if shown is not None:
             shown.attach(run)
         if web is not None:
@@ -131,7 +133,8 @@ def _window(args: Any, n: int) -> Any:
 
 
 def _run(args: Any, specs: Sequence[str], names: list[str], options: RenderOptions,
-         video_dir: Path | None, json_dir: Path | None, holder: Any, shown: Any) -> MultiRun:
+         video_dir: Path | None, json_dir: Path | None, holder: Any, shown: Any,
+         web: Any = None) -> MultiRun:
     """The MultiRun with the CLI's sinks per source (and a tile each for --show/--serve)."""
     from realtime.model.engine import Localizer
     from realtime.outputs.recorder import open_video_sink
@@ -152,6 +155,7 @@ def _run(args: Any, specs: Sequence[str], names: list[str], options: RenderOptio
             out.append(JsonlSink(json_dir / f"{feed.name}.jsonl"))
         if holder is not None:  # after the files: shown once written
             out.append(TileSink(holder, names.index(feed.name)))
+        out += event_sinks(args, feed.name, fps, None, web)  # events (docs/EVENTS.md)
         return out
 
     return MultiRun(specs, names, loc, sinks, stride=args.vid_stride,
