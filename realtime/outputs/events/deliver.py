@@ -201,7 +201,7 @@ class MqttTarget(Target):
             self._cv.notify()  # a waiting retry goes now
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._closing:
             log.warning("mqtt %s: disconnected (%s); reconnecting", self.name, reason)
         self._connected.clear()
 

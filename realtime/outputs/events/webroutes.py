@@ -33,8 +33,11 @@ def attach_board(view: Any, board: Any) -> None:
     """Give the web view ``view`` the run's event board: routes answer from it, /metrics
     counts its events and deliveries, messages carry the view's URLs."""
     view.events_board = board
-    if getattr(view, "urls", None):
-        board.base_url = view.urls[0]
+    urls = list(getattr(view, "urls", None) or [])
+    if urls:  # what another machine can reach, when the view listens beyond loopback
+        away = [u for u in urls if "//127." not in u and "//localhost" not in u
+                and "//[::1]" not in u]
+        board.base_url = (away or urls)[0].rstrip("/")
     metrics = getattr(view, "_metrics", None)
     if metrics is not None:
         metrics.registry.register(EventsCollector(board))
