@@ -28,7 +28,7 @@ def add_event_arguments(p: argparse.ArgumentParser) -> None:
     a = g.add_argument
     a("--events", default=None, metavar="DIR",
       help="write events here: events.jsonl, a snapshot and a clip per event")
-    a("--event-classes", default=None, metavar="C[,C...]",
+    a("--event-classes", default=None, metavar="C,...",
       help="classes that make events, labels or ids (default: every class)")
     a("--event-min-score", type=float, default=0.2, metavar="S",
       help="least score of a class to count as present (default: %(default)s)")
@@ -36,10 +36,10 @@ def add_event_arguments(p: argparse.ArgumentParser) -> None:
       help="seconds a class must be present to start an event (default: %(default)s)")
     a("--event-end-gap", type=float, default=2.0, metavar="S",
       help="seconds of absence that end an event (default: %(default)s)")
-    a("--event-zone", action="append", default=[], metavar="NAME:x1,y1,x2,y2,...",
-      help="a named polygon in frame pixels; with zones, only what is inside one counts "
-           "(repeatable)")
-    a("--event-zone-test", choices=("box", "peak"), default="box",
+    a("--event-zone", action="append", default=[], metavar="ZONE",
+      help="NAME:x1,y1,x2,y2,x3,y3,...: a named polygon in frame pixels; with zones, only "
+           "what is inside one counts (repeatable)")
+    a("--event-zone-test", choices=("box", "peak"), default="box", metavar="T",
       help="inside a zone means: a box's centre (box) or the CAM's peak (peak) "
            "(default: %(default)s)")
     a("--event-pre", type=float, default=5.0, metavar="S",
@@ -49,7 +49,7 @@ def add_event_arguments(p: argparse.ArgumentParser) -> None:
     a("--event-max-clip", type=float, default=120.0, metavar="S",
       help="longest clip kept in memory and written (default: %(default)s)")
     a("--no-event-clips", action="store_true", help="events without clips")
-    a("--mqtt", default=None, metavar="HOST[:PORT]",
+    a("--mqtt", default=None, metavar="HOST:PORT",
       help="publish events to this MQTT broker (port 1883 by default); log in with "
            "$CAMLOC_MQTT_USERNAME and $CAMLOC_MQTT_PASSWORD")
     a("--mqtt-prefix", default="camloc", metavar="P",
