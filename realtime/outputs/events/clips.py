@@ -35,7 +35,8 @@ __all__ = ["Packet", "PacketRing", "write_clip"]
 
 log = logging.getLogger(__name__)
 
-_X264 = {"preset": "ultrafast", "tune": "zerolatency", "crf": "26"}
+# one encoder thread: the frames' own threads need the cores more (a small box has 2-4)
+_X264 = {"preset": "ultrafast", "tune": "zerolatency", "crf": "26", "threads": "1"}
 
 
 @dataclass(frozen=True)
@@ -49,19 +50,21 @@ class Packet:
 
 
 class PacketRing:
-    """Encode frames to H.264 once and keep the packets of the last ``keep_s`` seconds.
+    """Encode frames to H.264 once and keep their packets, at most the last ``max_s``
+    seconds; :meth:`trim` drops what no clip can need any more (its owner knows).
 
-    ``size`` (width, height) is fixed by the first frame (made even; other sizes are
-    resized to it). ``hold(t)`` keeps everything from time ``t`` on (an open clip);
-    ``release()`` lets the ring trim to ``keep_s`` again.
+    ``size`` (width, height) is fixed by the first frame: its size scaled down so that
+    the longer side is at most ``max_side`` pixels (0: not scaled), made even; other
+    frames are resized to it. Smaller clips cost the encoder (and the cores the
+    frames need) several times less: 640 px is plenty to see what happened.
     """
 
-    def __init__(self, fps: float, keep_s: float, max_s: float) -> None:
+    def __init__(self, fps: float, max_s: float, max_side: int = 640) -> None:
         import av
 
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps!r}")
-        self.fps, self.keep_s, self.max_s = float(fps), float(keep_s), float(max_s)
+        self.fps, self.max_s, self.max_side = float(fps), float(max_s), int(max_side)
         self.rate = Fraction(self.fps).limit_denominator(1001)
         self.gop = max(1, round(self.fps))
         self.size: tuple[int, int] | None = None
@@ -78,6 +81,8 @@ class PacketRing:
         # the encoder is a stream of a container that is never written to: a clip's
         # stream copies its parameters (SPS/PPS) from it, so packets are muxed as they are
         av = self._av
+        s = min(1.0, self.max_side / max(w, h)) if self.max_side > 0 else 1.0
+        w, h = max(2, round(w * s)), max(2, round(h * s))
         self.size = (w - w % 2, h - h % 2)
         self._box = av.open(io.BytesIO(), "w", format="mp4")
         st = self._box.add_stream("libx264", rate=self.rate)
@@ -96,7 +101,8 @@ class PacketRing:
         w, h = self.size  # type: ignore[misc]
         if image.shape[:2] != (h, w):
             image = image[:h, :w] if (image.shape[0] - h in (0, 1) and
-                                      image.shape[1] - w in (0, 1)) else cv2.resize(image, (w, h))
+                                      image.shape[1] - w in (0, 1)) else \
+                cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
         i420 = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2YUV_I420)
         frame = self._av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.pts = self.encoded

@@ -48,6 +48,8 @@ def add_event_arguments(p: argparse.ArgumentParser) -> None:
       help="seconds of clip after an event's end (default: %(default)s)")
     a("--event-max-clip", type=float, default=120.0, metavar="S",
       help="longest clip kept in memory and written (default: %(default)s)")
+    a("--event-clip-size", type=int, default=640, metavar="N",
+      help="clips' longer side in pixels, 0: the frame's (default: %(default)s)")
     a("--no-event-clips", action="store_true", help="events without clips")
     a("--mqtt", default=None, metavar="HOST:PORT",
       help="publish events to this MQTT broker (port 1883 by default); log in with "
@@ -94,8 +96,10 @@ def check_event_args(args: argparse.Namespace) -> Any:
     except OSError as exc:
         raise UsageError(f"--events {args.events}: cannot write: {exc.strerror or exc}"
                          ) from None
-    if args.event_pre < 0 or args.event_post < 0 or args.event_max_clip <= 0:
-        raise UsageError("--event-pre and --event-post must be >= 0, --event-max-clip > 0")
+    if args.event_pre < 0 or args.event_post < 0 or args.event_max_clip <= 0 \
+            or args.event_clip_size < 0:
+        raise UsageError("--event-pre, --event-post and --event-clip-size must be >= 0, "
+                         "--event-max-clip > 0")
     if args.mqtt:
         parse_mqtt(args.mqtt)
         try:
@@ -170,6 +174,7 @@ def event_sinks(args: argparse.Namespace, source_name: str, fps: float,
                            targets=shared.targets, prefix=args.mqtt_prefix,
                            pre=args.event_pre, post=args.event_post,
                            max_clip=args.event_max_clip, clips=not args.no_event_clips,
+                           clip_size=args.event_clip_size,
                            on_close=shared.release)]
     except BaseException:
         shared.release()

@@ -79,7 +79,7 @@ class EventsSink(Sink):
                  rules: Rules | None = None, *, board: EventBoard | None = None,
                  targets: list[Any] | tuple[Any, ...] = (), prefix: str = "camloc",
                  pre: float = 5.0, post: float = 5.0, max_clip: float = 120.0,
-                 clips: bool = True, reserve: int = _RESERVE,
+                 clips: bool = True, clip_size: int = 640, reserve: int = _RESERVE,
                  on_close: Any = None) -> None:
         if pre < 0 or post < 0 or max_clip <= 0:
             raise ValueError("pre and post must be >= 0 seconds, max_clip > 0")
@@ -90,7 +90,7 @@ class EventsSink(Sink):
         self.board = board if board is not None else EventBoard()
         self.targets, self.topic = list(targets), topic_for(prefix, name)
         self.pre, self.post, self.max_clip = pre, post, max_clip
-        self.clips, self.reserve = clips, reserve
+        self.clips, self.clip_size, self.reserve = clips, clip_size, reserve
         self.on_close = on_close  # called once closed (the run's shared delivery counts sinks)
         self.tracker = Tracker(self.rules)
         self.log = EventLog(self.folder)
@@ -98,6 +98,7 @@ class EventsSink(Sink):
         self.frames_skipped = 0      # frames the clip encoder never got (worker behind)
         self.clips_written = self.clips_skipped = self.snapshots_skipped = 0
         self.errors = 0
+        self.worker_cpu_s = 0.0      # CPU time of the events thread (the bench's cost figure)
         self._best: dict[int, np.ndarray] = {}  # class id -> image of its best frame
         self._cv = threading.Condition()
         self._ops: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -133,6 +134,7 @@ class EventsSink(Sink):
                     self._frames_queued += 1
                 else:
                     self.frames_skipped += 1
+                    self.board.skipped["clip_frame"] += 1
             self._cv.notify()
 
     def _record(self, kind: str, tr: Track) -> dict[str, Any]:
@@ -167,6 +169,12 @@ class EventsSink(Sink):
 
     # -- the worker ----------------------------------------------------------------------
     def _work(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.worker_cpu_s = time.thread_time()
+
+    def _loop(self) -> None:
         while True:
             with self._cv:
                 while not self._ops and not self._closed:
@@ -190,8 +198,8 @@ class EventsSink(Sink):
 
     def _do_frame(self, image: np.ndarray, t: float) -> None:
         if self._ring is None:
-            keep = self.pre + self.rules.min_duration + 1.0
-            self._ring = PacketRing(self.fps, keep, keep + self.max_clip)
+            self._ring = PacketRing(self.fps, self.pre + self.rules.min_duration + 1.0
+                                    + self.max_clip, self.clip_size)
         self._now = t
         self._ring.encode(image, t)
         for rec in [r for r in self._waiting if t >= r["end_ms"] / 1e3 + self.post]:
@@ -280,7 +288,7 @@ class EventsSink(Sink):
             return None
         try:
             write_clip(self.folder / name, packets, ring)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - FFmpeg's errors too: the end line goes on
             self.clips_skipped += 1
             self.board.skipped["clip"] += 1
             log.warning("events %s: clip %s not written: %s", self.name, name, exc)

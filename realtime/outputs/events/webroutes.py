@@ -66,9 +66,9 @@ class EventsCollector(Collector):
                 msg.add_metric([name, outcome], float(getattr(t, outcome)))
         yield msg
         sk = CounterMetricFamily("camloc_event_files_skipped",
-                                 "Snapshots and clips not written (disk nearly full)",
-                                 labels=["kind"])
-        for kind in ("snapshot", "clip"):
+                                 "Snapshots and clips not written (disk nearly full), frames "
+                                 "the clip encoder skipped (behind)", labels=["kind"])
+        for kind in ("snapshot", "clip", "clip_frame"):
             sk.add_metric([kind], float(b.skipped[kind]))
         yield sk
 
