@@ -87,3 +87,20 @@ def test_ids_sort_by_time_and_messages_follow_frigate():
     assert m["type"] == "new" and m["before"] is None
     assert m["after"]["snapshot_url"] == f"http://127.0.0.1:8080/events/{a}.jpg"
     assert m["after"]["clip_url"] is None
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--mqtt", "broker"], "--mqtt and --webhook send events: add --events DIR"),
+    (["--events", "{tmp}/ev", "--event-zone", "door:1,2,3"], "at least three points"),
+    (["--events", "{tmp}/ev", "--mqtt", "broker:99999"], "--mqtt broker:99999: expected HOST"),
+    (["--events", "{tmp}/ev", "--webhook", "ftp://x/y"], "give an http:// or https:// URL"),
+    (["--events", "{tmp}/f.txt"], "not a folder"),
+    (["--events", "{tmp}/ev", "--event-pre", "-1"], "must be >= 0"),
+])
+def test_bad_event_flags_are_one_line_and_status_2(tmp_path, capsys, argv, says):
+    from realtime.cli import main
+
+    (tmp_path / "f.txt").write_text("x")
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and says in err and len(err.splitlines()) == 1, err

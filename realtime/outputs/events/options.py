@@ -106,6 +106,14 @@ def check_event_args(args: argparse.Namespace) -> Any:
             import paho.mqtt  # noqa: F401
         except ImportError:
             raise UsageError("--mqtt needs paho-mqtt: pip install paho-mqtt") from None
+    for url in args.webhook:
+        import urllib.parse
+
+        from realtime.outputs.events.deliver import redact
+
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"--webhook {redact(url)}: give an http:// or https:// URL")
     classes = None
     if args.event_classes:
         names = [c.strip() for c in args.event_classes.split(",") if c.strip()]
