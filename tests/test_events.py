@@ -196,3 +196,40 @@ def test_metrics_count_events_per_source_and_class_and_deliveries(run):
                                                    ("target", f"mqtt:{run.mqtt.name}")))] == 4
     assert samples[("camloc_event_messages_total", (("outcome", "dropped"),
                                                    ("target", f"webhook:{run.hook.name}")))] == 0
+
+
+def test_the_page_lists_the_events_with_thumbnails_in_a_real_browser(run):
+    import os
+    import shutil
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path) and not os.environ.get("CI"):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    opts.page_load_strategy = "eager"  # the video <img> waits for frames this view never gets
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--no-first-run"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path),
+                              options=opts)
+    try:
+        driver.get(f"{run.web.urls[0].rstrip('/')}/?token={TOKEN}")  # the cookie does the rest
+
+        def thumbnails(d) -> list:
+            imgs = d.find_elements(By.CSS_SELECTOR, "#events .event img")
+            loaded = [i for i in imgs if d.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth", i)]
+            return loaded if len(loaded) == 2 else []
+        imgs = WebDriverWait(driver, 20).until(thumbnails)
+        ids = [r["id"] for r in ended(run.tmp / "zoned")][::-1]
+        assert [i.get_attribute("src").rsplit("/", 1)[1] for i in imgs] == \
+            [f"{i}.jpg" for i in ids]
+        text = driver.find_element(By.ID, "events").text
+        assert text.count("Egyptian cat") == 2 and "in left" in text
+    finally:
+        driver.quit()
