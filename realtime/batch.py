@@ -31,14 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realtime.commands.parser import (
-    Parser,
-    fraction,
-    int_at_least,
-    logging_state,
-    restore_logging,
-    setup_logging,
-)
+from realtime.commands import parser as cli_args
+from realtime.commands.parser import Parser, fraction, int_at_least
 from realtime.errors import CamlocError, first_line, report_error
 from realtime.pipeline.segments import (
     Segment,
@@ -378,12 +372,12 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; 0 when every video's outputs are complete, 1 when one failed (or a
     bug), 2 for a user error; see :mod:`realtime.errors`."""
-    saved = logging_state()
+    saved = cli_args.logging_state()
     verbose = 0
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose
-        setup_logging(verbose)
+        cli_args.setup_logging(verbose)
         return _run(args)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
@@ -394,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
         return report_error("camloc", exc, verbose)
     finally:
-        restore_logging(saved)
+        cli_args.restore_logging(saved)
 
 
 if __name__ == "__main__":

@@ -272,6 +272,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="frames excluded at the start")
     p.add_argument("--repeats", type=int, default=3, help="runs; figures are their medians")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--events", action="store_true",
+                   help="also measure the events output, off vs on")
     return p
 
 
@@ -310,9 +312,21 @@ def main(argv: list[str] | None = None) -> int:
                            args.warmup, args.repeats, args.threads, args.batch, args.workers,
                            tuple(c for c in args.codec.split(",") if c), pools,
                            tuple(counts))
+        if args.events:  # the events output's cost, off vs on in this run
+            from realtime.commands.bench_events import events_cost
+            from realtime.model.engine import Localizer
+
+            loc, workers = Localizer.for_pipeline(args.model, args.device, args.threads,
+                                                  args.workers, imgsz=args.imgsz)
+            result["events"] = events_cost(loc, args.source, args.frames, args.warmup,
+                                           args.repeats, workers)
     except Exception as exc:  # noqa: BLE001 - user error 2, failed stage or bug 1; one line
         return report_error("bench", exc)
     print(format_table(result))
+    if "events" in result:
+        from realtime.commands.bench_events import format_events
+
+        print(format_events(result["events"]))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

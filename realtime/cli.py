@@ -30,6 +30,7 @@ from realtime.commands.parser import (
     stop_on_signals,
 )
 from realtime.errors import UsageError, report_error
+from realtime.outputs.events.options import add_event_arguments, check_event_args, event_sinks
 from realtime.outputs.writes import silence_stdout  # stdlib only: the parser stays cheap
 
 __all__ = ["DEMO_CLIP", "UsageError", "build_parser", "main"]
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="threads drawing consecutive frames between the in-order CAMs and the in-order "
            "outputs (default: 1 on the CPU; with the model on a GPU, cores / 4 up to 4)")
     p.add_logging()
+    add_event_arguments(p)  # --events, --mqtt, --webhook, ... (docs/EVENTS.md)
     return p
 
 
@@ -197,6 +199,7 @@ def _run(args: argparse.Namespace) -> int:
     window, no_window = _window_or_why(args, len(specs))
     args.show = window is not None
     plan = plan_outputs(args, specs, _run_name(specs[0]))
+    check_event_args(args)  # events: a bad flag is one line before anything opens
     options = RenderOptions(heatmap=not args.no_heatmap, boxes=not args.no_boxes)
     with contextlib.ExitStack() as stack:  # runs explain() last: after the sinks are closed
         made: dict[int, list[Any]] = {}
@@ -214,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
             log.warning("--show skipped: %s%s", no_window, "; saving under "
                         f"{plan.folder} instead" if plan.folder else "")
         run = stack.enter_context(Pipeline(
-            sources, loc, names=plan.names, sinks=shared, sinks_for=_sinks_for(args, plan, made),
+            sources, loc, names=plan.names, sinks=shared, sinks_for=_sinks_for(args, plan, made, web),
             draw=False, options=options, max_frames=args.max_frames,
             batch=_batch(args, loc, len(specs)), workers=workers, draw_workers=draw_workers,
             stride=args.vid_stride,
@@ -234,9 +237,10 @@ def _run(args: argparse.Namespace) -> int:
     return exit_status(run, made)
 
 
-def _sinks_for(args: argparse.Namespace, plan: Any, made: dict[int, list[Any]]) -> Any:
+def _sinks_for(args: argparse.Namespace, plan: Any, made: dict[int, list[Any]],
+               web: Any) -> Any:
     """The factory of each source's own outputs (video then JSONL: both or neither per
-    frame), called once its source is open (its frame rate known)."""
+    frame; then its events), called once its source is open (its frame rate known)."""
     from realtime.outputs.recorder import open_video_sink
     from realtime.outputs.sinks import JsonlSink
     from realtime.sources import ImageSource
@@ -249,7 +253,8 @@ def _sinks_for(args: argparse.Namespace, plan: Any, made: dict[int, list[Any]]) 
                                        size=src.size if isinstance(src, ImageSource) else None))
         if plan.jsonls[i] is not None:
             out.append(JsonlSink(plan.jsonls[i]))
-        return list(out)
+        events = event_sinks(args, feed.name, src.fps / src.stride, src.size, web)
+        return [*out, *events]  # events (docs/EVENTS.md)
 
     return make
 

@@ -4,7 +4,7 @@ any number of sources.
 - ``--save``/``--save-json`` name a folder (a path ending in ``/`` or an existing
   folder): one file per source in it, named by :func:`realtime.sources.names.unique_names`
   (``front.mp4``, ``front.jsonl``...). With one source they may also name a file.
-- Neither given (and no ``--show``/``--serve``): a fresh folder under ``--runs-dir``
+- Neither given (and no ``--show``/``--serve``/``--events``): a fresh folder under ``--runs-dir``
   named after the source (``runs/demo/``; several sources: ``runs/multi/``).
 - Every planned output is checked against every input (sources, model) first: an
   output that is an input is refused (exit 2) before anything is opened for writing.
@@ -57,7 +57,7 @@ def plan_outputs(args: Any, specs: Sequence[str], run_name: str) -> OutputPlan:
     """The outputs of ``python -m realtime`` for ``specs`` (see the module docstring)."""
     names = unique_names(specs)
     suffix = ".avi" if args.codec == "mjpeg" else ".mp4"
-    if args.save or args.save_json or args.show or args.serve:
+    if args.save or args.save_json or args.show or args.serve or getattr(args, "events", None):
         videos = _paths("--save", args.save, names, suffix)
         jsonls = _paths("--save-json", args.save_json, names, ".jsonl")
         folder = None

@@ -201,6 +201,9 @@ class WebView(Sink):
                         web.get("/api/detections", self._detections),
                         web.post("/api/control", self._control),
                         web.get("/metrics", self._metrics_text)])
+        from realtime.outputs.events.webroutes import add_event_routes  # docs/EVENTS.md
+
+        add_event_routes(app, self)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
