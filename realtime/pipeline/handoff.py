@@ -1,4 +1,4 @@
-"""Hand-offs between threads that never block past a stop (STYLE.md 5): a bounded
+"""Hand-offs between threads that never block past a stop: a bounded
 queue's ``put`` waits for room a tick at a time and gives up once the other side
 has been told to stop, so no thread hangs on a consumer that died."""
 
