@@ -189,7 +189,7 @@ def _progress(items: Iterable[Any], total: int | None, live: bool) -> Iterable[A
     return tqdm(items, total=total, unit="frame", dynamic_ncols=True, disable=None, leave=False)
 
 
-def _summary(stats: Any, video: Any, jsonl: Any) -> str:
+def _summary(stats: Any, video: Any, jsonl: Any, latency: str = "") -> str:
     s = stats
     head = (f"camloc: {s.source}: {s.frames_read} frames read, {s.processed} processed, "
             f"{s.dropped} dropped, {s.corrupt} corrupt skipped"
@@ -201,6 +201,8 @@ def _summary(stats: Any, video: Any, jsonl: Any) -> str:
     med = s.medians()
     if med:
         lines.append("  median ms/frame: " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()))
+    if latency:  # issue 27: from each frame's arrival to each output
+        lines.append(f"  latency: {latency}")
     if video is not None:
         lines.append(f"  video: {video.path} ({video.frames} frames)")
     if jsonl is not None:
@@ -284,7 +286,9 @@ def _run(args: argparse.Namespace) -> int:
             for _item in _progress(run, total, source.live):
                 pass  # the sinks did the work; the bar counts the frames
     check_video(video)  # the summary never reports frames that are not in the file
-    print(_summary(run.stats, video, jsonl), flush=True)
+    from realtime.outputs.latency import latency_line, rings_of  # issue 27
+
+    print(_summary(run.stats, video, jsonl, latency_line(rings_of(run.sinks))), flush=True)
     if getattr(source, "lost", False):  # gone for --give-up-after: a failure, not an end
         return report_error("camloc", StageError(source.ended_because))
     stopped = run.stats.stopped_by

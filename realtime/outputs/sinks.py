@@ -30,6 +30,7 @@ import numpy as np
 
 from realtime.errors import CamlocError
 from realtime.model.draw import draw_hud, hud_text
+from realtime.outputs.latency import LatencyRing
 
 if TYPE_CHECKING:
     from realtime.pipeline.runner import Pipeline, Processed
@@ -60,11 +61,24 @@ class Sink:
     ``needs_image`` (the pipeline draws the annotated image only if a sink needs it)
     and ``in_caller_thread`` (called from the thread that iterates the pipeline, where a
     window must live, rather than from the render thread), and implement ``write``.
+    ``latency`` is the sink's :class:`~realtime.outputs.latency.LatencyRing`: the pipeline
+    records in it, once ``write`` returns, how long after its arrival the sink had each
+    frame; a sink that delivers later on its own (``own_latency``, the web view's send)
+    records there itself.
     """
 
     stage = "sink"
     needs_image = False
     in_caller_thread = False
+    own_latency = False
+
+    @property
+    def latency(self) -> LatencyRing:
+        """Arrival-to-output latencies of this sink (made on first use)."""
+        ring = self.__dict__.get("_latency")
+        if ring is None:  # setdefault: two threads asking at once get the same ring
+            ring = self.__dict__.setdefault("_latency", LatencyRing())
+        return ring
 
     def attach(self, run: Pipeline) -> None:
         """Called once by the pipeline the sink is given to (a window steers the run)."""
@@ -340,7 +354,8 @@ class WindowSink(Sink):
         run = self._run
         assert run is not None, "a WindowSink is fed by the pipeline it was given to"
         # on a copy: the same image goes to the video and the web view
-        image = draw_hud(item.image.copy(), hud_text(item.result, item.fps))
+        image = draw_hud(item.image.copy(), hud_text(item.result, item.fps,
+                                                     self.latency.percentiles(0.5)))
         steer(run, self.window, self.window.show(image), len(item.result.class_ids))
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,14 +30,16 @@ __all__ = ["Processed", "draw_item", "draw_parallelism", "feed", "options_for", 
 
 @dataclass
 class Processed:
-    """One frame after the pipeline: its result, the annotated image, stage timings and
-    (for sinks in the caller's thread) the output rate so far."""
+    """One frame after the pipeline: its result, the annotated image, stage timings,
+    (for sinks in the caller's thread) the output rate so far, and ``latency``: ms from
+    the frame's arrival to each output that has it (keyed by the sink's ``stage``)."""
 
     frame: Frame
     result: Any
     image: np.ndarray | None
     times: dict[str, float]
     fps: float = 0.0
+    latency: dict[str, float] = field(default_factory=dict)
 
 
 def options_for(options: RenderOptions, result: Any) -> RenderOptions:
@@ -62,11 +64,14 @@ def draw_item(frame: Frame, result: Any, times: dict[str, float],
 
 
 def feed(sinks: list[Sink], item: Processed) -> None:
-    """Give ``item`` to each sink in turn, timing each under its ``stage`` key."""
+    """Give ``item`` to each sink in turn, timing each under its ``stage`` key, and
+    record in the sink's latency ring how long after its arrival it had the frame."""
     for sink in sinks:
         t0 = time.perf_counter()
         write_or_fail(sink, item)  # an OSError (full disk, I/O) becomes OutputError
         item.times[sink.stage] = (time.perf_counter() - t0) * 1e3
+        if not sink.own_latency:  # the web view records its own, when it sends
+            item.latency[sink.stage] = sink.latency.since(item.frame.arrival)
 
 
 def write_ready(sinks: list[Sink], item: Processed) -> None:
