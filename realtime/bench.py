@@ -259,6 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="frames excluded at the start")
     p.add_argument("--repeats", type=int, default=3, help="runs; figures are their medians")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--live", action="store_true", help="latency on a local stream paced like "
+                   "a camera instead (python -m realtime.bench --live --help)")
     return p
 
 
@@ -274,6 +276,11 @@ def _pool_sizes(text: str | None) -> tuple[int | None, ...] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--live" in argv:  # latency on a paced stream: its own options (issue 27)
+        from realtime.commands.bench_live import main as live_main
+
+        return live_main([a for a in argv if a != "--live"], device_name)
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     pools = _pool_sizes(args.draw_workers)
