@@ -12,7 +12,11 @@ never waits on a socket, and while nobody watches nothing is encoded.
 With several sources (``tiles``, a :class:`realtime.outputs.tiles.TileHolder` the sources'
 writers fill) the video is their mosaic, composed only when a viewer asks for a frame.
 
-Routes: ``/`` the page, ``/stream`` the video, ``/api/detections`` the newest
+Routes: ``/`` the page, ``/stream`` the video (Motion-JPEG), ``/frame?after=N`` the
+newest frame's JPEG once it is newer than frame N (a long poll: what the page uses, one
+frame in flight per viewer, so no frame ever waits in a socket behind another; headers
+``X-Camloc-Seq`` and ``X-Camloc-Arrival``, the frame's arrival in wall-clock ms, which
+the ``/stream`` parts carry too), ``/api/detections`` the newest
 frame's JSONL record plus fps and provider (several sources: ``sources``, the newest
 record of each), ``POST /api/control`` the window's
 keys (heatmap, boxes, next, prev), ``/metrics`` Prometheus text. With a token
@@ -142,7 +146,8 @@ class WebView(Sink):
 
     def _latencies(self) -> dict[str, Any]:
         """Each output's latency ring: the run's sinks' and this view's own (sent)."""
-        rings = rings_of(getattr(self._run, "sinks", ()) if self._run is not None else ())
+        sinks = getattr(self._run, "sinks", None)  # a Pipeline's list (MultiRun: a factory)
+        rings = rings_of(sinks if isinstance(sinks, (list, tuple)) else ())
         if self.latency.count:
             rings["web"] = self.latency
         return rings
@@ -209,6 +214,7 @@ class WebView(Sink):
         self._encode_lock = asyncio.Lock()
         app = web.Application(middlewares=[self._auth])
         app.add_routes([web.get("/", self._page), web.get("/stream", self._stream),
+                        web.get("/frame", self._frame),
                         web.get("/api/detections", self._detections),
                         web.post("/api/control", self._control),
                         web.get("/metrics", self._metrics_text)])
@@ -291,8 +297,7 @@ class WebView(Sink):
                 last, data, arrival = got
                 # the frame's arrival travels with it, in wall-clock ms: a page on the same
                 # machine (or with a synced clock) sees how long after it the frame shows
-                wall = "" if not arrival else \
-                    f"X-Camloc-Arrival: {(time.time() - time.monotonic() + arrival) * 1e3:.1f}\r\n"
+                wall = f"X-Camloc-Arrival: {_wall_ms(arrival)}\r\n" if arrival else ""
                 part = (f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n{wall}"
                         "\r\n").encode() + data + f"\r\n--{_BOUNDARY}\r\n".encode()
                 await asyncio.wait_for(resp.write(part), _STALL_S)
@@ -302,6 +307,33 @@ class WebView(Sink):
             log.debug("viewer %s dropped", request.remote)
         finally:
             self.viewers -= 1
+        return resp
+
+    async def _frame(self, request: web.Request) -> web.StreamResponse:
+        """The newest frame's JPEG once newer than ``?after=`` (204 after 10 s without one,
+        or when closing): a viewer asks for the next frame only once it has this one."""
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="after must be a frame number\n") from None
+        self.viewers += 1  # a viewer waiting: frames wake it
+        try:
+            got = await asyncio.wait_for(self._next_jpeg(after), 10.0)
+        except TimeoutError:
+            got = None
+        finally:
+            self.viewers -= 1
+        if got is None:
+            return web.Response(status=204, headers={"Cache-Control": "no-store"})
+        seq, data, arrival = got
+        headers = {"Cache-Control": "no-store", "X-Camloc-Seq": str(seq)}
+        if arrival:
+            headers["X-Camloc-Arrival"] = _wall_ms(arrival)
+        resp = web.Response(body=data, content_type="image/jpeg", headers=headers)
+        await resp.prepare(request)
+        await resp.write_eof()
+        if arrival:
+            self.latency.since(arrival)
         return resp
 
     async def _detections(self, request: web.Request) -> web.Response:
@@ -340,6 +372,12 @@ class WebView(Sink):
     async def _metrics_text(self, request: web.Request) -> web.Response:
         body, ctype = self._metrics.render()
         return web.Response(body=body, headers={"Content-Type": ctype})
+
+
+def _wall_ms(arrival: float) -> str:
+    """A ``time.monotonic()`` stamp as wall-clock milliseconds since the epoch (what a
+    browser's ``Date.now()`` compares with)."""
+    return f"{(time.time() - time.monotonic() + arrival) * 1e3:.1f}"
 
 
 def _dumps(obj: Any) -> str:
