@@ -115,6 +115,8 @@ class Pipeline:
                                                                  and max_frames < 1):
             raise ValueError("batch, queue_size, workers, draw_workers and max_frames must be "
                              ">= 1")
+        if getattr(source, "live", False):  # issue 27: a live frame must not wait behind
+            queue_size = 1                  # queued ones (in flight: workers + 2 at most)
         self.source, self.localizer = source, localizer
         self.sinks = [*sinks, *(s for s in (video, jsonl) if s is not None)]
         self._render_sinks = [s for s in self.sinks if not s.in_caller_thread]
