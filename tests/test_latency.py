@@ -136,3 +136,30 @@ def test_the_summary_states_each_outputs_latency(photos, tiny_onnx, tmp_path):
     assert r.returncode == 0, r.stderr
     line = next(x for x in r.stdout.splitlines() if x.strip().startswith("latency:"))
     assert "video p50 " in line and "jsonl p50 " in line and " / p99 " in line
+
+
+def test_a_slow_page_gets_the_newest_frame_never_a_queued_one(stream, tiny_onnx):
+    """The page's /frame long poll: a viewer that asks only every 0.4 s is given the
+    newest frame each time (its sequence number jumps), with its arrival stamp."""
+    with LiveSource(stream.url, stream=True) as src, WebView(port=0) as web, \
+            Pipeline(src, Localizer(str(tiny_onnx)), sinks=[web]) as run:
+        frames = iter(run)
+        seqs, ages = [], []
+        after = 0
+        for _ in range(4):
+            next(frames)
+            with urllib.request.urlopen(f"{web.urls[0]}frame?after={after}", timeout=30) as r:
+                data, seq = r.read(), int(r.headers["X-Camloc-Seq"])
+                ages.append(time.time() * 1e3 - float(r.headers["X-Camloc-Arrival"]))
+            assert data[:2] == b"\xff\xd8" and seq > after
+            seqs.append(seq)
+            after = seq
+            t_end = time.monotonic() + 0.4  # a slow page: frames go on meanwhile
+            while time.monotonic() < t_end:
+                next(frames)
+            assert web._seq >= seq + 3  # several newer frames since, none queued for us
+        run.stop("test done")
+        for _ in frames:
+            pass
+    assert all(b - a >= 3 for a, b in zip(seqs, seqs[1:])), seqs
+    assert all(0 < ms < 2000 for ms in ages), ages

@@ -73,7 +73,7 @@ def test_latency_stays_bounded_for_a_minute_at_2_5x_overload(photos, lite0_onnx,
                 next_rss += 1.0
             if now - start >= SECONDS:
                 run.stop("test done")
-        served = server.sent
+        served, dropped = server.sent, src.frames_dropped
         scraped = Metrics(lambda: run_counters(run), lambda: 0,
                           lambda: {"jsonl": jsonl.latency}).render()[0].decode()
     processed = len(lat)
@@ -91,8 +91,11 @@ def test_latency_stays_bounded_for_a_minute_at_2_5x_overload(photos, lite0_onnx,
     assert src.frames_dropped >= 0.4 * (src.frames_read + src.frames_dropped)
     # the reader kept up with the stream (no hidden queue in the socket or FFmpeg)
     assert src.frames_read + src.frames_dropped >= 0.9 * served
-    assert run.stats.dropped == src.frames_dropped and run.stats.processed == processed
-    assert f"camloc_frames_dropped_total {float(src.frames_dropped)}" in scraped
+    # the summary's count (taken when the pipeline ended) and /metrics agree; closing the
+    # source afterwards adds the few frames read but never handed out
+    assert run.stats.dropped == dropped and run.stats.processed == processed
+    assert 0 <= src.frames_dropped - dropped <= 5
+    assert f"camloc_frames_dropped_total {float(dropped)}" in scraped
     assert f'camloc_output_latency_seconds_count{{output="jsonl"}} {float(processed)}' \
         in scraped
     assert p["p99"] < bound, (p, bound)
