@@ -274,6 +274,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--events", action="store_true",
                    help="also measure the events output, off vs on")
+    p.add_argument("--live", action="store_true", help="latency on a local stream paced like "
+                   "a camera instead (python -m realtime.bench --live --help)")
     return p
 
 
@@ -289,6 +291,11 @@ def _pool_sizes(text: str | None) -> tuple[int | None, ...] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--live" in argv:  # latency on a paced stream: its own options
+        from realtime.commands.bench_live import main as live_main
+
+        return live_main([a for a in argv if a != "--live"], device_name)
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help

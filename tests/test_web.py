@@ -116,7 +116,7 @@ def test_a_token_protects_page_stream_api_and_metrics():
             assert get(base + path, {"Authorization": "Bearer nope"})[0] == 401
         assert get(base + "api/detections", {"Authorization": "Bearer s3cret"})[0] == 200
         status, body, headers = get(base + "?token=s3cret")
-        assert status == 200 and b'<img id="video" src="stream"' in body
+        assert status == 200 and b'<img id="video"' in body and b"frame?after=" in body
         cookie = headers["Set-Cookie"].split(";")[0]
         assert "HttpOnly" in headers["Set-Cookie"]
         assert get(base + "metrics", {"Cookie": cookie})[0] == 200

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from realtime.errors import CamlocError, first_line
+from realtime.outputs.latency import latency_line, rings_of
 from realtime.outputs.writes import WriteError, kept
 
 __all__ = ["NoSourceError", "exit_status", "summary"]
@@ -36,7 +37,7 @@ def _files(sinks: list[Any]) -> list[str]:
     return out
 
 
-def _feed_lines(f: Any, provider: str, sinks: list[Any]) -> list[str]:
+def _feed_lines(f: Any, provider: str, sinks: list[Any], shared: list[Any]) -> list[str]:
     s = f.stats
     if f.source is None:
         return [f"camloc: {f.spec}: not opened: "
@@ -54,6 +55,9 @@ def _feed_lines(f: Any, provider: str, sinks: list[Any]) -> list[str]:
         slow = max(med, key=med.get)
         if slow in _WHY and med[slow] > 0.5 * sum(med.values()):
             lines.append(f"  slowest: {slow} ({_WHY[slow]})")
+    latency = latency_line(rings_of([*sinks, *shared])) if f.live else ""
+    if latency:  # a live source: from each frame's arrival to each output
+        lines.append(f"  latency: {latency}")
     files = _files(sinks)
     return lines + (files or ["  nothing saved (use --save / --save-json)"])
 
@@ -69,7 +73,9 @@ def summary(run: Any, made: dict[int, list[Any]]) -> str:
     """The summary of ``run`` (a realtime.pipeline.runner.Pipeline); ``made`` maps each
     source's index to the outputs made for it."""
     provider = getattr(run.localizer, "provider", "")
-    lines = [line for f in run.feeds for line in _feed_lines(f, provider, made.get(f.index, []))]
+    shared = run.sinks if len(run.feeds) == 1 else []  # several: shared sinks mix sources
+    lines = [line for f in run.feeds
+             for line in _feed_lines(f, provider, made.get(f.index, []), shared)]
     if len(run.feeds) > 1:
         total = run.stats
         lines.append(f"camloc: {len(run.feeds)} sources, {total.processed} frames in "

@@ -169,7 +169,9 @@ def draw_result(frame: np.ndarray, result: Any, options: RenderOptions | None = 
     return frame
 
 
-def hud_text(result: Any, fps: float) -> str:
-    """The live window's HUD line: rate, provider, best class and its score."""
+def hud_text(result: Any, fps: float, latency: dict[str, float] | None = None) -> str:
+    """The live window's HUD line: rate, latency (``latency``: the rolling "p50" and "p99"
+    in ms, from the frame's arrival to the screen), provider, best class and its score."""
     label = f" | {result.labels[0]} {result.scores[0]:.2f}" if len(result.labels) else ""
-    return f"{fps:.1f} fps | {result.provider}{label}"
+    lat = f" | {latency['p50']:.0f}/{latency['p99']:.0f} ms p50/p99" if latency else ""
+    return f"{fps:.1f} fps{lat} | {result.provider}{label}"

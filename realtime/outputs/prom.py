@@ -4,8 +4,10 @@ Counters (frames read, processed, dropped, corrupt; a live source's reconnection
 outages and seconds without frames, the outage under way included) and
 gauges (frames per second, viewers) are read from the running pipeline when a
 scraper asks, so they cost nothing between scrapes; per-stage latency is a
-histogram fed once per processed frame. With several sources the
-counters and the fps gauge have one sample per
+histogram fed once per processed frame; each output's latency from the frame's
+arrival (``camloc_output_latency_seconds{output=...}``) is a histogram read from the
+outputs' :class:`~realtime.outputs.latency.LatencyRing` counts at scrape time. With several
+sources the counters and the fps gauge have one sample per
 source, labelled ``source`` (its output name). Each :class:`Metrics` has its own
 registry (several runs in one process, e.g. tests, do not collide).
 """
@@ -16,8 +18,15 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.registry import Collector
+
+from realtime.outputs.latency import LatencyRing
 
 __all__ = ["COUNTERS", "Metrics", "run_counters"]
 
@@ -58,8 +67,9 @@ def run_counters(run: Any) -> dict[str, Any]:
 
 class _RunCollector(Collector):
     def __init__(self, counters: Callable[[], Mapping[str, Any]],
-                 viewers: Callable[[], int]) -> None:
-        self._counters, self._viewers = counters, viewers
+                 viewers: Callable[[], int],
+                 latencies: Callable[[], Mapping[str, LatencyRing]] | None = None) -> None:
+        self._counters, self._viewers, self._latencies = counters, viewers, latencies
 
     def collect(self) -> Iterator[Any]:
         c = self._counters()
@@ -78,6 +88,16 @@ class _RunCollector(Collector):
             yield family
         yield GaugeMetricFamily("camloc_viewers", "Browsers watching the live stream",
                                 value=float(self._viewers()))
+        rings = self._latencies() if self._latencies is not None else {}
+        if rings:
+            family = HistogramMetricFamily(
+                "camloc_output_latency_seconds", "Time from a frame's arrival from the "
+                "source to each output having it (video written, JSONL written, window "
+                "shown, web view sent)", labels=["output"])
+            for name, ring in rings.items():
+                buckets, total = ring.histogram()
+                family.add_metric([name], buckets, total)
+            yield family
         yield InfoMetricFamily("camloc_run", "What runs", value={
             "source": str(c.get("source", "")), "provider": str(c.get("provider", ""))})
 
@@ -86,16 +106,18 @@ class Metrics:
     """A registry with the run's counters and a per-stage latency histogram.
 
     ``counters`` returns the current figures (see :func:`run_counters`),
-    ``viewers`` the number of open streams; both are called at scrape time.
+    ``viewers`` the number of open streams, ``latencies`` each output's latency ring;
+    all are called at scrape time.
     """
 
     def __init__(self, counters: Callable[[], Mapping[str, Any]],
-                 viewers: Callable[[], int]) -> None:
+                 viewers: Callable[[], int],
+                 latencies: Callable[[], Mapping[str, LatencyRing]] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.latency = Histogram("camloc_stage_latency_seconds",
                                  "Time per frame in each pipeline stage", ["stage"],
                                  buckets=_BUCKETS, registry=self.registry)
-        self.registry.register(_RunCollector(counters, viewers))
+        self.registry.register(_RunCollector(counters, viewers, latencies))
         self._children: dict[str, Any] = {}
 
     def observe(self, times_ms: Mapping[str, float]) -> None:

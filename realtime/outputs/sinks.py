@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -31,6 +31,7 @@ import numpy as np
 
 from realtime.errors import CamlocError
 from realtime.model.draw import draw_hud, hud_text
+from realtime.outputs.latency import LatencyRing
 
 if TYPE_CHECKING:
     from realtime.sources import Frame
@@ -51,9 +52,10 @@ KEYS = {ord("q"): "quit", 27: "quit", ord(" "): "pause", ord("h"): "heatmap",
 
 @dataclass
 class Processed:
-    """One frame after the pipeline: its result, the annotated image, stage timings and
-    (for sinks in the caller's thread) the output rate so far, and which source of the run
-    it came from."""
+    """One frame after the pipeline: its result, the annotated image, stage timings,
+    (for sinks in the caller's thread) the output rate so far, which source of the run it
+    came from, and ``latency``: ms from the frame's arrival to each output that has it
+    (keyed by the sink's ``stage``)."""
 
     frame: Frame
     result: Any
@@ -62,6 +64,7 @@ class Processed:
     fps: float = 0.0
     feed: int = 0       # which source of the run (0 for a one-source run)
     name: str = ""      # that source's output name (realtime.sources.names)
+    latency: dict[str, float] = field(default_factory=dict)
 
 
 class SinkError(CamlocError, ValueError):
@@ -75,11 +78,24 @@ class Sink:
     ``needs_image`` (the pipeline draws the annotated image only if a sink needs it)
     and ``in_caller_thread`` (called from the thread that iterates the pipeline, where a
     window must live, rather than from the render thread), and implement ``write``.
+    ``latency`` is the sink's :class:`~realtime.outputs.latency.LatencyRing`: the pipeline
+    records in it, once ``write`` returns, how long after its arrival the sink had each
+    frame; a sink that delivers later on its own (``own_latency``, the web view's send)
+    records there itself.
     """
 
     stage = "sink"
     needs_image = False
     in_caller_thread = False
+    own_latency = False
+
+    @property
+    def latency(self) -> LatencyRing:
+        """Arrival-to-output latencies of this sink (made on first use)."""
+        ring = self.__dict__.get("_latency")
+        if ring is None:  # setdefault: two threads asking at once get the same ring
+            ring = self.__dict__.setdefault("_latency", LatencyRing())
+        return ring
 
     def attach(self, run: Any) -> None:
         """Called once by the pipeline the sink is given to (a window steers the run)."""
@@ -350,7 +366,8 @@ class WindowSink(Sink):
         run = self._run
         assert run is not None, "a WindowSink is fed by the pipeline it was given to"
         # on a copy: the same image goes to the video and the web view
-        image = draw_hud(item.image.copy(), hud_text(item.result, item.fps))
+        image = draw_hud(item.image.copy(), hud_text(item.result, item.fps,
+                                                     self.latency.percentiles(0.5)))
         steer(run, self.window, self.window.show(image), len(item.result.class_ids))
 
     def close(self) -> None:

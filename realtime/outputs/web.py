@@ -12,7 +12,11 @@ never waits on a socket, and while nobody watches nothing is encoded.
 With several sources (``tiles``, a :class:`realtime.outputs.tiles.TileHolder` the sources'
 writers fill) the video is their mosaic, composed only when a viewer asks for a frame.
 
-Routes: ``/`` the page, ``/stream`` the video, ``/api/detections`` the newest
+Routes: ``/`` the page, ``/stream`` the video (Motion-JPEG), ``/frame?after=N`` the
+newest frame's JPEG once it is newer than frame N (a long poll: what the page uses, one
+frame in flight per viewer, so no frame ever waits in a socket behind another; headers
+``X-Camloc-Seq`` and ``X-Camloc-Arrival``, the frame's arrival in wall-clock ms, which
+the ``/stream`` parts carry too), ``/api/detections`` the newest
 frame's JSONL record plus fps and provider (several sources: ``sources``, the newest
 record of each), ``POST /api/control`` the window's
 keys (heatmap, boxes, next, prev), ``/metrics`` Prometheus text. With a token
@@ -28,6 +32,7 @@ import contextlib
 import hmac
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Self
 
@@ -35,6 +40,7 @@ import cv2
 from aiohttp import web
 
 from realtime.model.draw import RenderOptions
+from realtime.outputs.latency import rings_of
 from realtime.outputs.prom import Metrics, run_counters
 from realtime.outputs.serve import LOOPBACK as _LOOPBACK
 from realtime.outputs.serve import ServeError, listen_urls, local_ips
@@ -82,6 +88,7 @@ class WebView(Sink):
 
     stage = "web"
     needs_image = True
+    own_latency = True  # measured when a frame is sent to a viewer, not when it is handed over
 
     def __init__(self, host: str = _LOOPBACK, port: int = 8080, token: str | None = None, *,
                  options: RenderOptions | None = None, topk: int = 1, quality: int = 80,
@@ -96,7 +103,7 @@ class WebView(Sink):
         self.viewers = 0     # open video streams
         self.encoded = 0     # JPEGs encoded (stays 0 while nobody watches)
         self._run: Any = None
-        self._metrics = Metrics(self._counters, lambda: self.viewers)
+        self._metrics = Metrics(self._counters, lambda: self.viewers, self._latencies)
         self._lock = threading.Lock()
         self._latest: Any = None  # newest Processed item
         self._seq = 0
@@ -110,7 +117,8 @@ class WebView(Sink):
         self._runner: web.AppRunner | None = None
         self._encoder = concurrent.futures.ThreadPoolExecutor(1, "camloc-jpeg")
         self._encode_lock: asyncio.Lock | None = None
-        self._jpeg_cache: tuple[int, bytes] = (0, b"")
+        # (sequence number, JPEG, the frame's arrival: time.monotonic(), 0 for a mosaic)
+        self._jpeg_cache: tuple[int, bytes, float] = (0, b"", 0.0)
 
     # -- the run's side (any thread; never blocks) -------------------------------------
     def attach(self, run: Any) -> None:
@@ -135,6 +143,13 @@ class WebView(Sink):
 
     def _counters(self) -> dict[str, Any]:
         return run_counters(self._run) if self._run is not None else {}
+
+    def _latencies(self) -> dict[str, Any]:
+        """Each output's latency ring: the run's sinks' and this view's own (sent)."""
+        rings = rings_of(getattr(self._run, "outputs", ()))  # several sources: the first's
+        if self.latency.count:
+            rings["web"] = self.latency
+        return rings
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Self:
@@ -198,6 +213,7 @@ class WebView(Sink):
         self._encode_lock = asyncio.Lock()
         app = web.Application(middlewares=[self._auth])
         app.add_routes([web.get("/", self._page), web.get("/stream", self._stream),
+                        web.get("/frame", self._frame),
                         web.get("/api/detections", self._detections),
                         web.post("/api/control", self._control),
                         web.get("/metrics", self._metrics_text)])
@@ -234,8 +250,9 @@ class WebView(Sink):
             resp.set_cookie(_COOKIE, self.token, httponly=True, samesite="Strict")
         return resp
 
-    async def _next_jpeg(self, last: int) -> tuple[int, bytes] | None:
-        """The newest frame's JPEG once it is newer than ``last``; None when closing."""
+    async def _next_jpeg(self, last: int) -> tuple[int, bytes, float] | None:
+        """The newest frame's JPEG once it is newer than ``last``, with its arrival stamp
+        (0.0 for a mosaic); None when closing."""
         while True:
             event = self._new_frame  # taken before the check: a wake-up in between counts
             seq, ready = self._newest()
@@ -255,7 +272,7 @@ class WebView(Sink):
                 data = await asyncio.get_running_loop().run_in_executor(
                     self._encoder, _jpeg, item.image if tiles is None else None, self.quality,
                     tiles)
-                self._jpeg_cache = (seq, data)
+                self._jpeg_cache = (seq, data, item.frame.arrival if tiles is None else 0.0)
                 self.encoded += 1
             return self._jpeg_cache
 
@@ -279,14 +296,46 @@ class WebView(Sink):
             # (the last one, when the run has ended) appears at once
             await asyncio.wait_for(resp.write(f"--{_BOUNDARY}\r\n".encode()), _STALL_S)
             while (got := await self._next_jpeg(last)) is not None:
-                last, data = got
-                part = (f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
-                        ).encode() + data + f"\r\n--{_BOUNDARY}\r\n".encode()
+                last, data, arrival = got
+                # the frame's arrival travels with it, in wall-clock ms: a page on the same
+                # machine (or with a synced clock) sees how long after it the frame shows
+                wall = f"X-Camloc-Arrival: {_wall_ms(arrival)}\r\n" if arrival else ""
+                part = (f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n{wall}"
+                        "\r\n").encode() + data + f"\r\n--{_BOUNDARY}\r\n".encode()
                 await asyncio.wait_for(resp.write(part), _STALL_S)
+                if arrival:
+                    self.latency.since(arrival)
         except (ConnectionError, TimeoutError):  # the viewer left or stalled: drop it quietly
             log.debug("viewer %s dropped", request.remote)
         finally:
             self.viewers -= 1
+        return resp
+
+    async def _frame(self, request: web.Request) -> web.StreamResponse:
+        """The newest frame's JPEG once newer than ``?after=`` (204 after 10 s without one,
+        or when closing): a viewer asks for the next frame only once it has this one."""
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="after must be a frame number\n") from None
+        self.viewers += 1  # a viewer waiting: frames wake it
+        try:
+            got = await asyncio.wait_for(self._next_jpeg(after), 10.0)
+        except TimeoutError:
+            got = None
+        finally:
+            self.viewers -= 1
+        if got is None:
+            return web.Response(status=204, headers={"Cache-Control": "no-store"})
+        seq, data, arrival = got
+        headers = {"Cache-Control": "no-store", "X-Camloc-Seq": str(seq)}
+        if arrival:
+            headers["X-Camloc-Arrival"] = _wall_ms(arrival)
+        resp = web.Response(body=data, content_type="image/jpeg", headers=headers)
+        await resp.prepare(request)
+        await resp.write_eof()
+        if arrival:
+            self.latency.since(arrival)
         return resp
 
     async def _detections(self, request: web.Request) -> web.Response:
@@ -301,7 +350,9 @@ class WebView(Sink):
         c = self._counters()
         o = self.options
         body.update(fps=round(float(c.get("fps", 0.0)), 2), provider=c.get("provider", ""),
-                    processed=c.get("frames_processed", 0), viewers=self.viewers,
+                    processed=c.get("frames_processed", 0),
+                    dropped=c.get("frames_dropped", 0), viewers=self.viewers,
+                    latency_ms={k: r.percentiles(0.5) for k, r in self._latencies().items()},
                     running=not self._closing,
                     options={"heatmap": o.heatmap, "boxes": o.boxes, "index": o.index,
                              "topk": self.topk})
@@ -323,6 +374,12 @@ class WebView(Sink):
     async def _metrics_text(self, request: web.Request) -> web.Response:
         body, ctype = self._metrics.render()
         return web.Response(body=body, headers={"Content-Type": ctype})
+
+
+def _wall_ms(arrival: float) -> str:
+    """A ``time.monotonic()`` stamp as wall-clock milliseconds since the epoch (what a
+    browser's ``Date.now()`` compares with)."""
+    return f"{(time.time() - time.monotonic() + arrival) * 1e3:.1f}"
 
 
 def _dumps(obj: Any) -> str:

@@ -48,11 +48,14 @@ def draw_item(frame: Frame, result: Any, times: dict[str, float],
 
 
 def feed(sinks: list[Sink], item: Processed) -> None:
-    """Give ``item`` to each sink in turn, timing each under its ``stage`` key."""
+    """Give ``item`` to each sink in turn, timing each under its ``stage`` key, and
+    record in the sink's latency ring how long after its arrival it had the frame."""
     for sink in sinks:
         t0 = time.perf_counter()
         write_or_fail(sink, item)  # an OSError (full disk, I/O) becomes WriteError
         item.times[sink.stage] = (time.perf_counter() - t0) * 1e3
+        if not sink.own_latency:  # the web view records its own, when it sends
+            item.latency[sink.stage] = sink.latency.since(item.frame.arrival)
 
 
 def write_ready(sinks: list[Sink], item: Processed) -> None:

@@ -134,6 +134,8 @@ class Pipeline(Stages):
         self.meter = FpsMeter()  # all sources together
         self._room = max(queue_size, 2 * batch)  # frames waiting per file source
         self._in_flight = (queue_size + workers) * batch  # taken, not yet written, per source
+        # a live source: a frame never waits behind queued ones (latency over completeness)
+        self._in_flight_live = workers * batch + 1
         self._q_done: queue.Queue[Any] = queue.Queue(maxsize=queue_size * len(items) + 4)
         self._wake = threading.Condition()
         self._stopped, self._abort = threading.Event(), threading.Event()
@@ -157,6 +159,11 @@ class Pipeline(Stages):
     def source(self) -> Source | None:
         """The source of a one-source run (None while it is not open)."""
         return self.feeds[0].source
+
+    @property
+    def outputs(self) -> list[Sink]:
+        """Every sink of the run: the shared ones and each source's own."""
+        return [*self.sinks, *(s for f in self.feeds for s in f.sinks)]
 
     @property
     def stats(self) -> RunStats:

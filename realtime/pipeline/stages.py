@@ -38,7 +38,8 @@ class Stages:
         for k in range(n):
             f = self.feeds[(self._rr + k) % n]
             with f.room:
-                while f.inbox and len(taken) < self.batch and f.in_flight < self._in_flight:
+                limit = self._in_flight_live if f.live else self._in_flight
+                while f.inbox and len(taken) < self.batch and f.in_flight < limit:
                     taken.append((f, f.taken, f.inbox.popleft()))
                     f.taken += 1
                 f.room.notify_all()

@@ -10,8 +10,9 @@ blocks for more than a fraction of a second without checking the stop event.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
 import numpy as np
@@ -43,6 +44,12 @@ class Frame:
     a live source), ``source`` the file, stream or image path it came from,
     ``time_ms`` its time in the source (video position; time since the start
     for live sources; 0 for still images), ``decode_ms`` the time spent reading it.
+
+    ``arrival`` is the ``time.monotonic()`` at which the reader had the frame (a live
+    source: when the capture returned it; a file: when it was decoded; by default, when
+    the Frame is made): every output's latency is measured from it. ``taken`` is when
+    the pipeline took it from the source (0 until then): ``taken - arrival`` is the
+    time it waited in the reader.
     """
 
     index: int
@@ -50,6 +57,8 @@ class Frame:
     source: str
     time_ms: float = 0.0
     decode_ms: float = 0.0
+    arrival: float = field(default_factory=time.monotonic)
+    taken: float = 0.0
 
 
 class Source:

@@ -88,6 +88,7 @@ class _ReadAhead(Source):
             if isinstance(item, _Failure):
                 raise SourceError(f"reading {self.name} failed: {item.exc}") from item.exc
             self.frames_read += 1
+            item.taken = time.monotonic()  # Frame.arrival was stamped when it was decoded
             yield item
 
 

@@ -65,7 +65,8 @@ class LiveSource(Source):
         self.outage_s = 0.0      # seconds it was gone in all (finished outages)
         self.down_since: float | None = None  # time.monotonic() when the current outage began
         self._cond = threading.Condition()
-        self._latest: tuple[int, np.ndarray, float, float] | None = None  # id, image, t, ms
+        # id, image, arrival (time.monotonic()), decode ms
+        self._latest: tuple[int, np.ndarray, float, float] | None = None
         self._grabbed = 0   # id of the newest frame read
         self._seen = 0      # id of the newest frame handed out
         self._done = False  # the reader thread has finished
@@ -96,10 +97,11 @@ class LiveSource(Source):
         return cap
 
     def _publish(self, image: np.ndarray, ms: float) -> None:
+        arrival = time.monotonic()  # the frame's stamp: every output's latency starts here
         with self._cond:
             self._grabbed += 1
             self.frames_read += 1  # every frame the device gave: handed out or dropped
-            self._latest = (self._grabbed, image, time.monotonic() - self._t0, ms)
+            self._latest = (self._grabbed, image, arrival, ms)
             self._cond.notify_all()
 
     @property
@@ -200,10 +202,11 @@ class LiveSource(Source):
                 latest = self._latest
                 done = self._done or self._stop.is_set()
             if latest is not None and latest[0] != self._seen:
-                fid, image, t, ms = latest
+                fid, image, arrival, ms = latest
                 self.frames_dropped += fid - self._seen - 1
                 self._seen = fid
-                yield Frame(fid - 1, image, self.name, t * 1e3, ms)
+                yield Frame(fid - 1, image, self.name, (arrival - self._t0) * 1e3, ms,
+                            arrival, time.monotonic())
             elif done:
                 return
 
