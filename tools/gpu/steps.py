@@ -55,8 +55,8 @@ def join(parts: list[Path]) -> None:
         for part in m["parts"]:
             found = [d / part["name"] for d in parts if (d / part["name"]).is_file()]
             if not found:
-                raise SystemExit(f"{part['name']} is missing from {', '.join(map(str, parts))}: "
-                                 "make the device calls again, back to back")
+                raise SystemExit(f"{part['name']} is missing (make the device calls again, back "
+                                 f"to back); looked in {', '.join(map(str, parts))}")
             data = found[0].read_bytes()
             if hashlib.sha256(data).hexdigest() != part["sha256"]:
                 raise SystemExit(f"{found[0]}: SHA-256 differs from the manifest")
