@@ -112,6 +112,7 @@ class WebView(Sink):
         self.urls: list[str] = []
         self.viewers = 0     # open video streams
         self.encoded = 0     # JPEGs encoded (stays 0 while nobody watches)
+        self.control_refused = 0  # control requests not from the page (cross-origin, not JSON)
         self._run: Any = None
         self._metrics = Metrics(self._counters, lambda: self.viewers)
         self._lock = threading.Lock()
@@ -342,6 +343,7 @@ class WebView(Sink):
         why = why_not_same_origin(request.headers, self.host.startswith("127.")
                                   or self.host in _LOOPBACKS)
         if why is not None:
+            self.control_refused += 1
             self.throttle("cross-origin", logging.WARNING,
                           f"web view: refused a control request from {request.remote}: {why}")
             status = web.HTTPUnsupportedMediaType if why.startswith("expects") \
