@@ -7,6 +7,9 @@ The labels are a COCO JSON file (what CVAT and Label Studio export): ``images`` 
 ``file_name`` (relative to DIR), ``annotations`` with ``bbox`` [x, y, w, h] in pixels,
 ``categories`` whose names must be labels of the model. An image without annotations is
 a background frame (scored for classification when the model has a background class).
+Every ``file_name`` must resolve inside DIR (symlinks followed); boxes must be finite with a
+positive size (one partly outside its image is clipped, with a warning; one wholly outside is
+an error); unknown image and category ids are errors that name the annotation.
 
 Every image is prepared and run exactly as the runtime does (``Localizer``), and boxes
 come from the runtime's own rule (``boxes_from_cam``) at each threshold of a sweep.
@@ -18,7 +21,8 @@ Reported (see ``realtime.model.accuracy``):
 * ``maxboxacc_v2``: Choe et al. (CVPR 2020), the true class's CAM, IoU 0.3 / 0.5 / 0.7;
 * ``best_threshold``: the threshold with the best box accuracy at IoU 0.5.
 
-``--store-threshold`` writes ``best_threshold`` into the model's metadata
+``--store-threshold`` writes ``best_threshold`` (only when some box was matched: a sweep that
+matched nothing has no best threshold) into the model's metadata
 (``camloc.threshold``, see :mod:`realtime.model.format`), which the runtime then uses when no
 ``--threshold`` is given; writing needs the ``onnx`` package (reading it does not).
 Everything else runs on the runtime-only install (no torch, no onnx).

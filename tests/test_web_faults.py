@@ -246,3 +246,42 @@ def test_controls_take_json_from_the_page_only_and_deep_json_is_a_400(caplog):
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert not [r for r in errors if r.exc_info]
     assert len(errors) <= 1, [r.getMessage() for r in errors]
+
+
+SERVER = """
+import logging, resource, sys, time
+from realtime.outputs.web import WebView
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+web = WebView(port=0, max_connections=5000, per_client=5000).start()  # no bound: fds run out
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print(web.port, flush=True)
+time.sleep(6)
+web.close()
+"""
+
+
+def test_running_out_of_descriptors_logs_lines_not_tracebacks():
+    """With the bounds set above the open-file limit on purpose (64 descriptors), accept()
+    fails with `Too many open files` for seconds on end: a throttled line, no traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", SERVER], cwd=root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(root)))
+    port = int(proc.stdout.readline())
+    socks = []
+    for _ in range(150):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+    _, err = proc.communicate(timeout=60)
+    for s in socks:
+        s.close()
+    lines = err.strip().splitlines()
+    assert "Too many open files" in err, err[-2000:]
+    assert "Traceback" not in err and len(lines) <= 4, lines

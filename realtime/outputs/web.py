@@ -15,7 +15,9 @@ writers fill) the video is their mosaic, composed only when a viewer asks for a 
 Routes: ``/`` the page, ``/stream`` the video, ``/api/detections`` the newest
 frame's JSONL record plus fps and provider (several sources: ``sources``, the newest
 record of each), ``POST /api/control`` the window's
-keys (heatmap, boxes, next, prev), ``/metrics`` Prometheus text. With a token
+keys (heatmap, boxes, next, prev; JSON from the page's own origin only, see
+:func:`realtime.outputs.webguard.why_not_same_origin`), ``/metrics`` Prometheus text.
+Connections are bounded and slow requests closed (:mod:`realtime.outputs.webguard`). With a token
 (``--token`` or ``CAMLOC_TOKEN``) every route needs it, as ``?token=``, an
 ``Authorization: Bearer`` header or the cookie the page sets.
 """

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import resource
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -45,6 +44,10 @@ _SLOW = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nConnectio
 def default_limits() -> tuple[int, int]:
     """(max connections, per client): 512 and 64, within half the open-file limit (the rest
     is the run's: video, model, sources, their reconnects)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return 512, 64
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     total = 512 if soft == resource.RLIM_INFINITY else max(16, min(512, soft // 2 - 32))
     return total, max(4, min(64, total // 4))
