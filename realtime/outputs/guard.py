@@ -95,13 +95,14 @@ def refuse_overwrites(inputs: Iterable[PathLike],
         if not planned:
             continue
         paths = [planned] if isinstance(planned, (str, os.PathLike)) else list(planned)
-        for out in map(Path, paths):
+        for raw in paths:
+            out = Path(raw)
             ident = _identity(out)
             hit = by_id.get(ident) if ident is not None else None
             if hit is None:
                 hit = by_path.get(out.expanduser().resolve())
-            if hit is not None:
-                raise SinkError(f"{flag} {out}: is the input {hit}; writing it would destroy "
+            if hit is not None:  # named as the user spelled it (./s.mp4)
+                raise SinkError(f"{flag} {os.fspath(raw)}: is the input {hit}; writing it would destroy "
                                 "what is being read (choose another file)")
 
 
