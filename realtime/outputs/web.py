@@ -17,8 +17,8 @@ frame's JSONL record plus fps and provider (several sources: ``sources``, the ne
 record of each), ``POST /api/control`` the window's
 keys (heatmap, boxes, next, prev; JSON from the page's own origin only, see
 :func:`realtime.outputs.webguard.why_not_same_origin`), ``/metrics`` Prometheus text.
-Connections are bounded and slow requests closed (:mod:`realtime.outputs.webguard`). With a token
-(``--token`` or ``CAMLOC_TOKEN``) every route needs it, as ``?token=``, an
+Connections are bounded and slow requests closed (:mod:`realtime.outputs.webguard`).
+With a token (``--token`` or ``CAMLOC_TOKEN``) every route needs it, as ``?token=``, an
 ``Authorization: Bearer`` header or the cookie the page sets.
 """
 
@@ -246,7 +246,7 @@ class WebView(Sink):
             raise
         except Exception as exc:  # noqa: BLE001 - one line; -vv users debug with the log
             self.throttle(("error", request.path, type(exc).__name__), logging.ERROR,
-                          f"web view: {request.method} {request.path[:100]} failed: "
+                          f"web view: {request.method} {request.path[:100]!r} failed: "
                           f"{type(exc).__name__}: {str(exc)[:200]}")
             raise web.HTTPInternalServerError(text="camloc: internal error\n") from None
 
