@@ -133,6 +133,25 @@ def _train(args: argparse.Namespace):
     return SimpleNamespace(summary=lambda: train_report.summary() + "\n" + export_report.summary())
 
 
+def _refuse_overwrites(args: argparse.Namespace) -> None:
+    """--output (and --train's checkpoint beside it) must not be a file export reads:
+    --model .onnx, --checkpoint, --labels, a --calib or --train file. One line, exit 2,
+    before anything is written."""
+    from realtime.outputs.guard import files_under, refuse_overwrites
+
+    if args.output is None:
+        return
+    inputs = [Path(a).expanduser() for a in (args.model, args.checkpoint, args.labels)
+              if a is not None and Path(a).expanduser().is_file()]
+    for folder in (args.calib, args.train):
+        if folder is not None:
+            inputs += files_under(folder)
+    planned = [args.output]
+    if args.train is not None:
+        planned.append(args.output.with_suffix(".pt"))
+    refuse_overwrites(inputs, {"--output": planned})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the export CLI; return the exit status: 0 written and verified, 2 a user error,
     1 a failed stage or a bug (see :mod:`realtime.errors`)."""
@@ -155,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             from .train import checkpoint_labels  # a trainer's checkpoint names its classes
 
             labels = checkpoint_labels(args.checkpoint)
+        _refuse_overwrites(args)
         if args.train is not None:
             report = _train(args)
         elif args.int8 or args.fp16:

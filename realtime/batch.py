@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime.commands import parser as cli_args
+from realtime.commands.batch_outputs import refuse_overwrites, summary
 from realtime.commands.parser import Parser, fraction, int_at_least
 from realtime.errors import CamlocError, first_line, report_error
 from realtime.pipeline.segments import (
@@ -53,6 +54,7 @@ __all__ = ["BatchError", "SegmentWorker", "build_parser", "main"]
 log = logging.getLogger("realtime.batch")
 
 PARTS_DIR = ".camloc-parts"
+WRITE_TEST = ".camloc-write-test.mp4"  # written once to check the folder and the encoder
 _KILL_HOOK = "CAMLOC_TEST_KILL_WORKER"  # tests: a file whose presence makes a worker die once
 
 
@@ -314,32 +316,15 @@ def _schedule(ray: Any, args: argparse.Namespace, videos: list[_Video], out: Pat
     return n, time.monotonic() - t0
 
 
-def _summary(videos: list[_Video], workers: int, seconds: float, out: Path) -> list[str]:
-    lines = []
-    frames = sum(v.frames for v in videos)
-    for v in videos:
-        if v.skipped:
-            lines.append(f"  {v.spec}: skipped (outputs complete; --force to redo)")
-        elif v.error is None:
-            corrupt = sum(r.corrupt for r in v.results.values())
-            lines.append(f"  {v.spec}: {v.frames} frames -> {out / v.name}.mp4, .jsonl"
-                         + (f" ({corrupt} corrupt skipped)" if corrupt else ""))
-    failed = sum(v.error is not None for v in videos)
-    skipped = sum(v.skipped for v in videos)
-    fps = frames / seconds if seconds > 0 else 0.0
-    head = (f"camloc: batch of {len(videos)} video(s): {len(videos) - failed - skipped} done, "
-            f"{skipped} skipped, {failed} failed; {frames} frames in {seconds:.1f} s "
-            f"({fps:.1f} fps) on {workers} worker(s)")
-    return [head, *lines]
-
-
 def _run(args: argparse.Namespace) -> int:
     from realtime.model.engine import Localizer
     from realtime.model.zoo import resolve_model
     from realtime.outputs.recorder import open_video_sink, pyav_available
 
-    out = Path(args.output)  # writable, and the codec's encoder there: one line now, exit 2
-    open_video_sink(out / ".camloc-write-test.mp4", 25.0, args.codec, "--output").close()
+    out = Path(args.output)
+    refuse_overwrites(args.videos, args.model, out, WRITE_TEST, PARTS_DIR)  # before any write
+    # writable, and the codec's encoder there: one line now, exit 2
+    open_video_sink(out / WRITE_TEST, 25.0, args.codec, "--output").close()
     options = {"device": args.device, "imgsz": args.imgsz, "topk": args.topk,
                "threshold": args.threshold, "smooth": args.smooth}
     model_path = resolve_model(args.model)
@@ -362,7 +347,7 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             if started:
                 ray.shutdown()
-    print("\n".join(_summary(videos, workers, seconds, out)), flush=True)
+    print("\n".join(summary(videos, workers, seconds, out)), flush=True)
     failed = [v for v in videos if v.error is not None]
     for v in failed:
         print(f"camloc: error: {v.spec}: {v.error}", file=sys.stderr)

@@ -7,6 +7,9 @@ The labels are a COCO JSON file (what CVAT and Label Studio export): ``images`` 
 ``file_name`` (relative to DIR), ``annotations`` with ``bbox`` [x, y, w, h] in pixels,
 ``categories`` whose names must be labels of the model. An image without annotations is
 a background frame (scored for classification when the model has a background class).
+Every ``file_name`` must resolve inside DIR (symlinks followed); boxes must be finite with a
+positive size (one partly outside its image is clipped, with a warning; one wholly outside is
+an error); unknown image and category ids are errors that name the annotation.
 
 Every image is prepared and run exactly as the runtime does (``Localizer``), and boxes
 come from the runtime's own rule (``boxes_from_cam``) at each threshold of a sweep.
@@ -18,7 +21,8 @@ Reported (see ``realtime.model.accuracy``):
 * ``maxboxacc_v2``: Choe et al. (CVPR 2020), the true class's CAM, IoU 0.3 / 0.5 / 0.7;
 * ``best_threshold``: the threshold with the best box accuracy at IoU 0.5.
 
-``--store-threshold`` writes ``best_threshold`` into the model's metadata
+``--store-threshold`` writes ``best_threshold`` (only when some box was matched: a sweep that
+matched nothing has no best threshold) into the model's metadata
 (``camloc.threshold``, see :mod:`realtime.model.format`), which the runtime then uses when no
 ``--threshold`` is given; writing needs the ``onnx`` package (reading it does not).
 Everything else runs on the runtime-only install (no torch, no onnx).
@@ -32,11 +36,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +50,8 @@ from realtime.errors import CamlocError, UsageError, first_line, report_error
 from realtime.model.accuracy import best_iou, box_accuracy, max_box_acc_v2
 from realtime.model.format import KEY_THRESHOLD, with_threshold
 
-__all__ = ["EvalError", "Sample", "THRESHOLDS", "evaluate", "load_coco", "main", "store_threshold"]
+__all__ = ["EvalError", "Sample", "THRESHOLDS", "clip_box", "evaluate", "load_coco", "main",
+           "refuse_unmeasured", "store_threshold"]
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +96,21 @@ def load_coco(path: str | Path, source: str | Path, labels: list[str] | None) ->
             raise EvalError(f"{path}: categor{'y' if len(unknown) == 1 else 'ies'} "
                             f"{', '.join(map(repr, unknown))} not among the model's labels: "
                             f"{', '.join(labels[:30])}{more}")
+        image_ids = {img["id"] for img in coco["images"]}
         boxes: dict[int, dict[int, list]] = {}
         for a in coco["annotations"]:
-            x, y, w, h = (float(v) for v in a["bbox"])
-            if w <= 0 or h <= 0:
-                raise EvalError(f"{path}: annotation {a.get('id')} has an empty bbox {a['bbox']}")
+            box = _checked_box(path, a)
+            if a["image_id"] not in image_ids:
+                raise EvalError(f"{path}: annotation {a.get('id')}: image_id {a['image_id']!r} "
+                                "is not among the images")
+            if a["category_id"] not in names:
+                raise EvalError(f"{path}: annotation {a.get('id')}: category_id "
+                                f"{a['category_id']!r} is not among the categories")
             cls = -1 if labels is None else labels.index(names[a["category_id"]])
-            boxes.setdefault(a["image_id"], {}).setdefault(cls, []).append([x, y, x + w, y + h])
+            boxes.setdefault(a["image_id"], {}).setdefault(cls, []).append(box)
         samples = []
         for img in coco["images"]:
-            file = source / img["file_name"]
-            if not file.is_file():
-                file = source / Path(img["file_name"]).name
-            if not file.is_file():
-                raise EvalError(f"{path}: image {img['file_name']} is not in {source}")
+            file = _image_file(path, source, img["file_name"])
             per_class = boxes.get(img["id"], {})
             samples.extend(Sample(file, c, b) for c, b in sorted(per_class.items()))
             if not per_class:
@@ -115,6 +123,65 @@ def load_coco(path: str | Path, source: str | Path, labels: list[str] | None) ->
     if not any(s.class_id is not None for s in samples):
         raise EvalError(f"{path}: no image has a box annotation")
     return samples
+
+
+def _checked_box(path: Path, a: dict) -> list[float]:
+    """An annotation's ``bbox`` [x, y, w, h] as [x1, y1, x2, y2]: four finite numbers and a
+    positive width and height, else an EvalError naming the annotation."""
+    bbox = a["bbox"]
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+        raise EvalError(f"{path}: annotation {a.get('id')} has a bbox that is not four "
+                        f"numbers [x, y, w, h]: {bbox!r}")
+    x, y, w, h = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise EvalError(f"{path}: annotation {a.get('id')} has a bbox that is not finite: "
+                        f"{bbox}")
+    if w <= 0 or h <= 0:
+        raise EvalError(f"{path}: annotation {a.get('id')} has an empty bbox {bbox}")
+    return [x, y, x + w, y + h]
+
+
+def _image_file(path: Path, source: Path, name: Any) -> Path:
+    """The image ``name`` of the labels file, which must resolve inside ``source`` (after
+    every symlink): ``source/name``, else ``source/`` its base name (tools that store
+    their own folders); a name that leads outside is an EvalError, never read."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise EvalError(f"{path}: image file_name {name!r} is not a file name")
+    root = source.resolve()
+    for candidate in (source / name, source / Path(name).name):
+        real = candidate.resolve()
+        if real != root and root not in real.parents:
+            if candidate.exists() or candidate.is_symlink():
+                raise EvalError(f"{path}: image {name} resolves to {real}, outside --source "
+                                f"{source}; refusing to read it")
+            continue
+        if real.is_file():
+            return real
+    raise EvalError(f"{path}: image {name} is not in {source}")
+
+
+def clip_box(box: list[float], width: int, height: int) -> list[float] | None:
+    """``box`` clipped to a ``width`` x ``height`` image; None when nothing of it is inside."""
+    x1, y1 = max(0.0, box[0]), max(0.0, box[1])
+    x2, y2 = min(float(width), box[2]), min(float(height), box[3])
+    return [x1, y1, x2, y2] if x2 > x1 and y2 > y1 else None
+
+
+def _fit_boxes(s: Sample, hw: tuple[int, int], clipped: list[str]) -> list[list[float]]:
+    """The sample's boxes inside its image: clipped (noted in ``clipped``); a box with no
+    part inside the image is an EvalError (it could never be matched)."""
+    h, w = hw
+    out = []
+    for box in s.boxes:
+        fit = clip_box(box, w, h)
+        if fit is None:
+            raise EvalError(f"{s.path.name}: box {[round(v, 1) for v in box]} (x1, y1, x2, y2) "
+                            f"lies outside the image ({w}x{h}): check the labels' units")
+        if fit != box:
+            clipped.append(f"{s.path.name} {[round(v, 1) for v in box]}")
+        out.append(fit)
+    return out
 
 
 def _iou_curve(loc, cam: np.ndarray, truth: list, frame_hw: tuple[int, int]) -> np.ndarray:
@@ -142,6 +209,7 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
     agnostic = any(s.class_id == -1 for s in samples)
     cls_right, gt_curves, pred_curves, pred_right = [], [], [], []
     cache: dict[Path, tuple] = {}
+    clipped: list[str] = []
     for s in samples:
         if s.path not in cache:
             frame = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
@@ -157,12 +225,16 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
         if s.class_id is None:
             continue
         known = pred if agnostic else s.class_id
+        truth = _fit_boxes(s, hw, clipped)
         cams = normalize_cams(compute_cams(feats, loc.weight, np.array([known, pred])),
                               loc.normalize)
-        gt_curve = _iou_curve(loc, cams[0], s.boxes, hw)
+        gt_curve = _iou_curve(loc, cams[0], truth, hw)
         gt_curves.append(gt_curve)
         pred_right.append(pred == known)
-        pred_curves.append(gt_curve if pred == known else _iou_curve(loc, cams[1], s.boxes, hw))
+        pred_curves.append(gt_curve if pred == known else _iou_curve(loc, cams[1], truth, hw))
+    if clipped:
+        log.warning("warning: %d box(es) reach outside their image and were clipped to it: %s%s",
+                    len(clipped), "; ".join(clipped[:5]), " ..." if len(clipped) > 5 else "")
     gt, top = np.array(gt_curves), np.array(pred_curves)
     maxbox, per = max_box_acc_v2(gt, THRESHOLDS)
     best = per[0.5][1]
@@ -207,6 +279,28 @@ def store_threshold(model: str | Path, threshold: float) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def refuse_unmeasured(figures: dict[str, float | None]) -> None:
+    """EvalError unless ``best_threshold`` was measured on matched boxes: with no box
+    matched at IoU 0.5 at any threshold (accuracy 0) the sweep's best is its first value,
+    0.00, which would make every box the whole frame."""
+    if not figures.get("gt_known_loc"):
+        raise EvalError("--store-threshold: not stored (the model is unchanged): no labelled "
+                        "box was matched (IoU >= 0.5) at any threshold, so best_threshold "
+                        f"{figures.get('best_threshold', 0.0):.2f} measures nothing; check the "
+                        "boxes' units and the images they belong to")
+
+
+def _refuse_overwrites(args: argparse.Namespace, samples: list[Sample]) -> None:
+    """--json and --store-threshold's model must not be an image or the labels file (and
+    --json not the model): one line, exit 2, before anything is written."""
+    from realtime.outputs.guard import input_files, refuse_overwrites
+
+    inputs = sorted({s.path for s in samples}) + [args.labels]
+    model = input_files([], str(args.model))
+    refuse_overwrites(inputs + model, {"--json": args.json})
+    refuse_overwrites(inputs, {"--store-threshold": model if args.store_threshold else None})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -257,10 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         loc = Localizer(args.model, device=args.device, imgsz=args.imgsz)
         samples = load_coco(args.labels, args.source,
                             None if args.class_agnostic else list(loc.info.labels))
+        _refuse_overwrites(args, samples)
         figures = evaluate(loc, samples)
         if args.json is not None:
             args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
         if args.store_threshold:
+            refuse_unmeasured(figures)
             store_threshold(args.model, figures["best_threshold"])
     except KeyboardInterrupt:
         print("evaluate: interrupted", file=sys.stderr)

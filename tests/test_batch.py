@@ -5,6 +5,7 @@ videos, a worker killed mid-segment whose segment is redone."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,44 @@ def test_a_worker_killed_mid_segment_has_its_segment_redone(
     video, jsonl = expected[clips[0]]
     assert (out / "one.jsonl").read_text() == jsonl.read_text()
     _same_video(out / "one.mp4", video)
+
+
+def _sums(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_outputs_that_are_inputs_are_refused_before_anything_is_written(
+        ray_local, photos, lite0_onnx, tmp_path, capsys):
+    """Issue 28: `clips/a.mp4 clips/b.mp4 --output clips` replaced the inputs with their
+    annotated copies and exited 0. Now: exit 2, one line, the folder byte-identical; the
+    same videos into another folder are done on Ray and leave the inputs as they were."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    a = write_clip(clips / "a.mp4", photos, 9)
+    write_clip(clips / "b.mp4", photos, 7)
+    (clips / "link.mp4").symlink_to(a)
+    before = _sums(clips)
+    cases = [
+        ([str(clips / "a.mp4"), str(clips / "b.mp4")], str(clips), "a.mp4: is the input"),
+        ([str(clips / "link.mp4")], str(clips), "link.mp4: is the input"),  # a symlink's name
+        ([str(a)], str(clips / ".." / "clips"), "is the input"),
+        ([str(clips / "b.mp4"), str(a)], str(tmp_path / "out"), None),  # control: allowed
+    ]
+    for videos, out, message in cases[:3]:
+        assert batch.main([*videos, "--output", out, *FLAGS]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert _sums(clips) == before  # nothing written, nothing replaced
+    # a video inside the folder the batch fills with parts and removes is refused too
+    parts = tmp_path / "o2" / batch.PARTS_DIR
+    parts.mkdir(parents=True)
+    inside = write_clip(parts / "c.mp4", photos, 3)
+    assert batch.main([str(inside), "--output", str(tmp_path / "o2"), *FLAGS]) == 2
+    assert "inside" in capsys.readouterr().err and inside.is_file()
+    videos, out, _ = cases[3]
+    assert batch.main([*videos, "--output", out, *FLAGS]) == 0, capsys.readouterr().err
+    assert {"a.mp4", "b.mp4", "a.jsonl", "b.jsonl"} <= set(os.listdir(out))
+    assert _sums(clips) == before

@@ -120,3 +120,85 @@ def test_store_threshold_without_onnx_says_how(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)  # as in a runtime-only environment
     with pytest.raises(EvalError, match="pip install onnx"):
         store_threshold(tmp_path / "m.onnx", 0.3)
+
+
+def _evaluate(src: Path, coco: dict, tmp: Path, *extra: str, model: Path | None = None):
+    labels = tmp / f"l{len(list(tmp.iterdir()))}.json"
+    labels.write_text(json.dumps(coco))
+    return _cli("--model", str(model), "--source", str(src), "--labels", str(labels), *extra)
+
+
+def test_file_names_must_stay_inside_the_source(tiny_set, lite0_onnx, tmp_path):
+    """Issue 28: `../../x.png`, an absolute path and a symlink leading out were read."""
+    src = tmp_path / "src"
+    src.mkdir()
+    outside = tmp_path / "secret.jpg"
+    shutil.copy(tiny_set / "cat.jpg", outside)
+    shutil.copy(tiny_set / "cat.jpg", src / "cat.jpg")
+    (src / "link.jpg").symlink_to(outside)
+    ann = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100]}]
+    cats = [{"id": 1, "name": "Egyptian cat"}]
+    for name in ("../secret.jpg", str(outside), "link.jpg", "../" * 12 + str(outside).lstrip("/")):
+        r = _evaluate(src, {"images": [{"id": 1, "file_name": name}], "annotations": ann,
+                            "categories": cats}, tmp_path, model=lite0_onnx)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, (name, r.stderr)
+        assert "outside --source" in lines[0] and "refusing to read it" in lines[0], lines
+    # a tool's own folder in file_name is still found by its base name inside the source
+    r = _evaluate(src, {"images": [{"id": 1, "file_name": "/data/export/cat.jpg"}],
+                        "annotations": ann, "categories": cats}, tmp_path, "-q",
+                  model=lite0_onnx)
+    assert r.returncode == 0, r.stderr
+
+
+def test_bad_boxes_and_unknown_ids_are_named(tiny_set, lite0_onnx, tmp_path):
+    """NaN boxes were accepted, boxes outside the image scored 0, a missing category said
+    `KeyError 2`, an annotation of an unknown image was dropped."""
+    def coco(bbox, image_id=1, category_id=7):
+        return {"images": [{"id": 1, "file_name": "cat.jpg"}],
+                "annotations": [{"id": 5, "image_id": image_id, "category_id": category_id,
+                                 "bbox": bbox}],
+                "categories": [{"id": 7, "name": "Egyptian cat"}]}
+
+    h, w = cv2.imread(str(tiny_set / "cat.jpg")).shape[:2]
+    cases = {
+        "annotation 5 has a bbox that is not finite": coco([float("nan"), 0, 10, 10]),
+        "annotation 5 has a bbox that is not four numbers": coco([0, 0, "10", 10]),
+        "annotation 5 has an empty bbox": coco([0, 0, 0, 10]),
+        "lies outside the image": coco([w + 10, h + 10, 50, 50]),
+        "annotation 5: category_id 2 is not among the categories": coco([0, 0, 9, 9],
+                                                                         category_id=2),
+        "annotation 5: image_id 9 is not among the images": coco([0, 0, 9, 9], image_id=9),
+    }
+    for message, labels in cases.items():
+        r = _evaluate(tiny_set, labels, tmp_path, model=lite0_onnx)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], (message, r.stderr)
+    # partly outside: clipped to the image, with a warning that names it; same figures as
+    # the box drawn inside
+    out = [tmp_path / "a.json", tmp_path / "b.json"]
+    r = _evaluate(tiny_set, coco([-40, -30, w + 80, h + 60]), tmp_path, "--json", str(out[0]),
+                  model=lite0_onnx)
+    assert r.returncode == 0 and "1 box(es) reach outside their image and were clipped" \
+        in r.stderr and "cat.jpg" in r.stderr, r.stderr
+    assert _evaluate(tiny_set, coco([0, 0, w, h]), tmp_path, "-q", "--json", str(out[1]),
+                     model=lite0_onnx).returncode == 0
+    assert json.loads(out[0].read_text()) == json.loads(out[1].read_text())
+
+
+def test_store_threshold_refuses_a_threshold_that_measured_nothing(tiny_set, lite0_onnx,
+                                                                    tmp_path):
+    """Only the 2x2 corner box that no CAM box can match: every BoxAcc is 0 and the sweep's
+    best is 0.00, which would make every box the whole frame. Refused; the model unchanged."""
+    model = tmp_path / "m.onnx"
+    shutil.copy(lite0_onnx, model)
+    before = model.read_bytes()
+    coco = json.loads((tiny_set / "labels.json").read_text())
+    coco["annotations"] = coco["annotations"][1:]
+    r = _evaluate(tiny_set, coco, tmp_path, "--store-threshold", model=model)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "--store-threshold: not stored (the model is unchanged): no labelled box was " \
+           "matched" in lines[0]
+    assert model.read_bytes() == before
+    assert Localizer(model, device="cpu").threshold == DEFAULT_THRESHOLD

@@ -7,6 +7,7 @@ CAMLOC_SCREENSHOT=docs/webview.jpg saves the page as the README shows it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -46,16 +47,32 @@ def scenes_clip(tmp_path_factory, photos) -> Path:
     return write_video(tmp_path_factory.mktemp("browser") / "scenes.mp4", frames, 10.0)
 
 
-@pytest.fixture()
-def browser():
+def _chrome(page_load: str = "normal"):
     opts = webdriver.ChromeOptions()
+    opts.page_load_strategy = page_load
     opts.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--window-size=1100,640"):
         opts.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER),
-                              options=opts)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER),
+                            options=opts)
+
+
+@pytest.fixture()
+def browser():
+    driver = _chrome()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture()
+def eager_browser():
+    """Commands return once the document is parsed: a page whose video has no frame yet
+    never finishes loading."""
+    driver = _chrome("eager")
     try:
         yield driver
     finally:
@@ -194,3 +211,67 @@ def test_the_page_shows_live_frames_soon_after_capture(browser, photos, lite0_on
     assert page[0] < pipe + 150 and page[1] < 1000, (page, pipe)
     assert text.startswith("latency p50 ") and " / p99 " in text
     assert web.latency.count >= 60  # the server's own record of each frame it sent
+
+
+ATTACK = """<!doctype html><title>elsewhere</title><body><script>
+window.done = 0;
+const target = "%s/api/control";
+const finish = () => { window.done += 1; };
+// a simple request needs no preflight: text/plain, sent with the cookie (same site)
+fetch(target, {method: "POST", mode: "no-cors", credentials: "include",
+               body: '{"action": "heatmap"}'}).then(finish, finish);
+// JSON needs a preflight, which the view does not grant (never sent); and a form post
+fetch(target, {method: "POST", credentials: "include",
+               headers: {"Content-Type": "application/json"},
+               body: '{"action": "heatmap"}'}).then(finish, finish);
+const form = document.createElement("iframe");
+form.name = "sink"; document.body.appendChild(form);
+const f = document.createElement("form");
+f.method = "POST"; f.action = target; f.target = "sink"; f.enctype = "text/plain";
+const i = document.createElement("input");
+i.name = '{"action": "heatmap", "x": "'; i.value = '"}'; f.appendChild(i);
+document.body.appendChild(f); f.submit();
+</script>"""
+
+
+def test_a_page_on_another_port_cannot_use_the_controls(eager_browser, caplog):
+    """Issue 28: a page of another origin toggled the heatmap with a no-cors fetch, and
+    the SameSite=Strict token cookie is still sent from another port of the same host.
+    Now every such request is refused while the page's own buttons work."""
+    import http.server
+
+    options = RenderOptions()
+    with WebView(port=0, token="pass", options=options) as web:
+        origin = web.urls[0].rstrip("/")
+
+        class Evil(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server API
+                body = (ATTACK % origin).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        try:
+            with caplog.at_level(logging.WARNING, "realtime"):
+                browser = eager_browser
+                wait = WebDriverWait(browser, 60, poll_frequency=0.05)
+                browser.get(web.urls[0] + "?token=pass")  # the cookie is set for 127.0.0.1
+                browser.get(f"http://127.0.0.1:{evil.server_port}/")
+                wait.until(lambda d: d.execute_script("return window.done") >= 2)
+                wait.until(lambda d: web.control_refused >= 2)  # the no-cors fetch, the form
+                time.sleep(0.5)
+                assert options.heatmap is True  # nothing was toggled
+                assert "refused a control request" in caplog.text
+                browser.get(web.urls[0])  # the page itself (the cookie carries the token)
+                browser.find_element(By.ID, "heatmap").click()
+                wait.until(lambda d: options.heatmap is False)
+        finally:
+            evil.shutdown()
+            evil.server_close()

@@ -71,8 +71,7 @@ def plan_outputs(args: Any, specs: Sequence[str], run_name: str) -> OutputPlan:
                              f"({base} is not a writable folder)")
         videos = [folder / f"{n}{suffix}" for n in names]
         jsonls = [folder / f"{n}.jsonl" for n in names]
-    inputs = [p for i, spec in enumerate(specs)  # the model's file once, with the first
-              for p in input_files(spec, args.model if i == 0 else None)]
+    inputs = input_files(list(specs), args.model)
     for flag, value, paths in (("--save", args.save, videos),
                                ("--save-json", args.save_json, jsonls)):
         for p in paths:  # before anything is opened: the inputs stay as they are

@@ -19,8 +19,10 @@ frame in flight per viewer, so no frame ever waits in a socket behind another; h
 the ``/stream`` parts carry too), ``/api/detections`` the newest
 frame's JSONL record plus fps and provider (several sources: ``sources``, the newest
 record of each), ``POST /api/control`` the window's
-keys (heatmap, boxes, next, prev), ``/metrics`` Prometheus text. With a token
-(``--token`` or ``CAMLOC_TOKEN``) every route needs it, as ``?token=``, an
+keys (heatmap, boxes, next, prev; JSON from the page's own origin only, see
+:func:`realtime.outputs.webguard.why_not_same_origin`), ``/metrics`` Prometheus text.
+Connections are bounded and slow requests closed (:mod:`realtime.outputs.webguard`).
+With a token (``--token`` or ``CAMLOC_TOKEN``) every route needs it, as ``?token=``, an
 ``Authorization: Bearer`` header or the cookie the page sets.
 """
 
@@ -30,6 +32,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hmac
+import json
 import logging
 import threading
 import time
@@ -45,6 +48,13 @@ from realtime.outputs.prom import Metrics, run_counters
 from realtime.outputs.serve import LOOPBACK as _LOOPBACK
 from realtime.outputs.serve import ServeError, listen_urls, local_ips
 from realtime.outputs.sinks import Sink, record
+from realtime.outputs.webguard import (
+    ConnectionGuard,
+    GuardedSite,
+    Throttle,
+    default_limits,
+    why_not_same_origin,
+)
 
 __all__ = ["ACTIONS", "WebView"]
 
@@ -53,9 +63,13 @@ log = logging.getLogger(__name__)
 ACTIONS = ("heatmap", "boxes", "next", "prev")
 PAGE = Path(__file__).with_name("web_page.html")
 _COOKIE = "camloc_token"
+_LOOPBACKS = ("localhost", "::1")  # and 127.*
 _BOUNDARY = "camloc-frame"
 _WAKE_S = 0.5        # stream handlers look up at least this often (to notice shutdown)
 _STALL_S = 30.0      # a viewer whose socket takes no data for this long is dropped
+_KEEPALIVE_S = 15.0  # an idle kept-alive connection (or its next request's headers): closed
+_BODY_S = 10.0       # a request body that takes longer: 408
+_MAX_BODY = 16 * 1024  # the controls' bodies are tiny
 
 
 def _given_token(request: web.Request) -> str:
@@ -92,8 +106,13 @@ class WebView(Sink):
 
     def __init__(self, host: str = _LOOPBACK, port: int = 8080, token: str | None = None, *,
                  options: RenderOptions | None = None, topk: int = 1, quality: int = 80,
-                 tiles: Any = None) -> None:
+                 tiles: Any = None, max_connections: int | None = None,
+                 per_client: int | None = None, header_timeout: float = 10.0) -> None:
         self.host, self.port, self.token = host, port, token or None
+        total, each = default_limits()
+        self.throttle = Throttle()  # socket trouble: one line per kind every 10 s
+        self.guard = ConnectionGuard(max_connections or total, per_client or each,
+                                     header_timeout, self.throttle)
         self.options = options or RenderOptions()
         self.topk, self.quality = topk, quality
         self.tiles = tiles  # realtime.outputs.tiles.TileHolder: several sources, one mosaic
@@ -102,6 +121,7 @@ class WebView(Sink):
         self.urls: list[str] = []
         self.viewers = 0     # open video streams
         self.encoded = 0     # JPEGs encoded (stays 0 while nobody watches)
+        self.control_refused = 0  # control requests not from the page (cross-origin, not JSON)
         self._run: Any = None
         self._metrics = Metrics(self._counters, lambda: self.viewers, self._latencies)
         self._lock = threading.Lock()
@@ -183,6 +203,7 @@ class WebView(Sink):
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(self.throttle.loop_handler)  # no traceback storms
         try:
             loop.run_until_complete(self._startup())
         except (OSError, ValueError, UnicodeError) as exc:
@@ -211,7 +232,8 @@ class WebView(Sink):
     async def _startup(self) -> None:
         self._stop, self._new_frame = asyncio.Event(), asyncio.Event()
         self._encode_lock = asyncio.Lock()
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(middlewares=[self._errors, self._auth],
+                              client_max_size=_MAX_BODY)
         app.add_routes([web.get("/", self._page), web.get("/stream", self._stream),
                         web.get("/frame", self._frame),
                         web.get("/api/detections", self._detections),
@@ -221,9 +243,10 @@ class WebView(Sink):
 
         add_event_routes(app, self)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)
+                                     shutdown_timeout=1.0, keepalive_timeout=_KEEPALIVE_S,
+                                     lingering_time=2.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        await GuardedSite(self._runner, self.host, self.port, self.guard).start()
         port = self._runner.addresses[0][1]
         self.port = port
         self.urls = listen_urls(self.host, port, local_ips())
@@ -232,6 +255,19 @@ class WebView(Sink):
     def _wake(self) -> None:
         event, self._new_frame = self._new_frame, asyncio.Event()
         event.set()  # type: ignore[union-attr]
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A handler's unexpected failure: a 500 and one throttled line, no traceback."""
+        try:
+            return await handler(request)
+        except (web.HTTPException, asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line; -vv users debug with the log
+            self.throttle(("error", request.path, type(exc).__name__), logging.ERROR,
+                          f"web view: {request.method} {request.path[:100]!r} failed: "
+                          f"{type(exc).__name__}: {str(exc)[:200]}")
+            raise web.HTTPInternalServerError(text="camloc: internal error\n") from None
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -360,9 +396,21 @@ class WebView(Sink):
                                  dumps=_dumps)
 
     async def _control(self, request: web.Request) -> web.Response:
+        why = why_not_same_origin(request.headers, self.host.startswith("127.")
+                                  or self.host in _LOOPBACKS)
+        if why is not None:
+            self.control_refused += 1
+            self.throttle("cross-origin", logging.WARNING,
+                          f"web view: refused a control request from {request.remote}: {why}")
+            status = web.HTTPUnsupportedMediaType if why.startswith("expects") \
+                else web.HTTPForbidden
+            raise status(text=f"camloc: the controls take JSON from this page only: {why}\n")
         try:
-            action = (await request.json()).get("action")
-        except (ValueError, AttributeError):
+            body = await asyncio.wait_for(request.read(), _BODY_S)
+            action = json.loads(body).get("action")
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(text="camloc: request body too slow\n") from None
+        except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, deep
             raise web.HTTPBadRequest(text='expected JSON {"action": ...}\n') from None
         if action not in ACTIONS:
             raise web.HTTPBadRequest(text=f"action must be one of {', '.join(ACTIONS)}\n")
@@ -383,8 +431,6 @@ def _wall_ms(arrival: float) -> str:
 
 
 def _dumps(obj: Any) -> str:
-    import json
-
     from realtime.outputs.sinks import json_default
 
     return json.dumps(obj, default=json_default)
