@@ -32,7 +32,8 @@ def _check(r: dict, frames: int) -> None:
     assert r["bare_fps"] > 0 and r["draw_fps"] > 0 and r["file_fps"] > 0
     assert r["frame_size"] == [360, 640] and r["frames"] == frames
     assert r["input_size"][0] % 32 == 0 and r["input_size"][1] % 32 == 0
-    assert r["draw_over_bare"] == pytest.approx(r["draw_fps"] / r["bare_fps"], abs=0.001)
+    # both sides rounded: draw_over_bare from the unrounded medians
+    assert r["draw_over_bare"] == pytest.approx(r["draw_fps"] / r["bare_fps"], abs=0.005)
     assert r["file_over_bare"] == pytest.approx(r["file_fps"] / r["bare_fps"], abs=0.001)
     # no comparison of the rates themselves: on a shared machine one repeat of 30 frames
     # can put any of them ahead (seen: draw 1.5x bare under load); speed is the bench's job

@@ -102,9 +102,10 @@ def test_runtime_requirements_hold_no_heavy_packages():
     names = [line.split(";")[0].split(">")[0].split("=")[0].strip().lower()
              for line in text.splitlines() if line.strip() and not line.startswith("#")]
     # the core, plus PyAV (H.264 recordings, the --save default) and the web view's server
-    # and Prometheus client (--serve): no torch, torchvision or onnx
+    # and Prometheus client (--serve), the MQTT client of events (pure Python): no torch,
+    # torchvision or onnx
     assert {"numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "av",
-            "aiohttp", "prometheus-client"} == set(names)
+            "aiohttp", "prometheus-client", "paho-mqtt"} == set(names)
     # and the runtime imports nothing beyond them (plus the optional, guarded tqdm and Pillow,
     # and onnx, which only `realtime.evaluate --store-threshold` needs, to write the model)
     import ast
@@ -119,4 +120,4 @@ def test_runtime_requirements_hold_no_heavy_packages():
     stdlib = set(sys.stdlib_module_names)
     # ray: python -m realtime.batch only, imported there lazily with an install hint
     assert third - stdlib - {"realtime", "numpy", "cv2", "onnxruntime", "av", "aiohttp",
-                             "prometheus_client"} <= {"tqdm", "export", "PIL", "ray", "onnx"}
+                             "prometheus_client", "paho"} <= {"tqdm", "export", "PIL", "ray", "onnx"}

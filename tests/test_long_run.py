@@ -53,6 +53,9 @@ class Result:
     boxes = ([[1, 2, 10, 12]],)
     extra = {"times_ms": {"cam": 0.01, "boxes": 0.01}}  # noqa: RUF012 (read-only here)
 
+    def detections(self) -> list[dict]:
+        return [{"class_id": 3, "label": "c3", "score": 0.5, "box": [1, 2, 10, 12]}]
+
 
 class Instant:
     """A localizer that answers at once, with outputs of the real shapes."""
