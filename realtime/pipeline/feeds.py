@@ -200,8 +200,8 @@ def read_feed(feed: Feed, *, stride: int, retry: Retry, live_options: dict[str, 
                     return
                 feed.inbox.append(frame)
             wake()
-            n += 1
-            if max_frames is not None and n >= max_frames:
+            n += 1  # a file's frames all go on; a live source's are counted where taken
+            if max_frames is not None and not feed.live and n >= max_frames:
                 feed.stats.stopped_by = feed.stats.stopped_by or "--max-frames"
                 source.stop()
                 break

@@ -40,13 +40,27 @@ class Stages:
             with f.room:
                 limit = self._in_flight_live if f.live else self._in_flight
                 while f.inbox and len(taken) < self.batch and f.in_flight < limit:
+                    if f.live and self.max_frames is not None and f.taken >= self.max_frames:
+                        self._enough(f)  # --max-frames of a live source: frames processed
+                        break
                     taken.append((f, f.taken, f.inbox.popleft()))
                     f.taken += 1
+                if f.live and self.max_frames is not None and f.taken >= self.max_frames:
+                    self._enough(f)
                 f.room.notify_all()
             if len(taken) >= self.batch:
                 break
         self._rr = (self._rr + 1) % n
         return taken
+
+    @staticmethod
+    def _enough(f: Feed) -> None:
+        """A live source has given ``max_frames`` frames to inference: it stops (the caller
+        holds ``f.room``); frames still waiting are dropped."""
+        f.stats.stopped_by = f.stats.stopped_by or "--max-frames"
+        if f.source is not None:
+            f.source.stop()
+        f.inbox.clear()
 
     def _take(self) -> list[tuple[Feed, int, Any]] | None:
         with self._wake:
