@@ -33,7 +33,7 @@ from typing import Any
 
 from realtime.commands import parser as cli_args
 from realtime.commands.batch_outputs import refuse_overwrites, summary
-from realtime.commands.parser import Parser, fraction, int_at_least
+from realtime.commands.parser import Parser, int_at_least
 from realtime.errors import CamlocError, first_line, report_error
 from realtime.pipeline.segments import (
     Segment,
@@ -64,25 +64,20 @@ class BatchError(CamlocError, ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: imports nothing heavy)."""
-    p = Parser(prog="python -m realtime.batch", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser("python -m realtime.batch", __doc__.split("\n\n")[0])
     a = p.add_argument
     a("videos", nargs="+", metavar="VIDEO", help="video files (visible to every Ray node)")
     a("--output", required=True, metavar="DIR", help="folder for NAME.mp4 and NAME.jsonl")
     a("--address", default=None, metavar="ADDR",
       help="Ray cluster to join (e.g. ray://head:10001 or auto); default: RAY_ADDRESS, "
            "else a local Ray on this machine")
-    a("--model", default="efficientnet_lite0", metavar="M", help="zoo name or .onnx path")
-    a("--device", default="auto", metavar="D", help="as for python -m realtime")
-    a("--imgsz", type=int_at_least(32), default=None, metavar="N",
-      help="network input's longer side (default: the CLI's)")
-    a("--topk", type=int_at_least(1), default=1, metavar="K", help="classes per frame")
-    a("--threshold", type=fraction, default=None, metavar="T",
-      help="box threshold (default: the CLI's)")
-    a("--codec", default=None, choices=("h264", "h264_nvenc", "mp4v"), metavar="C",
-      help="video codec: h264, h264_nvenc, mp4v (default: the CLI's, h264 in fragmented MP4)")
-    a("--smooth", type=fraction, default=0.0, metavar="S",
-      help="temporal smoothing; segments warm up on the frames before them (docs/SCALING.md)")
+    p.add_model()
+    p.add_device()
+    p.add_imgsz()
+    p.add_topk()
+    p.add_threshold()
+    p.add_codec(("h264", "h264_nvenc", "mp4v"))
+    p.add_smooth()  # segments warm up on the frames before them (docs/SCALING.md)
     a("--segment-frames", type=int_at_least(1), default=500, metavar="N",
       help="frames per segment (a unit of work)")
     a("--cpus-per-worker", type=int_at_least(1), default=2, metavar="N",
@@ -92,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--retries", type=int_at_least(0), default=3, metavar="N",
       help="restarts of a dead worker, and retries of its segment")
     a("--force", action="store_true", help="redo videos whose outputs are complete")
-    a("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    p.add_logging()
     return p
 
 

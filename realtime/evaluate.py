@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from realtime.commands.parser import Parser
 from realtime.errors import CamlocError, UsageError, first_line, report_error
 from realtime.model.accuracy import best_iou, box_accuracy, max_box_acc_v2
 from realtime.model.format import KEY_THRESHOLD, with_threshold
@@ -303,19 +304,10 @@ def _refuse_overwrites(args: argparse.Namespace, samples: list[Sample]) -> None:
     refuse_overwrites(inputs, {"--store-threshold": model if args.store_threshold else None})
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line (exit status 2)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m realtime.evaluate",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                description="Localization metrics of a camloc model on box-labelled images "
-                            "(COCO JSON): " + ", ".join(KEYS) + ".")
-    p.add_argument("--model", required=True, help=".onnx path (or zoo name)")
+    p = Parser("python -m realtime.evaluate", "Localization metrics of a camloc model on "
+               "box-labelled images (COCO JSON): " + ", ".join(KEYS) + ".")
+    p.add_model(default=None)
     p.add_argument("--source", required=True, type=Path, help="folder holding the images")
     p.add_argument("--labels", required=True, type=Path, help="COCO JSON file with the boxes")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
@@ -324,19 +316,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-agnostic", action="store_true",
                    help="ignore the category names and score the CAM of the top class (a model "
                         "that does not know the classes yet: gt_known_loc and maxboxacc_v2 only)")
-    p.add_argument("--device", default="auto", help="as for python -m realtime")
-    p.add_argument("--imgsz", type=int, default=None, help="as for python -m realtime")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    p.add_argument("-v", "--verbose", action="count", default=0,
-                   help="also log the model's provider and BoxAcc at each IoU (-vv: debug, "
-                        "with tracebacks)")
+    p.add_device()
+    p.add_imgsz()
+    p.add_logging(quiet=True)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation CLI; return the exit status: 0 done, 2 a user error, 1 a failed
     write or a bug (see :mod:`realtime.errors`)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except UsageError as exc:
+        return report_error("python -m realtime.evaluate", exc)
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(message)s")
     from realtime.model.engine import Localizer
@@ -346,8 +340,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--store-threshold needs --model as a .onnx path (not a zoo name)")
         if args.store_threshold:
             _onnx()  # before the evaluation, not after it
-        if args.imgsz is not None and args.imgsz < 32:
-            raise UsageError(f"--imgsz must be at least 32, got {args.imgsz}")
         loc = Localizer(args.model, device=args.device, imgsz=args.imgsz)
         samples = load_coco(args.labels, args.source,
                             None if args.class_agnostic else list(loc.info.labels))
