@@ -231,30 +231,41 @@ def build_set(kind: str, out: Path, per_class: int = 60, test_per_class: int = 2
     classes = SETS[kind]
     rng = np.random.default_rng(seed)
     train = _Maker(kind, "train", rng)
-    for name in (*classes, None):
+    # the training frames' boxes, outside train/ (the trainer never reads them): for
+    # choosing box settings without touching the test half
+    seen = {"images": [], "annotations": [],
+            "categories": [{"id": k + 1, "name": n} for k, n in enumerate(classes)]}
+    for k, name in enumerate((*classes, None)):
         for i in range(per_class):
-            frame, _ = train.frame(name)
+            frame, boxes = train.frame(name)
             label = name or "background"
             _write(out / "train" / label / f"{label}_{i:03d}.jpg", frame)
+            _add(seen, f"{label}/{label}_{i:03d}.jpg", frame, k + 1, boxes)
+    (out / "train_labels.json").write_text(json.dumps(seen, indent=1), encoding="utf-8")
     test = _Maker(kind, "test", rng)
     coco = {"images": [], "annotations": [],
             "categories": [{"id": k + 1, "name": n} for k, n in enumerate(classes)]}
     for k, name in enumerate((*classes, None)):
         for i in range(test_per_class):
             frame, boxes = test.frame(name)
-            image_id = len(coco["images"]) + 1
             file_name = f"{name or 'background'}_{i:03d}.jpg"
             _write(out / "test" / "images" / file_name, frame)
-            coco["images"].append({"id": image_id, "file_name": file_name,
-                                   "width": frame.shape[1], "height": frame.shape[0]})
-            for b in boxes:
-                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                                            "category_id": k + 1, "bbox": b, "area": b[2] * b[3],
-                                            "iscrowd": 0})
+            _add(coco, file_name, frame, k + 1, boxes)
     (out / "test" / "labels.json").write_text(json.dumps(coco, indent=1), encoding="utf-8")
     multi = sum(1 for img in coco["images"]
                 if sum(a["image_id"] == img["id"] for a in coco["annotations"]) > 1)
     return {"train": per_class * (len(classes) + 1), "test": len(coco["images"]), "multi": multi}
+
+
+def _add(coco: dict, file_name: str, frame: np.ndarray, category: int, boxes: list) -> None:
+    """Append one image and its boxes (COCO [x, y, w, h]) to a COCO dict."""
+    image_id = len(coco["images"]) + 1
+    coco["images"].append({"id": image_id, "file_name": file_name,
+                           "width": frame.shape[1], "height": frame.shape[0]})
+    for b in boxes:
+        coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
+                                    "category_id": category, "bbox": b, "area": b[2] * b[3],
+                                    "iscrowd": 0})
 
 
 def main(argv: list[str] | None = None) -> int:
