@@ -28,7 +28,7 @@ import numpy as np
 from models.zoo import LITE_MODELS, ZooModel, load_model
 
 from .imagefolder import BACKGROUND, DatasetError, ImageFolder, load_images, scan_folder
-from .trainaug import camera_scale_views, cutmix, zoom_out
+from .trainaug import camera_scale_views, cutmix, estimate_warning, zoom_out
 
 __all__ = ["TrainConfig", "TrainReport", "augment", "checkpoint_labels", "split_holdout",
            "train_and_export", "train_model"]
@@ -300,11 +300,8 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
                 break
     zm.module.load_state_dict(best_state)
     zm.module.eval()
-    if abs(report.best_acc - report.camera_acc) > config.warn_gap:
-        report.warning = (f"held-out accuracy {report.best_acc:.3f} drops to {report.camera_acc:.3f} "
-                          "when the same images are shown at half size in other scenes: expect "
-                          "new camera frames to score nearer the lower figure; add photos of the "
-                          "objects smaller, in their real scenes, and more background photos")
+    report.warning = estimate_warning(report.best_acc, report.camera_acc, config.warn_gap)
+    if report.warning:
         log.warning("%s", report.warning)
     report.seconds = {"caching": t1 - t0, "training": time.perf_counter() - t1}
     n = sum(report.counts)
