@@ -133,6 +133,8 @@ def _train(args: argparse.Namespace):
         raise UsageError("--train starts from the pretrained weights (--weights DEFAULT)")
     if args.views < 1:
         raise UsageError(f"--views must be at least 1, got {args.views}")
+    if args.tune_blocks < 0:
+        raise UsageError(f"--tune-blocks must be at least 0, got {args.tune_blocks}")
     config = TrainConfig(epochs=args.epochs, seed=args.seed, tune_blocks=args.tune_blocks,
                          views=args.views, progress=not args.quiet)
     train_report, export_report = train_and_export(args.model, args.train, args.output, config,
