@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # The box threshold a trained model carries (camloc.threshold) until ``realtime.evaluate
 # --store-threshold`` replaces it: the best top-1 localization threshold on the training
-# frames of the three sets of tools/make_hard_sets.py (0.50, 0.xx, 0.xx; docs/TRAINING.md),
+# frames of the three sets of tools/make_hard_sets.py (0.50, 0.55, 0.45; docs/TRAINING.md),
 # never on their test halves. The ImageNet models' default (0.3) is too low for them.
 TRAINED_THRESHOLD = 0.5
 
