@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the objects), then export; the checkpoint is kept as OUTPUT.pt")
     t.add_argument("--epochs", type=int, default=20, help="at most this many epochs (early stopping)")
     t.add_argument("--seed", type=int, default=0, help="seed of the split, augmentation and init")
+    t.add_argument("--tune-blocks", type=int, default=0,
+                   help="also train this many of the last blocks (slower; see docs/TRAINING.md)")
+    t.add_argument("--views", type=int, default=4,
+                   help="views per training image: the whole image plus augmented ones")
     q = p.add_argument_group("INT8 / FP16 variants (docs/EDGE.md)")
     prec = q.add_mutually_exclusive_group()
     prec.add_argument("--int8", action="store_true",
@@ -127,7 +131,12 @@ def _train(args: argparse.Namespace):
                          "variants afterwards with --model M.onnx")
     if str(args.weights).upper() != "DEFAULT":
         raise UsageError("--train starts from the pretrained weights (--weights DEFAULT)")
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    if args.views < 1:
+        raise UsageError(f"--views must be at least 1, got {args.views}")
+    if args.tune_blocks < 0:
+        raise UsageError(f"--tune-blocks must be at least 0, got {args.tune_blocks}")
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, tune_blocks=args.tune_blocks,
+                         views=args.views, progress=not args.quiet)
     train_report, export_report = train_and_export(args.model, args.train, args.output, config,
                                                    opset=args.opset)
     return SimpleNamespace(summary=lambda: train_report.summary() + "\n" + export_report.summary())

@@ -42,6 +42,8 @@ def test_training_improves_heldout_accuracy(trained):
     assert report.heldout_images == 8 and report.train_images == 24
     assert report.best_acc > report.initial_acc
     assert report.best_acc >= 0.75
+    assert report.camera_acc is not None and 0.0 <= report.camera_acc <= 1.0
+    assert (report.warning is None) == (abs(report.best_acc - report.camera_acc) <= 0.10)
     assert len(report.history) >= 1 and report.checkpoint.is_file()
     info = Localizer(model, device="cpu").info
     assert info.labels == tuple(report.labels)
@@ -142,6 +144,9 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
         "needs --output": ["--train", str(ok)],
         "afterwards with --model M.onnx": ["--train", str(ok), "--output", out, "--fp16"],
         "--epochs must be at least 1": ["--train", str(ok), "--output", out, "--epochs", "0"],
+        "--views must be at least 1": ["--train", str(ok), "--output", out, "--views", "0"],
+        "--tune-blocks must be at least 0": ["--train", str(ok), "--output", out,
+                                             "--tune-blocks", "-1"],
         "fine-tunes the EfficientNet-Lite": ["--train", str(ok), "--output", out, "--model",
                                              "resnet18"],
     }
@@ -151,3 +156,24 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (message, r.stderr)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_context_augmentation(photos):
+    from export.trainaug import cutmix, estimate_warning, zoom_out
+
+    rng = np.random.default_rng(0)
+    cat = photos["cat"]
+    grass = np.full((100, 100, 3), 40, np.uint8)
+    view = zoom_out(cat, (224, 224), [grass], rng, scale=(0.5, 0.5))
+    assert view.shape == (224, 224, 3)
+    assert (view == 40).all(axis=2).mean() == pytest.approx(0.75, abs=0.01)  # the rest is grass
+    torch = pytest.importorskip("torch")
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 2, 7, 7).contiguous()
+    mixed, target = cutmix(x, torch.tensor([0, 1, 2, 3]), 4, np.random.default_rng(3))
+    assert torch.allclose(target.sum(1), torch.ones(4))
+    for i in range(4):  # each example keeps its own label in proportion to what it keeps
+        kept = float((mixed[i, 0] == i).float().mean())
+        own = (float(target[i, i]) - 0.1 / 4) / 0.9
+        assert own == pytest.approx(kept, abs=1e-5) or kept == 1.0
+    assert estimate_warning(0.95, 0.9, 0.1) is None
+    assert "0.600" in estimate_warning(0.95, 0.6, 0.1)

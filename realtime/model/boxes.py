@@ -8,7 +8,9 @@ CAM cell units (x in [0, w], y in [0, h], right/bottom exclusive) until
 connected components.
 
 Rules (``rule``): ``"mass"`` orders components by the CAM mass they hold and
-keeps further separate strong regions as extra boxes; ``"largest"`` is the CAM
+keeps further separate strong regions as extra boxes (one per instance: a component
+holding two strong peaks with a valley between them is split at the valley, as two
+objects of a class side by side give at CAM resolution); ``"largest"`` is the CAM
 paper's single largest component; ``"merge"`` is one box around every component.
 """
 
@@ -22,7 +24,35 @@ __all__ = ["BOX_RULES", "boxes_from_cam", "scale_boxes"]
 BOX_RULES = ("mass", "largest", "merge")
 
 
-def _components(cam: np.ndarray, threshold: float, upsample: int
+def _split_peaks(up: np.ndarray, labels: np.ndarray, n: int, low: float, strong: float,
+                 valley: float = 0.85, steps: int = 12) -> tuple[np.ndarray, int]:
+    """Split every component holding two or more peaks >= ``strong`` whose valley is below
+    ``valley`` x the lower peak: raise the level inside it until the peaks fall apart,
+    then give each pixel of the component to the nearest part. (labels, count)."""
+    out, count = labels.copy(), n
+    for comp in range(1, n):
+        region = labels == comp
+        top = float(up[region].max())
+        for level in np.linspace(low, top, steps)[1:-1]:
+            k, sub = cv2.connectedComponents((region & (up >= level)).astype(np.uint8), connectivity=8)
+            tops = [float(up[sub == j].max()) for j in range(1, k)]
+            seeds = [j for j, t in zip(range(1, k), tops) if t >= strong and level <= valley * t]
+            if len(seeds) < 2:
+                continue
+            seed_mask = np.isin(sub, seeds)
+            _, near = cv2.distanceTransformWithLabels((~seed_mask).astype(np.uint8), cv2.DIST_L2, 3,
+                                                      labelType=cv2.DIST_LABEL_PIXEL)
+            owner = np.zeros(int(near.max()) + 1, np.int64)
+            owner[near[seed_mask]] = sub[seed_mask]     # each seed pixel's own part
+            part = owner[near]
+            for i, j in enumerate(seeds):
+                out[region & (part == j)] = comp if i == 0 else count
+                count += i > 0
+            break
+    return out, count
+
+
+def _components(cam: np.ndarray, threshold: float, upsample: int, split: float | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes in upsampled pixels [n,4], masses [n], peaks [n]) of the thresholded map."""
     h, w = cam.shape
@@ -34,6 +64,12 @@ def _components(cam: np.ndarray, threshold: float, upsample: int
         return np.zeros((0, 4), np.float64), empty, empty
     mask = (up >= threshold * peak).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if split is not None:
+        labels, n = _split_peaks(up, labels, n, threshold * peak, split * peak)
+        stats = np.zeros((n, 5), np.int64)
+        for i in range(1, n):
+            ys, xs = np.nonzero(labels == i)
+            stats[i, :4] = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
     flat = labels.ravel()
     masses = np.bincount(flat, weights=up.ravel(), minlength=n)[1:]
     peaks = np.zeros(n, np.float64)
@@ -43,7 +79,7 @@ def _components(cam: np.ndarray, threshold: float, upsample: int
 
 
 def boxes_from_cam(cam: np.ndarray, threshold: float = 0.5, rule: str = "mass",
-                   min_area: float = 0.01, max_boxes: int = 3, strong: float = 0.8,
+                   min_area: float = 0.01, max_boxes: int = 3, strong: float = 0.5,
                    upsample: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Boxes of one CAM [h, w] (values >= 0), best first: (boxes [n, 4] float in CAM
     cell units, masses [n]).
@@ -61,7 +97,8 @@ def boxes_from_cam(cam: np.ndarray, threshold: float = 0.5, rule: str = "mass",
         raise ValueError(f"box rule must be one of {', '.join(BOX_RULES)}, got {rule!r}")
     if upsample < 1 or max_boxes < 1:
         raise ValueError(f"upsample and max_boxes must be >= 1, got {upsample}, {max_boxes}")
-    boxes, masses, peaks = _components(np.asarray(cam, np.float32), threshold, upsample)
+    boxes, masses, peaks = _components(np.asarray(cam, np.float32), threshold, upsample,
+                                       strong if rule == "mass" else None)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     big = area >= min_area * cam.size * upsample * upsample
     if not big.any() and len(area):

@@ -1,0 +1,96 @@
+"""Augmentation that changes an object's context, for ``export.train``.
+
+A camera frame is not a product photo: the object is smaller and the scene around it is
+new. Two cheap ways to show the classifier that, without any box:
+
+* ``zoom_out``: the whole training image shrunk to 35-80% of its side and pasted at a
+  random place into a photo of the ``background`` class (or, without one, into a blurred
+  copy of itself), so the object appears at the scales a camera sees it, amid other
+  context. The same transform, with held-out images and fixed scale, gives the trainer a
+  second held-out estimate (``camera_scale_views``) that is warned about when it
+  disagrees with the plain one.
+* ``cutmix``: CutMix (Yun et al., ICCV 2019) on the cached feature maps: a random
+  rectangle of one example's map replaced by another's, the targets mixed by area. It
+  costs nothing (no image is decoded again), draws new mixes every epoch, and is known to
+  help weakly supervised localization (the classifier cannot rely on one discriminative
+  part or on the context alone).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["camera_scale_views", "cutmix", "estimate_warning", "zoom_out"]
+
+
+def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    interp = cv2.INTER_AREA if wh[0] < img.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(img, wh, interpolation=interp)
+
+
+def _canvas(img: np.ndarray, size: tuple[int, int], backgrounds: list[np.ndarray],
+            rng: np.random.Generator) -> np.ndarray:
+    import cv2
+
+    h, w = size
+    if backgrounds:
+        return _resize(backgrounds[int(rng.integers(len(backgrounds)))], (w, h)).copy()
+    small = _resize(img, (max(1, w // 16), max(1, h // 16)))
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def zoom_out(img: np.ndarray, size: tuple[int, int], backgrounds: list[np.ndarray],
+             rng: np.random.Generator, scale: tuple[float, float] = (0.35, 0.8)) -> np.ndarray:
+    """``img`` (RGB) shrunk to ``scale`` of the side of a ``size`` (H, W) frame made from a
+    random background photo, at a random place, mirrored half of the time."""
+    h, w = size
+    frame = _canvas(img, size, backgrounds, rng)
+    s = rng.uniform(*scale)
+    ph, pw = max(8, int(round(h * s))), max(8, int(round(w * s)))
+    patch = _resize(img, (pw, ph))
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+    frame[y:y + ph, x:x + pw] = patch
+    return frame
+
+
+def camera_scale_views(images: list[np.ndarray], size: tuple[int, int],
+                       backgrounds: list[np.ndarray], seed: int, scale: float = 0.5
+                       ) -> list[np.ndarray]:
+    """Each image at ``scale`` of the side in a background photo (the second held-out
+    estimate: the same images, seen as a camera would, smaller and in another scene)."""
+    rng = np.random.default_rng(seed + 7919)
+    return [zoom_out(img, size, backgrounds, rng, (scale, scale)) for img in images]
+
+
+def cutmix(x, y, num_classes: int, rng: np.random.Generator, smoothing: float = 0.1):
+    """CutMix on a batch of feature maps ``x`` [B, C, h, w] (torch) with labels ``y`` [B]:
+    (mixed maps, soft targets [B, num_classes] with label smoothing)."""
+    import torch
+
+    b, _, h, w = x.shape
+    onehot = torch.nn.functional.one_hot(y, num_classes).float()
+    onehot = onehot * (1 - smoothing) + smoothing / num_classes
+    lam = rng.beta(1.0, 1.0)
+    ch, cw = int(round(h * np.sqrt(1 - lam))), int(round(w * np.sqrt(1 - lam)))
+    if ch == 0 or cw == 0 or b < 2:
+        return x, onehot
+    perm = torch.from_numpy(rng.permutation(b))
+    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    x = x.clone()
+    x[:, :, y0:y0 + ch, x0:x0 + cw] = x[perm, :, y0:y0 + ch, x0:x0 + cw]
+    keep = 1.0 - ch * cw / (h * w)
+    return x, keep * onehot + (1 - keep) * onehot[perm]
+
+
+def estimate_warning(plain: float, camera: float, gap: float) -> str | None:
+    """The warning when the two held-out estimates differ by more than ``gap`` (else None):
+    the plain split then says little about what new camera frames will give."""
+    if abs(plain - camera) <= gap:
+        return None
+    return (f"held-out accuracy {plain:.3f}, but {camera:.3f} with the same images at half "
+            "size in other scenes: expect new camera frames to score nearer the lower figure "
+            "(add photos of the objects as the camera sees them, and background photos)")
