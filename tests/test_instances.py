@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from realtime import Localizer
-from realtime.boxes import boxes_from_cam
-from realtime.locmetrics import iou
+from realtime.model.accuracy import iou
+from realtime.model.boxes import boxes_from_cam
 
 
 def _frame(cat: np.ndarray, n: int) -> tuple[np.ndarray, list[list[int]]]:

@@ -32,7 +32,7 @@ __all__ = ["instance_recall", "main", "run_set"]
 def instance_recall(loc, samples) -> tuple[int, int, int]:
     """(instances, instances with a box of their own, frames) over the samples with two or
     more true boxes: boxes of the top class at the Localizer's threshold, matched greedily."""
-    from realtime.locmetrics import iou
+    from realtime.model.accuracy import iou
 
     found = total = frames = 0
     for s in samples:
@@ -58,9 +58,9 @@ SWEEP = np.round(np.arange(0.05, 1.0, 0.05), 2)
 def loc_curve(loc, samples) -> np.ndarray:
     """Top-1 localization (top class right, a box of it with IoU >= 0.5) at every threshold
     of ``SWEEP``, with the runtime's box rule: what a user gets at a fixed threshold."""
-    from realtime.boxes import boxes_from_cam, scale_boxes
-    from realtime.cam import compute_cams, normalize_cams, softmax
-    from realtime.locmetrics import best_iou
+    from realtime.model.accuracy import best_iou
+    from realtime.model.boxes import boxes_from_cam, scale_boxes
+    from realtime.model.cam import compute_cams, normalize_cams, softmax
 
     hits = []
     for s in samples:
