@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,8 @@ def check_event_args(args: argparse.Namespace) -> Any:
         raise UsageError(f"--events {args.events}: not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / ".camloc-write-test").touch()
-        (folder / ".camloc-write-test").unlink()
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".camloc-write-test-"):
+            pass  # a name of its own: several sources check the same folder at once
     except OSError as exc:
         raise UsageError(f"--events {args.events}: cannot write: {exc.strerror or exc}"
                          ) from None
