@@ -331,3 +331,28 @@ def test_report_summary_lines(int8):
                    "box IoU", "smaller than FP32", "speed on this machine"):
         assert needle in text
     json.dumps(int8[1].agreement)
+
+
+def test_verdict_judges_the_quantization_not_fp32s_doubt(tmp_path):
+    """Many all-frame top-1 flips with agreement where FP32 is sure and close CAMs pass;
+    any one broken measure fails, naming it; no frame FP32 is sure of leaves the CAMs."""
+    from export.verify import QuantizeReport, check
+
+    def report(**kw):
+        base = dict(heldout_frames=16, agreement=0.5, confident_frames=4,
+                    agreement_confident=1.0, cam_corr=0.99, cam_corr_min=0.9, box_iou=0.9,
+                    box_iou_min=0.6, identity_err=1e-7)
+        return QuantizeReport(tmp_path / "m.onnx", "int8", "lite0", "portable",
+                              **{**base, **kw})
+
+    check(report())
+    check(report(confident_frames=0, agreement_confident=None))
+    for kw, needle in ((dict(agreement_confident=0.75), "top-1 agreement with FP32 0.750 < 0.8"),
+                       (dict(cam_corr=0.85), "CAM correlation with FP32 0.850 < 0.9"),
+                       (dict(box_iou=0.3), "box IoU with FP32 0.300 < 0.5"),
+                       (dict(identity_err=0.01), "CAM identity rel. error")):
+        with pytest.raises(QuantizeError, match="verification failed") as info:
+            check(report(**kw))
+        assert needle in str(info.value), (kw, str(info.value))
+    text = report(confident_frames=0, agreement_confident=None).verification()
+    assert "none of them: judged on the CAMs alone" in "\n".join(text)
