@@ -1,5 +1,6 @@
-"""A quantized or FP16 variant against its FP32 model: top-1 agreement, correlation of
-the top class's CAMs, the CAM identity, and speed (interleaved runs)."""
+"""A quantized or FP16 variant against its FP32 model: top-1 agreement (on every frame,
+and on the frames FP32 is sure of), correlation of the top class's CAMs, IoU of the boxes
+those CAMs give, the CAM identity, and speed (interleaved runs)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.model.accuracy import iou
+from realtime.model.boxes import boxes_from_cam
+from realtime.model.cam import softmax
 from realtime.model.format import FRAME_OUTPUTS, INPUT, WEIGHT_OUTPUTS
 
-__all__ = ["Comparison", "compare", "open_session", "run_all", "speed_ratio"]
+__all__ = ["CONFIDENT_PROB", "Comparison", "compare", "open_session", "run_all", "speed_ratio"]
+
+# FP32 is "sure" of a frame when its top-1 probability reaches this: a top-1 flip between
+# two classes FP32 itself rates near 0.1 says nothing about the quantization
+CONFIDENT_PROB = 0.5
 
 
 def open_session(path: Path):
@@ -47,6 +55,16 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else float(np.allclose(a, b))
 
 
+def _box_iou(cam32: np.ndarray, camq: np.ndarray) -> float:
+    """IoU of the first (strongest) box of two CAMs of the same class, the runtime's
+    default box rule; 1 when neither map has a box, 0 when only one has."""
+    b32, _ = boxes_from_cam(np.maximum(cam32, 0))
+    bq, _ = boxes_from_cam(np.maximum(camq, 0))
+    if not len(b32) or not len(bq):
+        return float(len(b32) == len(bq))
+    return iou(b32[0], bq[0])
+
+
 @dataclass
 class Comparison:
     """How a variant's outputs differ from its FP32 model's on the same tensors."""
@@ -56,6 +74,10 @@ class Comparison:
     cam_corr_min: float
     identity_err: float
     disagree: list[int]
+    confident: int = 0                      # frames whose FP32 top-1 prob >= CONFIDENT_PROB
+    agreement_confident: float | None = None  # top-1 agreement on those (None: no such frame)
+    box_iou: float = 0.0                    # mean IoU of the top class's box, variant vs FP32
+    box_iou_min: float = 0.0
 
 
 def compare(fp32: Path | object, variant: Path | object, tensors: list[np.ndarray], stride: int,
@@ -71,13 +93,18 @@ def compare(fp32: Path | object, variant: Path | object, tensors: list[np.ndarra
     loq, feq = run_all(sq, tensors)
     wq, bq = _weights(sq, stride)
     top32 = [int(np.argmax(v)) for v in lo32]
+    sure = [i for i, v in enumerate(lo32) if float(softmax(v).max()) >= CONFIDENT_PROB]
     disagree = [i for i, v in enumerate(loq) if int(np.argmax(v)) != top32[i]]
-    corrs = [_corr(np.tensordot(w32[c], f32, axes=(0, 0)), np.tensordot(wq[c], fq, axes=(0, 0)))
-             for c, f32, fq in zip(top32, fe32, feq)]
+    cams = [(np.tensordot(w32[c], f32, axes=(0, 0)), np.tensordot(wq[c], fq, axes=(0, 0)))
+            for c, f32, fq in zip(top32, fe32, feq)]
+    corrs = [_corr(a, b) for a, b in cams]
+    ious = [_box_iou(a, b) for a, b in cams]
     ident = max(float(np.max(np.abs(f.mean(axis=(1, 2)) @ wq.T + bq - lo))
                       / max(float(np.max(np.abs(lo))), 1e-12)) for f, lo in zip(feq, loq))
+    sure_agree = (1 - len(set(sure) & set(disagree)) / len(sure)) if sure else None
     return Comparison(1 - len(disagree) / len(tensors), float(np.mean(corrs)),
-                      float(np.min(corrs)), ident, disagree)
+                      float(np.min(corrs)), ident, disagree, len(sure), sure_agree,
+                      float(np.mean(ious)), float(np.min(ious)))
 
 
 def speed_ratio(fp32: Path, variant: Path, x: np.ndarray, runs: int = 30

@@ -25,7 +25,9 @@ head again stays float32.
 Either way the file keeps the FP32 model's ``camloc.*`` metadata with
 ``camloc.precision`` set, is written to a temporary file, verified (CAM
 identity, classifier, top-1 agreement with FP32 on held-out frames) and only
-then moved into place: a failed step leaves nothing at the output path.
+then moved into place: a failed step leaves nothing at the output path. The
+verification (export/verify.py) judges the quantization, not FP32's doubt: top-1
+agreement on the held-out frames FP32 is sure of, CAM correlation and box IoU on all.
 """
 
 from __future__ import annotations
@@ -34,13 +36,12 @@ import contextlib
 import io
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from realtime.errors import first_line
-from realtime.model.format import CAM_BIAS, CAM_WEIGHT, INPUT, LOGITS, with_precision
+from realtime.model.format import INPUT, with_precision
 
 from .atomic import atomic_output, check_writable
 from .calib import MIN_CALIB_FRAMES, CalibError, CalibFrame, prepare_frames, read_frames
@@ -55,6 +56,13 @@ from .graph import (
     write_metadata,
 )
 from .incam import INCAM_TOLERANCE, incam_error
+from .int8head import int8_classifier_weight
+from .verify import (
+    DEFAULT_MIN_AGREEMENT,
+    INT8_TARGETS,
+    QuantizeReport,
+    check,
+)
 
 __all__ = ["DEFAULT_FLOAT_FIRST", "DEFAULT_FLOAT_LAST", "INT8_TARGETS", "MIN_CALIB_FRAMES",
            "QuantizeError", "QuantizeReport", "compare", "quantize_onnx", "quantize_zoo_model"]
@@ -63,120 +71,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FLOAT_FIRST = 9      # convolutions kept float from the input side: stem + 3 blocks
 DEFAULT_FLOAT_LAST = 0       # ... and before ``features``
-DEFAULT_MIN_AGREEMENT = 0.8  # below this top-1 agreement with FP32 the export fails
-IDENTITY_TOLERANCE = 1e-3    # CAM identity inside the quantized model (relative)
 HELDOUT_EVERY = 4            # every 4th calibration frame is held out for verification
-# INT8 target -> 7-bit weights (reduce_range)? "portable" is safe on every CPU; "vnni" keeps
-# 8-bit weights, for CPUs whose INT8 kernels do not saturate (docs/EDGE.md)
-INT8_TARGETS = {"portable": True, "vnni": False}
-
-@dataclass
-class QuantizeReport:
-    """How the variant compares with its FP32 source."""
-
-    path: Path
-    precision: str
-    arch: str
-    target: str = ""                # INT8 target (portable / vnni); "" for FP16
-    calib_frames: int = 0
-    heldout_frames: int = 0
-    float_nodes: list[str] = field(default_factory=list)
-    agreement: float = 0.0          # top-1 agreement with FP32 on held-out frames
-    agreement_calib: float | None = None  # ... on the calibration frames themselves
-    cam_corr: float = 0.0           # mean Pearson correlation of the FP32 top class's CAM
-    cam_corr_min: float = 0.0
-    identity_err: float = 0.0       # GAP(features) . W^T + b vs logits, inside the variant
-    size_bytes: int = 0
-    fp32_bytes: int = 0
-    speed: float = 0.0              # FP32 median ms / variant median ms (> 1: faster)
-    ms: tuple[float, float] = (0.0, 0.0)  # (fp32, variant) median ms per run
-    bench_shape: tuple[int, ...] = ()
-
-    def summary(self) -> str:
-        lines = [f"wrote {self.precision.upper()} {self.arch} -> {self.path} "
-                 f"[{self.size_bytes / 1e6:.1f} MB, {self.fp32_bytes / self.size_bytes:.1f}x "
-                 f"smaller than FP32]"]
-        if self.calib_frames:
-            lines.append(f"  calibrated on {self.calib_frames} frames; float layers: "
-                         + (", ".join(self.float_nodes) or "none"))
-        if self.target:
-            lines.append(f"  target: {self.target} ("
-                         + ("7-bit weights: no saturation on any CPU" if INT8_TARGETS[self.target]
-                            else "8-bit weights: for VNNI x86 CPUs and ARM") + ")")
-        calib = (f" (calibration frames: {self.agreement_calib:.3f})"
-                 if self.agreement_calib is not None else "")
-        lines += [
-            f"  top-1 agreement with FP32 on {self.heldout_frames} held-out frames: "
-            f"{self.agreement:.3f}{calib}",
-            f"  CAM correlation (FP32 top class): mean {self.cam_corr:.4f}, min "
-            f"{self.cam_corr_min:.4f}",
-            f"  CAM identity inside the model: rel. error {self.identity_err:.1e}  ok "
-            f"(< {IDENTITY_TOLERANCE:g})",
-            f"  speed on this machine (CPU, input {'x'.join(map(str, self.bench_shape))}): "
-            f"FP32 {self.ms[0]:.1f} ms, {self.precision.upper()} {self.ms[1]:.1f} ms "
-            f"-> {self.speed:.2f}x",
-        ]
-        return "\n".join(lines)
-
-
-def _int8_classifier_weight(proto) -> None:
-    """Store the classifier weight as per-class INT8 + one DequantizeLinear (weight-only).
-
-    The Gemm that makes ``logits`` and the ``cam_weight`` output then both read the
-    dequantized tensor (stored once), so the CAM identity stays exact and the
-    runtime's CAMs use the very weight the logits use. The optimisation pass may have
-    turned the ``cam_weight``/``cam_bias`` Identity outputs into copies of the
-    initializers; those copies are dropped here.
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    graph = proto.graph
-    inits = {t.name: t for t in graph.initializer}
-    gemm = next((n for n in graph.node if n.op_type == "Gemm" and LOGITS in n.output), None)
-    if gemm is None or len(gemm.input) != 3 or gemm.input[1] not in inits \
-            or gemm.input[2] not in inits \
-            or next((a.i for a in gemm.attribute if a.name == "transB"), 0) != 1:
-        return  # an unusual head: leave the float classifier outputs as they are
-    name, bias_name = gemm.input[1], gemm.input[2]
-    w = numpy_helper.to_array(inits[name]).astype(np.float32)
-
-    def source_of(out: str) -> np.ndarray | None:
-        if out in inits:
-            return numpy_helper.to_array(inits[out])
-        node = next((n for n in graph.node if out in n.output), None)
-        if node is not None and node.op_type == "Identity" and node.input[0] in inits:
-            return numpy_helper.to_array(inits[node.input[0]])
-        return None
-
-    cw, cb = source_of(CAM_WEIGHT), source_of(CAM_BIAS)
-    if cw is None or cb is None or not np.array_equal(cw, w) \
-            or not np.array_equal(cb, numpy_helper.to_array(inits[bias_name])):
-        return
-    for out in (CAM_WEIGHT, CAM_BIAS):
-        if out in inits:
-            graph.initializer.remove(inits[out])
-        for node in [n for n in graph.node if out in n.output]:
-            graph.node.remove(node)
-    scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
-    q = np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8)
-    graph.initializer.remove(inits[name])
-    graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
-                              numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"),
-                              numpy_helper.from_array(np.zeros(len(scale), np.int8),
-                                                      f"{name}_zero")])
-    deq = f"{name}_dequantized"
-    gemm.input[1] = deq
-    graph.node.insert(0, helper.make_node(
-        "DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"], [deq],
-        name="cam_weight_dequantize", axis=0))
-    # right after the dequantization: the in-graph CAMs (export/incam.py) read cam_weight
-    graph.node.insert(1, helper.make_node("Identity", [deq], [CAM_WEIGHT],
-                                          name="cam_weight_output"))
-    graph.node.insert(2, helper.make_node("Identity", [bias_name], [CAM_BIAS],
-                                          name="cam_bias_output"))
-    onnx.checker.check_model(proto)
-
 
 # ----------------------------------------------------------------------------- the variants
 
@@ -231,7 +126,7 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
         for extra in out.parent.glob("augmented_model*.onnx"):
             extra.unlink(missing_ok=True)
     proto = onnx.load(str(out))
-    _int8_classifier_weight(proto)
+    int8_classifier_weight(proto)
     write_metadata(proto, with_precision(meta, "int8"))
     onnx.save(proto, str(out))
     return desc
@@ -323,27 +218,19 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
                                 f"{first_line(exc)}") from exc
         report = QuantizeReport(output, precision, info.arch,
                                 target if precision == "int8" else "",
-                                len(cal_x) if precision == "int8" else 0, len(held_x), desc)
-        ref = run_all(session32, held_x)
-        c = compare(session32, tmp, held_x, info.stride, reference=ref)
-        report.agreement, report.cam_corr, report.cam_corr_min = (c.agreement, c.cam_corr,
-                                                                  c.cam_corr_min)
-        report.identity_err = c.identity_err
+                                len(cal_x) if precision == "int8" else 0, len(held_x), desc,
+                                min_agreement=min_agreement)
+        report.take(compare(session32, tmp, held_x, info.stride,
+                            reference=run_all(session32, held_x)))
         if precision == "int8" and cal_x:
             report.agreement_calib = compare(session32, tmp, cal_x, info.stride).agreement
-        if not c.identity_err < IDENTITY_TOLERANCE:
-            raise QuantizeError(f"verification failed: CAM identity rel. error "
-                                f"{c.identity_err:.2e} >= {IDENTITY_TOLERANCE:g}")
+        log.debug("\n".join(report.verification()))
+        check(report)
         if info.topk_max:  # in-graph CAMs against numpy on the variant's own features
             incam = max(incam_error(open_session(tmp), x) for x in held_x[:4])
             if not incam < INCAM_TOLERANCE:
                 raise QuantizeError(f"verification failed: in-graph CAMs differ from numpy "
                                     f"by {incam:.2e} >= {INCAM_TOLERANCE:g}")
-        if c.agreement < min_agreement:
-            raise QuantizeError(f"verification failed: top-1 agreement with FP32 "
-                                f"{c.agreement:.3f} < {min_agreement:g} on {len(held_x)} "
-                                "held-out frames (calibrate on more varied frames, or keep "
-                                "more layers float with --float-last)")
         if bench_runs:
             bench = held_x[0] if held_x else cal_x[0]
             a, b, r = speed_ratio(fp32, tmp, bench, bench_runs)
