@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from realtime.commands.parser import Parser
 from realtime.errors import UsageError, report_error
 
 __all__ = ["main"]
@@ -15,17 +16,10 @@ __all__ = ["main"]
 log = logging.getLogger("export")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line (exit status 2)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m export", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                description="Export a GAP-CNN classifier to one self-verifying .onnx file "
-                            "(outputs: logits, features, cam_weight, cam_bias).")
+    p = Parser("python -m export", "Export a GAP-CNN classifier to one self-verifying .onnx "
+               "file (outputs: logits, features, cam_weight, cam_bias).",
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="efficientnet_lite0",
                    help="zoo name: efficientnet_lite0/1/2 or a torchvision classifier (see --list)")
     p.add_argument("--output", type=Path, default=None,
@@ -76,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "FP32 is sure of (top-1 probability >= 0.5); CAM correlation and box "
                         "IoU are checked on all of them")
     p.add_argument("--list", action="store_true", help="list the zoo names and exit")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    p.add_argument("-v", "--verbose", action="count", default=0,
-                   help="-vv: debug logging, and the traceback of a failure")
+    p.add_logging(quiet=True)
     return p
 
 
@@ -166,7 +158,12 @@ def _refuse_overwrites(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the export CLI; return the exit status: 0 written and verified, 2 a user error,
     1 a failed stage or a bug (see :mod:`realtime.errors`)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except UsageError as exc:
+        return report_error("export", exc)
     level = logging.DEBUG if args.verbose >= 2 else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s")
     from models.zoo import list_models
