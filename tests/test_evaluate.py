@@ -62,7 +62,7 @@ def test_store_threshold_is_the_runtimes_default(tiny_set, lite0_onnx, tmp_path)
     assert Localizer(model, device="cpu").threshold == DEFAULT_THRESHOLD
     coco = json.loads((tiny_set / "labels.json").read_text())
     coco["annotations"] = coco["annotations"][:1]
-    coco["annotations"][0]["bbox"] = [100, 50, 200, 150]  # a part of the cat: threshold > 0
+    coco["annotations"][0]["bbox"] = [110, 50, 230, 200]  # the cat without its tail: threshold > 0
     (tmp_path / "l.json").write_text(json.dumps(coco))
     out = tmp_path / "m.json"
     assert main(["--model", str(model), "--source", str(tiny_set), "--labels",

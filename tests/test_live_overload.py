@@ -88,12 +88,15 @@ def test_latency_stays_bounded_for_a_minute_at_2_5x_overload(photos, lite0_onnx,
           f"({fps:.1f} fps); latency ms {p}; first 20 s {first}; last 20 s {last}; "
           f"bound {bound:.0f} ms; RSS MB {[round(m) for _, m in rss[::10]]}")
     # overloaded for real: most frames never reached the pipeline, and were counted
-    assert src.frames_dropped >= 0.4 * (src.frames_read + src.frames_dropped)
+    # (frames_read counts every frame the reader got, dropped or processed)
+    assert src.frames_dropped >= 0.4 * src.frames_read
     # the reader kept up with the stream (no hidden queue in the socket or FFmpeg)
-    assert src.frames_read + src.frames_dropped >= 0.9 * served
+    assert src.frames_read >= 0.9 * served
     # the summary's count (taken when the pipeline ended) and /metrics agree; closing the
     # source afterwards adds the few frames read but never handed out
-    assert run.stats.dropped == dropped and run.stats.processed == processed
+    # the summary's rule: read = processed + dropped, the newest frame the source held at the
+    # stop included
+    assert run.stats.processed == processed and 0 <= run.stats.dropped - dropped <= 5
     assert 0 <= src.frames_dropped - dropped <= 5
     assert f"camloc_frames_dropped_total {float(dropped)}" in scraped
     assert f'camloc_output_latency_seconds_count{{output="jsonl"}} {float(processed)}' \

@@ -159,7 +159,8 @@ def test_the_page_shows_several_sources_as_tiles(browser, photos, tiny_onnx, tmp
             wait = WebDriverWait(browser, 60, poll_frequency=0.05)
             wait.until(lambda d: d.execute_script(
                 "return document.getElementById('video').naturalWidth") == 2 * holder.cell[0])
-            wait.until(lambda d: "c: " in d.find_element(By.ID, "detections").text)
+            wait.until(lambda d: all(f"{n}: " in d.find_element(By.ID, "detections").text
+                                     for n in names))  # each source as its first frame comes
             listed = browser.find_element(By.ID, "detections").text.splitlines()
             assert {line.split(":")[0] for line in listed} == set(names)
             browser.find_element(By.ID, "boxes").click()  # the b key: every source's drawing

@@ -114,9 +114,22 @@ def boxes_from_cam(cam: np.ndarray, threshold: float = 0.5, rule: str = "mass",
     if rule == "largest":
         order = order[:1]
     else:
-        keep = [i for j, i in enumerate(order) if j == 0 or peaks[i] >= strong]
+        keep: list[int] = []
+        for j, i in enumerate(order):  # an extra box must be strong and a region of its own
+            if j == 0 or (peaks[i] >= strong and all(
+                    _inside(boxes[i], boxes[k]) < 0.5 for k in keep)):
+                keep.append(i)
         order = np.array(keep[:max_boxes], dtype=np.int64)
     return boxes[order] / upsample, masses[order]
+
+
+def _inside(a: np.ndarray, b: np.ndarray) -> float:
+    """The fraction of box ``a``'s area that lies inside box ``b`` (a part of one object
+    split off by a valley in its CAM lies mostly inside the object's own box)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return float(max(w, 0) * max(h, 0) / area) if area > 0 else 1.0
 
 
 def scale_boxes(boxes: np.ndarray, cam_shape: tuple[int, int], frame_h: int, frame_w: int
