@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from realtime.commands.paced_stream import MjpegViewer, PacedMjpegServer, encode_jpegs
+from realtime.commands.parser import Parser
 from realtime.errors import UsageError, report_error
 from realtime.outputs.latency import percentiles_of
 
@@ -188,14 +189,12 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m realtime.bench --live",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                description="Latency per stage and end to end on a local "
-                                            "stream paced like a camera.")
+    p = Parser("python -m realtime.bench --live", "Latency per stage and end to end on a "
+               "local stream paced like a camera.")
     p.add_argument("--source", default=str(DEMO_CLIP), help="video file to serve")
-    p.add_argument("--model", default="efficientnet_lite0", help="zoo name or .onnx path")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, tensorrt, ...")
-    p.add_argument("--imgsz", type=int, default=None, help="input's longer side")
+    p.add_model()
+    p.add_device()
+    p.add_imgsz()
     p.add_argument("--workers", type=int, default=None, help="inference threads")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--fps", type=float, default=None, help="pace (default: the clip's rate)")
@@ -212,7 +211,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, describe: Callable[[str], str] | None = None) -> int:
     """The command; ``describe`` names the device a provider runs on (realtime.bench's)."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except UsageError as exc:
+        return report_error("bench --live", exc)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     configs = tuple(c for c in args.configs.split(",") if c)
     bad = [c for c in configs if c not in CONFIGS]
