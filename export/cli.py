@@ -158,12 +158,9 @@ def _refuse_overwrites(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the export CLI; return the exit status: 0 written and verified, 2 a user error,
     1 a failed stage or a bug (see :mod:`realtime.errors`)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except UsageError as exc:
-        return report_error("export", exc)
+    args = build_parser().parse(argv, "export")
+    if isinstance(args, int):  # --help, or a usage error said in one line
+        return args
     level = logging.DEBUG if args.verbose >= 2 else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s")
     from models.zoo import list_models

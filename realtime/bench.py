@@ -296,12 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         from realtime.commands.bench_live import main as live_main
 
         return live_main([a for a in argv if a != "--live"], device_name)
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except UsageError as exc:
-        return report_error("bench", exc)
+    args = _parser().parse(argv, "bench")
+    if isinstance(args, int):  # --help, or a usage error said in one line
+        return args
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     pools = _pool_sizes(args.draw_workers)
     counts = _pool_sizes(args.sources) if args.sources else ()

@@ -325,12 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation CLI; return the exit status: 0 done, 2 a user error, 1 a failed
     write or a bug (see :mod:`realtime.errors`)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except UsageError as exc:
-        return report_error("python -m realtime.evaluate", exc)
+    args = build_parser().parse(argv, "python -m realtime.evaluate")
+    if isinstance(args, int):  # --help, or a usage error said in one line
+        return args
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(message)s")
     from realtime.model.engine import Localizer

@@ -211,12 +211,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, describe: Callable[[str], str] | None = None) -> int:
     """The command; ``describe`` names the device a provider runs on (realtime.bench's)."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except UsageError as exc:
-        return report_error("bench --live", exc)
+    args = _parser().parse(argv, "bench --live")
+    if isinstance(args, int):  # --help, or a usage error said in one line
+        return args
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     configs = tuple(c for c in args.configs.split(",") if c)
     bad = [c for c in configs if c not in CONFIGS]

@@ -45,6 +45,18 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
 
+    def parse(self, argv: Any, prog: str) -> argparse.Namespace | int:
+        """The parsed arguments, or the exit status to return at once: 0 after ``--help``,
+        2 with one line ``prog: error: ...`` for a usage error."""
+        try:
+            return self.parse_args(argv)
+        except SystemExit as exc:  # --help
+            return int(exc.code or 0)
+        except UsageError as exc:
+            from realtime.errors import report_error
+
+            return report_error(prog, exc)
+
     # -- the shared flags ------------------------------------------------------------------
     def add_model(self, default: str | None = "efficientnet_lite0") -> None:
         self.add_argument("--model", default=default, required=default is None, metavar="M",

@@ -55,8 +55,8 @@ def _feed_lines(f: Any, provider: str, sinks: list[Any], shared: list[Any]) -> l
         slow = max(med, key=med.get)
         if slow in _WHY and med[slow] > 0.5 * sum(med.values()):
             lines.append(f"  slowest: {slow} ({_WHY[slow]})")
-    latency = latency_line(rings_of([*sinks, *shared]))
-    if latency:  # from each frame's arrival (live) or decoding (files) to each output
+    latency = latency_line(rings_of([*sinks, *shared])) if f.live else ""
+    if latency:  # a live source: from each frame's arrival to each output
         lines.append(f"  latency: {latency}")
     files = _files(sinks)
     return lines + (files or ["  nothing saved (use --save / --save-json)"])
