@@ -25,6 +25,7 @@ from realtime.errors import StageError, first_line
 from realtime.pipeline.handoff import POLL_S
 from realtime.pipeline.runstats import FpsMeter, RunStats
 from realtime.sources import Frame, Source, SourceError, classify_source, open_source
+from realtime.sources.base import open_or_abandon
 
 __all__ = ["DEFAULT_RETRY", "Feed", "LostSource", "Retry", "own_localizer", "read_feed"]
 
@@ -136,35 +137,9 @@ class LostSource(StageError):
 
 def _open_or_stop(spec: str, stride: int, options: dict[str, Any],
                   stopped: threading.Event) -> Source | None:
-    """``open_source`` in a helper thread, waited for while the run is not stopped."""
-    lock, box = threading.Lock(), {"abandoned": False, "source": None, "error": None}
-    finished = threading.Event()
-
-    def work() -> None:
-        try:
-            source = open_source(spec, stride=stride, **options)
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            box["error"] = exc
-            source = None
-        with lock:
-            if box["abandoned"] and source is not None:
-                source.close()
-            else:
-                box["source"] = source
-        finished.set()
-
-    threading.Thread(target=work, name=f"camloc-open-{spec}", daemon=True).start()
-    while not finished.wait(POLL_S):
-        if stopped.is_set():
-            with lock:
-                box["abandoned"] = True
-                source = box["source"]
-            if source is not None:
-                source.close()
-            return None
-    if box["error"] is not None:
-        raise box["error"]
-    return box["source"]
+    """``open_source``, given up when the run stops (see open_or_abandon)."""
+    return open_or_abandon(lambda: open_source(spec, stride=stride, **options), stopped,
+                           lambda source: source.close(), spec)
 
 
 def read_feed(feed: Feed, *, stride: int, retry: Retry, live_options: dict[str, Any],

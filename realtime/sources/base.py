@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self, TypeVar
 
 import numpy as np
 
 from realtime.errors import CamlocError
 
 __all__ = ["DEFAULT_FPS", "IMAGE_FPS", "IMAGE_SUFFIXES", "STREAM_SCHEMES", "Frame", "Source",
-           "SourceError"]
+           "SourceError", "open_or_abandon"]
+
+T = TypeVar("T")
 
 DEFAULT_FPS = 30.0  # when a container reports no usable frame rate
 IMAGE_FPS = 1.0     # frame rate given to a video made from still images
@@ -121,3 +123,39 @@ class Source:
 
     def _release(self) -> None:
         """Free the capture; called once the reader thread has ended."""
+
+
+def open_or_abandon(opener: Callable[[], T | None], stop: threading.Event,
+                    release: Callable[[T], None], name: str) -> T | None:
+    """``opener()`` in a helper thread, waited for while ``stop`` is not set: a backend that
+    blocks on a silent server (up to its open timeout) never delays a stop. Once stopped,
+    None; what the abandoned helper opens afterwards is released by it. The opener's
+    exception is raised here."""
+    lock = threading.Lock()
+    box: dict[str, Any] = {"abandoned": False, "value": None, "error": None}
+    finished = threading.Event()
+
+    def work() -> None:
+        try:
+            value = opener()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"], value = exc, None
+        with lock:
+            if box["abandoned"] and value is not None:
+                release(value)
+            else:
+                box["value"] = value
+        finished.set()
+
+    threading.Thread(target=work, name=f"camloc-open-{name}", daemon=True).start()
+    while not finished.wait(POLL_S):
+        if stop.is_set():
+            with lock:
+                box["abandoned"] = True
+                value = box["value"]
+            if value is not None:
+                release(value)
+            return None
+    if box["error"] is not None:
+        raise box["error"]
+    return box["value"]

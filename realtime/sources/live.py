@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from realtime.sources.base import DEFAULT_FPS, POLL_S, Frame, Source, SourceError
+from realtime.sources.base import DEFAULT_FPS, POLL_S, Frame, Source, SourceError, open_or_abandon
 
 __all__ = ["LiveSource"]
 
@@ -111,31 +111,8 @@ class LiveSource(Source):
         return self.outage_s + (time.monotonic() - down if down is not None else 0.0)
 
     def _open_or_stop(self) -> cv2.VideoCapture | None:
-        """``_open()`` in a helper thread, waited for while not stopped: a backend that
-        blocks on a silent server (up to the open timeout) never delays a stop. An
-        abandoned helper releases what it opened."""
-        lock, box = threading.Lock(), {"abandoned": False, "cap": None}
-        finished = threading.Event()
-
-        def work() -> None:
-            cap = self._open()
-            with lock:
-                if box["abandoned"] and cap is not None:
-                    cap.release()
-                else:
-                    box["cap"] = cap
-            finished.set()
-
-        threading.Thread(target=work, name=f"camloc-open-{self.name}", daemon=True).start()
-        while not finished.wait(POLL_S):
-            if self._stop.is_set():
-                with lock:
-                    box["abandoned"] = True
-                    cap = box["cap"]
-                if cap is not None:
-                    cap.release()
-                return None
-        return box["cap"]
+        """``_open()``, given up when the source is stopped (see open_or_abandon)."""
+        return open_or_abandon(self._open, self._stop, lambda cap: cap.release(), self.name)
 
     def _reconnect(self) -> cv2.VideoCapture | None:
         """Reopen every ``retry_s`` until back (the capture), stopped or given up (None)."""
