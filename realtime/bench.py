@@ -255,10 +255,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_model()
     p.add_imgsz()
     p.add_device()
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_workers()
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
-    p.add_argument("--workers", type=int, default=None,
-                   help="inference threads (default: as the CLI chooses)")
     p.add_argument("--draw-workers", default=None, metavar="N[,N...]",
                    help="threads drawing consecutive frames, comma-separated to compare in "
                         "one run (the first is draw_fps, file_fps); default: as the CLI chooses")

@@ -95,12 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--batch", type=int_at_least(1), default=1, metavar="N",
       help="frames per inference call, from one source or several (default: %(default)s; "
            "with several sources on a GPU, one frame of each)")
-    a("--threads", type=int_at_least(1), default=None, metavar="N",
-      help="ONNX Runtime intra-op threads per inference (default: on the CPU, "
-           "cores / workers)")
-    a("--workers", type=int_at_least(1), default=None, metavar="N",
-      help="inference threads working on consecutive frames (default: on the CPU, one "
-           "per core up to 4; on a GPU, 2)")
+    p.add_workers()
     a("--draw-workers", type=int_at_least(1), default=None, metavar="N",
       help="threads drawing consecutive frames between the in-order CAMs and the in-order "
            "outputs (default: 1 on the CPU; with the model on a GPU, cores / 4 up to 4)")

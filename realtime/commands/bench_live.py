@@ -195,8 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_model()
     p.add_device()
     p.add_imgsz()
-    p.add_argument("--workers", type=int, default=None, help="inference threads")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_workers()
     p.add_argument("--fps", type=float, default=None, help="pace (default: the clip's rate)")
     p.add_argument("--size", type=_size, default=None, help="serve frames at WxH "
                                                             "(default: the clip's size)")

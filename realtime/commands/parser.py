@@ -91,6 +91,15 @@ class Parser(argparse.ArgumentParser):
                           help="temporal smoothing of CAMs across frames, 0 = off "
                                "(default: %(default)s)")
 
+    def add_workers(self) -> None:
+        """--workers and --threads: how the model runs (the CLI's choice when not given)."""
+        self.add_argument("--threads", type=int_at_least(1), default=None, metavar="N",
+                          help="ONNX Runtime intra-op threads per inference (default: on the "
+                               "CPU, cores / workers)")
+        self.add_argument("--workers", type=int_at_least(1), default=None, metavar="N",
+                          help="inference threads working on consecutive frames (default: on "
+                               "the CPU, one per core up to 4; on a GPU, 2)")
+
     def add_codec(self, choices: tuple[str, ...] = ("h264", "h264_nvenc", "mp4v", "mjpeg")
                   ) -> None:
         self.add_argument("--codec", default=None, choices=choices, metavar="C",
