@@ -170,7 +170,7 @@ def _preopen(specs: list[str], stride: int) -> list[Any]:
 def _run(args: argparse.Namespace) -> int:
     """Check outputs, open the sources, load the model, run, summarize."""
     from realtime.commands.plan import plan_outputs
-    from realtime.commands.summary import exit_status, summary
+    from realtime.commands.summary import exit_status, files_of, summary
     from realtime.commands.viewers import open_viewers
     from realtime.model.draw import RenderOptions
     from realtime.model.engine import Localizer
@@ -227,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
             for _item in _progress(run, total, any(live)):
                 pass  # the sinks did the work; the bar counts the frames
     for sinks in made.values():  # the summary never reports frames that are not in the file
-        check_video(sinks[0] if sinks and hasattr(sinks[0], "frames") else None)
+        check_video(files_of(sinks)[0])
     print(summary(run, made), flush=True)
     return exit_status(run, made)
 
@@ -256,12 +256,9 @@ def _sinks_for(args: argparse.Namespace, plan: Any, made: dict[int, list[Any]],
 
 def _kept(made: dict[int, list[Any]]) -> tuple[Any, Any]:
     """The one source's video and JSONL sinks (what a full disk's message names)."""
-    if len(made) != 1:
-        return None, None
-    sinks = next(iter(made.values()))
-    video = next((s for s in sinks if hasattr(s, "frames")), None)
-    jsonl = next((s for s in sinks if hasattr(s, "lines")), None)
-    return video, jsonl
+    from realtime.commands.summary import files_of
+
+    return files_of(next(iter(made.values()))) if len(made) == 1 else (None, None)
 
 
 def _batch(args: argparse.Namespace, loc: Any, n: int) -> int:

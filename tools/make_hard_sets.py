@@ -35,7 +35,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.make_training_set import FRAMES, _rgb, _write, instances  # noqa: E402
+from tools.make_training_set import (  # noqa: E402
+    _background_frame,
+    _rgb,
+    _write,
+    instances,
+)
 
 __all__ = ["SETS", "build_set", "main"]
 
@@ -178,14 +183,7 @@ class _Maker:
         return crop, np.full(crop.shape[:2], 255, np.uint8)
 
     def background(self) -> np.ndarray:
-        rng = self.rng
-        bg = self.bgs[int(rng.integers(len(self.bgs)))]
-        fh, fw = FRAMES[int(rng.integers(len(FRAMES)))]
-        h, w = bg.shape[:2]
-        s = rng.uniform(0.4, 1.0)
-        ch, cw = int(h * s), int(min(w, h * s * fw / fh))
-        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        return cv2.resize(bg[y:y + ch, x:x + cw], (fw, fh), interpolation=cv2.INTER_AREA)
+        return _background_frame(self.bgs, self.rng)
 
     def paste(self, frame: np.ndarray, item, height: float, taken: list) -> list[int] | None:
         """Paste (RGB, mask) at ``height`` x the frame's height where it overlaps nothing in

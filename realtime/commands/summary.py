@@ -20,21 +20,24 @@ from realtime.errors import CamlocError, first_line
 from realtime.outputs.latency import latency_line, rings_of
 from realtime.outputs.writes import WriteError, kept
 
-__all__ = ["NoSourceError", "exit_status", "summary"]
+__all__ = ["NoSourceError", "exit_status", "files_of", "summary"]
 
 
 class NoSourceError(CamlocError, ValueError):
     """None of the sources could be opened (a user error, exit 2)."""
 
 
+def files_of(sinks: list[Any]) -> tuple[Any, Any]:
+    """(the video sink, the JSONL sink) among a source's outputs; None where absent."""
+    video = next((s for s in sinks if hasattr(s, "frames")), None)
+    jsonl = next((s for s in sinks if hasattr(s, "lines")), None)
+    return video, jsonl
+
+
 def _files(sinks: list[Any]) -> list[str]:
-    out = []
-    for sink in sinks:
-        if hasattr(sink, "frames"):
-            out.append(f"  video: {sink.path} ({sink.frames} frames)")
-        elif hasattr(sink, "lines"):
-            out.append(f"  json:  {sink.path} ({sink.lines} lines)")
-    return out
+    video, jsonl = files_of(sinks)
+    return ([f"  video: {video.path} ({video.frames} frames)"] if video is not None else []) + \
+        ([f"  json:  {jsonl.path} ({jsonl.lines} lines)"] if jsonl is not None else [])
 
 
 def _feed_lines(f: Any, provider: str, sinks: list[Any], shared: list[Any]) -> list[str]:
@@ -85,9 +88,7 @@ def summary(run: Any, made: dict[int, list[Any]]) -> str:
 
 def _error_line(f: Any, sinks: list[Any]) -> str:
     if isinstance(f.error, WriteError):  # what the files of that source still hold
-        video = next((s for s in sinks if hasattr(s, "frames")), None)
-        jsonl = next((s for s in sinks if hasattr(s, "lines")), None)
-        held = kept(video, jsonl)
+        held = kept(*files_of(sinks))
         return f"{first_line(f.error)}" + (f"; kept: {held}" if held else "")
     line = first_line(f.error)
     return line if f.spec in line else f"{f.spec}: {line}"

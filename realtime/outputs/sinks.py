@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from realtime.sources import Frame
 
 __all__ = ["KEYS", "VIDEO_FOURCC", "JsonlSink", "Sink", "SinkError", "VideoSink", "Window",
-           "WindowSink", "Processed", "check_output_path", "detections", "gui_available", "json_default",
+           "WindowSink", "Processed", "check_output_path", "gui_available", "json_default",
            "record", "steer"]
 
 log = logging.getLogger(__name__)
@@ -220,15 +220,10 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def detections(result: Any) -> list[dict[str, Any]]:
-    """The ``detections`` of one frame's JSONL record (README): ``result.detections()``."""
-    return result.detections()
-
-
 def record(frame: Frame, result: Any) -> dict[str, Any]:
     """The JSONL object of one processed frame (schema in the README)."""
     return {"frame": frame.index, "source": frame.source, "time_ms": round(frame.time_ms, 3),
-            "detections": detections(result)}
+            "detections": result.detections()}
 
 
 class JsonlSink(Sink):

@@ -64,6 +64,7 @@ class Feed:
     pending: dict[int, Any] = field(default_factory=dict)  # inferred, by sequence number
     broken: bool = False           # its outputs failed: the rest of its frames are drained
     own_source: bool = False       # opened by the run (from ``spec``): closed by it
+    draws: bool = False            # its frames are drawn (asked for, or a sink needs pixels)
     read_done: bool = False        # the reader has put its last frame
     taken: int = 0                 # frames handed to inference (= the next sequence number)
     written: int = 0               # frames through the render stage

@@ -117,7 +117,6 @@ class Pipeline(Stages):
         self.sinks = [*sinks, *(s for s in (video, jsonl) if s is not None)]
         self.sinks_for = sinks_for
         self.draw = draw or any(s.needs_image for s in self.sinks) or sinks_for is not None
-        self._draw_all = draw
         self.options = options or RenderOptions()
         self.max_frames, self.batch, self.workers = max_frames, batch, workers
         self.draw_workers = draw_workers
@@ -149,6 +148,8 @@ class Pipeline(Stages):
         self.elapsed_s = 0.0
         self.stopped_by: str | None = None
         self._finished = False
+        for f in self.feeds:  # a source's own sinks may add to it once they are made
+            f.draws = draw or any(s.needs_image for s in self.sinks)
         self._render_sinks = [s for s in self.sinks if not s.in_caller_thread]
         self._caller_sinks = [s for s in self.sinks if s.in_caller_thread]
         for s in self.sinks:
@@ -240,6 +241,7 @@ class Pipeline(Stages):
         made = list(self.sinks_for(f))
         for s in made:
             s.attach(self)
+        f.draws = f.draws or any(s.needs_image for s in made)
         return made
 
     def _notify_workers(self) -> None:

@@ -39,13 +39,13 @@ class Stages:
             f = self.feeds[(self._rr + k) % n]
             with f.room:
                 limit = self._in_flight_live if f.live else self._in_flight
-                while f.inbox and len(taken) < self.batch and f.in_flight < limit:
-                    if f.live and self.max_frames is not None and f.taken >= self.max_frames:
-                        self._enough(f)  # --max-frames of a live source: frames processed
-                        break
+                # --max-frames of a live source counts the frames given to inference
+                cap = self.max_frames if f.live and self.max_frames is not None else None
+                while f.inbox and len(taken) < self.batch and f.in_flight < limit \
+                        and (cap is None or f.taken < cap):
                     taken.append((f, f.taken, f.inbox.popleft()))
                     f.taken += 1
-                if f.live and self.max_frames is not None and f.taken >= self.max_frames:
+                if cap is not None and f.taken >= cap:
                     self._enough(f)
                 f.room.notify_all()
             if len(taken) >= self.batch:
@@ -144,8 +144,7 @@ class Stages:
         return put_until(self._q_done, item, self._abort)
 
     def _options(self, f: Feed, result: Any) -> RenderOptions | None:
-        needs = self._draw_all or any(s.needs_image for s in (*f.sinks, *self.sinks))
-        return options_for(self.options, result) if needs else None
+        return options_for(self.options, result) if f.draws else None
 
     def _render_stage(self, f: Feed) -> None:
         if self._pool is None:
