@@ -6,6 +6,7 @@ free port, a paho subscriber that records what it gets, and an HTTP server on
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -41,7 +42,7 @@ class Broker:
     """mosquitto on 127.0.0.1:``port``; ``stop()`` and ``start()`` again on the same port."""
 
     def __init__(self, folder: Path) -> None:
-        if not Path(MOSQUITTO).exists():
+        if not Path(MOSQUITTO).exists() and not os.environ.get("CI"):  # CI installs it: fail
             pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
         self.port = free_port()
         self.conf = folder / "mosquitto.conf"

@@ -123,3 +123,31 @@ def test_a_file_keeps_every_frame(photos, tiny_onnx, tmp_path, n):
         got = [item.latency["json"] for item in run]
     assert src.frames_dropped == 0 and len(got) == jsonl.lines == 30 * n
     assert jsonl.latency.count == 30 * n and all(ms >= 0 for ms in got)
+
+
+def test_two_live_sources_at_2_5x_keep_latency_bounded_each(photos, lite0_onnx, tmp_path):
+    """The same overload shared by two streams in one pipeline (each paced at 1.25x the
+    pipeline's rate, 20 s): each source drops its own stale frames and counts them, and
+    each one's p99 latency stays under the bound stated above."""
+    jpegs = encode_jpegs(clip_frames(photos, 60, SIZE))
+    loc, workers = Localizer.for_pipeline(str(lite0_onnx), "cpu", None, None)
+    with PacedMjpegServer(jpegs, 200.0) as fast:
+        can = capacity(loc, workers, fast.url, tmp_path)
+    pace, seconds = OVERLOAD * can / 2, 20.0
+    lat: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
+    with PacedMjpegServer(jpegs, pace) as one, PacedMjpegServer(jpegs, pace) as two, \
+            Pipeline([one.url, two.url], loc, names=["a", "b"], workers=workers, draw=True,
+                     sinks_for=lambda f: [JsonlSink(tmp_path / f"{f.name}.jsonl")]) as run:
+        start = time.monotonic()
+        for item in run:
+            now = time.monotonic() - start
+            lat[item.name].append((now, item.latency["json"]))
+            if now >= seconds:
+                run.stop("test done")
+    fps = sum(len(v) for v in lat.values()) / seconds
+    bound = 1e3 / pace + 3e3 * workers / fps + 250.0
+    for f in run.feeds:
+        s, steady = f.stats, [ms for t, ms in lat[f.name] if t >= 5.0]
+        assert f.error is None and s.processed == len(lat[f.name]) > 0
+        assert s.dropped >= 0.4 * s.frames_read and s.frames_read == s.processed + s.dropped
+        assert percentiles_of(steady)["p99"] < bound, (f.name, percentiles_of(steady), bound)
