@@ -18,7 +18,7 @@ from test_web import get, read_parts
 from realtime import cli
 from realtime.model.draw import RenderOptions
 from realtime.model.engine import Localizer
-from realtime.outputs.sinks import Processed
+from realtime.outputs.sinks import JsonlSink, Processed
 from realtime.outputs.tiles import MosaicWindow, TileHolder, TileSink, cell_size, compose, fit_rect, grid
 from realtime.outputs.web import WebView
 from realtime.pipeline.runner import Pipeline
@@ -69,7 +69,8 @@ def test_the_web_view_shows_every_source_as_a_tile(photos, tiny_onnx, tmp_path):
     holder, options = TileHolder(names), RenderOptions()
     with WebView(port=0, options=options, topk=2, tiles=holder) as web:
         run = Pipeline([str(f) for f in files], Localizer(str(tiny_onnx), topk=2), names=names,
-                       sinks=[TileSink(holder)], options=options)
+                       sinks=[TileSink(holder)], options=options,
+                       sinks_for=lambda f: [JsonlSink(tmp_path / f"{f.name}.jsonl")])
         web.attach(run)
         with run:
             for _ in run:
@@ -80,6 +81,7 @@ def test_the_web_view_shows_every_source_as_a_tile(photos, tiny_onnx, tmp_path):
         got: list[bytes] = []
         read_parts(web.urls[0] + "stream", 1, got)  # a viewer now: the newest mosaic
         assert web.encoded == 1
+        _, after, _ = get(web.urls[0] + "metrics")
     latest = json.loads(body)
     assert status == 200 and latest["processed"] == sum(counts)
     assert [(s["name"], s["source"], s["frame"]) for s in latest["sources"]] == [
@@ -89,6 +91,18 @@ def test_the_web_view_shows_every_source_as_a_tile(photos, tiny_onnx, tmp_path):
     processed = {s.labels["source"]: s.value
                  for s in families["camloc_frames_processed"].samples}
     assert processed == dict(zip(names, map(float, counts)))
+    # each source's own outputs' latency from arrival, labelled with the source's name
+    jsonl = {s.labels["source"]: s.value for s in
+             families["camloc_output_latency_seconds"].samples
+             if s.name.endswith("_count") and s.labels["output"] == "jsonl"}
+    assert jsonl == processed
+    # (the mosaic's hand-over, shared by every source, keeps no source label)
+    assert latest["latency_ms"].keys() == {f"{n}/jsonl" for n in names} | {"tiles"}
+    # the mosaic sent to the viewer carries its newest frame's arrival: the view's own ring
+    web_count = [s.value for f in text_string_to_metric_families(after.decode())
+                 if f.name == "camloc_output_latency_seconds" for s in f.samples
+                 if s.name.endswith("_count") and s.labels == {"source": "", "output": "web"}]
+    assert web_count == [1.0]
     mosaic = cv2.imdecode(np.frombuffer(got[0], np.uint8), cv2.IMREAD_COLOR)
     (cw, ch), cols = holder.cell, grid(3)[1]
     assert mosaic.shape == (2 * ch, 2 * cw, 3)

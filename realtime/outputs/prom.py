@@ -7,8 +7,8 @@ scraper asks, so they cost nothing between scrapes; per-stage latency is a
 histogram fed once per processed frame; each output's latency from the frame's
 arrival (``camloc_output_latency_seconds{output=...}``) is a histogram read from the
 outputs' :class:`~realtime.outputs.latency.LatencyRing` counts at scrape time. With several
-sources the counters and the fps gauge have one sample per
-source, labelled ``source`` (its output name). Each :class:`Metrics` has its own
+sources the counters, the fps gauge and each source's own outputs' latency have one sample
+per source, labelled ``source`` (its output name). Each :class:`Metrics` has its own
 registry (several runs in one process, e.g. tests, do not collide).
 """
 
@@ -68,7 +68,8 @@ def run_counters(run: Any) -> dict[str, Any]:
 class _RunCollector(Collector):
     def __init__(self, counters: Callable[[], Mapping[str, Any]],
                  viewers: Callable[[], int],
-                 latencies: Callable[[], Mapping[str, LatencyRing]] | None = None) -> None:
+                 latencies: Callable[[], Mapping[tuple[str, str], LatencyRing]] | None = None
+                 ) -> None:
         self._counters, self._viewers, self._latencies = counters, viewers, latencies
 
     def collect(self) -> Iterator[Any]:
@@ -90,13 +91,16 @@ class _RunCollector(Collector):
                                 value=float(self._viewers()))
         rings = self._latencies() if self._latencies is not None else {}
         if rings:
+            # several sources: each source's own outputs labelled with its name as well
+            # (the run's shared outputs, e.g. the web view's mosaic, with source "")
+            per_source = any(src for src, _ in rings)
             family = HistogramMetricFamily(
                 "camloc_output_latency_seconds", "Time from a frame's arrival from the "
                 "source to each output having it (video written, JSONL written, window "
-                "shown, web view sent)", labels=["output"])
-            for name, ring in rings.items():
+                "shown, web view sent)", labels=["source", "output"] if per_source else ["output"])
+            for (src, name), ring in rings.items():
                 buckets, total = ring.histogram()
-                family.add_metric([name], buckets, total)
+                family.add_metric([src, name] if per_source else [name], buckets, total)
             yield family
         yield InfoMetricFamily("camloc_run", "What runs", value={
             "source": str(c.get("source", "")), "provider": str(c.get("provider", ""))})
@@ -112,7 +116,8 @@ class Metrics:
 
     def __init__(self, counters: Callable[[], Mapping[str, Any]],
                  viewers: Callable[[], int],
-                 latencies: Callable[[], Mapping[str, LatencyRing]] | None = None) -> None:
+                 latencies: Callable[[], Mapping[tuple[str, str], LatencyRing]] | None = None
+                 ) -> None:
         self.registry = CollectorRegistry()
         self.latency = Histogram("camloc_stage_latency_seconds",
                                  "Time per frame in each pipeline stage", ["stage"],

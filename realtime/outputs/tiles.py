@@ -115,6 +115,12 @@ class TileHolder:
         with self._lock:
             return self.seq, list(self._items)
 
+    def newest_arrival(self) -> float:
+        """The arrival (``time.monotonic()``) of the newest frame in the mosaic, 0.0 before
+        any: the frame whose coming made the mosaic change."""
+        _, items = self.latest()
+        return max((it.frame.arrival for it in items if it is not None), default=0.0)
+
     def mosaic(self) -> np.ndarray:
         """The mosaic of every source's newest image, named, with its frame rate."""
         _, items = self.latest()

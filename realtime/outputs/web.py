@@ -124,7 +124,7 @@ class WebView(FrameRoutes, Sink):
         self._runner: web.AppRunner | None = None
         self._encoder = concurrent.futures.ThreadPoolExecutor(1, "camloc-jpeg")
         self._encode_lock: asyncio.Lock | None = None
-        # (sequence number, JPEG, the frame's arrival: time.monotonic(), 0 for a mosaic)
+        # (sequence number, JPEG, the frame's arrival: time.monotonic(); a mosaic's newest)
         self._jpeg_cache: tuple[int, bytes, float] = (0, b"", 0.0)
 
     # -- the run's side (any thread; never blocks) -------------------------------------
@@ -151,11 +151,19 @@ class WebView(FrameRoutes, Sink):
     def _counters(self) -> dict[str, Any]:
         return run_counters(self._run) if self._run is not None else {}
 
-    def _latencies(self) -> dict[str, Any]:
-        """Each output's latency ring: the run's sinks' and this view's own (sent)."""
-        rings = rings_of(getattr(self._run, "outputs", ()))  # several sources: the first's
+    def _latencies(self) -> dict[tuple[str, str], Any]:
+        """Each output's latency ring by (source, output): one source's outputs and the
+        run's shared ones under source "", each source's own under its name when there are
+        several; this view's own (sent) as ("", "web")."""
+        run = self._run
+        feeds = getattr(run, "feeds", ())
+        if len(feeds) > 1:
+            rings = {(f.name, k): r for f in feeds for k, r in rings_of(f.sinks).items()}
+            rings.update({("", k): r for k, r in rings_of(getattr(run, "sinks", ())).items()})
+        else:
+            rings = {("", k): r for k, r in rings_of(getattr(run, "outputs", ())).items()}
         if self.latency.count:
-            rings["web"] = self.latency
+            rings[("", "web")] = self.latency
         return rings
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -287,7 +295,8 @@ class WebView(FrameRoutes, Sink):
         body.update(fps=round(float(c.get("fps", 0.0)), 2), provider=c.get("provider", ""),
                     processed=c.get("frames_processed", 0),
                     dropped=c.get("frames_dropped", 0), viewers=self.viewers,
-                    latency_ms={k: r.percentiles(0.5) for k, r in self._latencies().items()},
+                    latency_ms={f"{src}/{out}" if src else out: r.percentiles(0.5)
+                                for (src, out), r in self._latencies().items()},
                     running=not self._closing,
                     options={"heatmap": o.heatmap, "boxes": o.boxes, "index": o.index,
                              "topk": self.topk})

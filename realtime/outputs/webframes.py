@@ -49,7 +49,7 @@ class FrameRoutes:
 
     async def _next_jpeg(self, last: int) -> tuple[int, bytes, float] | None:
         """The newest frame's JPEG once it is newer than ``last``, with its arrival stamp
-        (0.0 for a mosaic); None when closing."""
+        (a mosaic: its newest frame's); None when closing."""
         while True:
             event = self._new_frame  # taken before the check: a wake-up in between counts
             seq, ready = self._newest()
@@ -66,10 +66,12 @@ class FrameRoutes:
             if tiles is not None:
                 seq = tiles.seq
             if self._jpeg_cache[0] != seq:  # one encoding per frame, shared by every viewer
+                # a mosaic's stamp: its newest frame's arrival (taken before composing it)
+                arrival = item.frame.arrival if tiles is None else tiles.newest_arrival()
                 data = await asyncio.get_running_loop().run_in_executor(
                     self._encoder, _jpeg, item.image if tiles is None else None, self.quality,
                     tiles)
-                self._jpeg_cache = (seq, data, item.frame.arrival if tiles is None else 0.0)
+                self._jpeg_cache = (seq, data, arrival)
                 self.encoded += 1
             return self._jpeg_cache
 
