@@ -17,14 +17,14 @@ import av
 import cv2
 import numpy as np
 import pytest
-from event_media import FPS, LEFT_ZONE, SCHEDULE, write_schedule_clip
+from event_media import FPS, LEFT_ZONE, SCHEDULE, SIZE, schedule_frames, write_schedule_clip
 from event_servers import Broker, Hooks, Subscriber, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from realtime.model.engine import Localizer
 from realtime.outputs.events.board import EventBoard
 from realtime.outputs.events.deliver import MqttTarget, WebhookTarget
-from realtime.outputs.events.rules import Rules, parse_zone
+from realtime.outputs.events.rules import UPDATE_GAIN, Rules, parse_zone
 from realtime.outputs.events.sink import EventsSink
 from realtime.outputs.events.webroutes import attach_board
 from realtime.outputs.web import WebView
@@ -234,3 +234,52 @@ def test_the_page_lists_the_events_with_thumbnails_in_a_real_browser(run):
         assert text.count("Egyptian cat") == 2 and "in left" in text
     finally:
         driver.quit()
+
+
+def test_a_cat_coming_into_view_sends_updates_with_a_better_snapshot(tmp_path, photos,
+                                                                      lite0_onnx):
+    """Frigate's update: the cat fades in over 3 s (its score rises), so the event's best
+    score rises while it lasts: MQTT (real broker) gets new, update(s), end, in order, each
+    update's score at least UPDATE_GAIN above the message before it, and the snapshot on
+    disk is the best frame's (replaced, same name)."""
+    frames = schedule_frames(photos["cat"], 6.0)
+    grey = np.full_like(frames[0], 128)
+    cat = next(f for f in frames if f.std() > 0)  # the cat at the left
+    clip = tmp_path / "fade.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), FPS, SIZE)
+    for i in range(round(6.0 * FPS)):
+        a = min(1.0, 0.15 + i / (3.0 * FPS))  # 0.15 -> 1 over 3 s, then the cat as it is
+        out.write(cv2.addWeighted(cat, a, grey, 1 - a, 0) if i < 50 else grey)
+    out.release()
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker.port)
+    mqtt = MqttTarget("127.0.0.1", broker.port, "camloc", retry_s=10)
+    try:
+        sink = EventsSink(tmp_path / "ev", "fade", FPS, Rules(CAT, min_score=0.05,
+                          min_duration=0.3, end_gap=0.5), targets=[mqtt], pre=0.5, post=0.5)
+        with Pipeline(open_source(str(clip)), Localizer(str(lite0_onnx), "cpu", topk=3),
+                      sinks=[sink], options=RenderOptions(heatmap=False)) as pipe:
+            for _ in pipe:
+                pass
+        sink.close()
+        assert wait_until(lambda: [m["type"] for _, m in sub.events()][-1:] == ["end"], 15)
+        got = [m for _, m in sub.events()]
+    finally:
+        mqtt.close()
+        sub.close()
+        broker.stop()
+    kinds = [m["type"] for m in got]
+    assert kinds[0] == "new" and kinds[-1] == "end" and "update" in kinds, kinds
+    assert set(kinds[1:-1]) == {"update"} and len({m["after"]["id"] for m in got}) == 1
+    for prev, m in zip(got, got[1:]):
+        assert m["before"]["max_score"] == prev["after"]["max_score"]  # as last sent
+        if m["type"] == "update":
+            assert m["after"]["max_score"] >= prev["after"]["max_score"] + UPDATE_GAIN - 1e-3
+    end = got[-1]["after"]
+    assert [r["type"] for r in lines(tmp_path / "ev")] == ["start", "end"]  # no update lines
+    snap = cv2.imread(str(tmp_path / "ev" / end["snapshot"]))
+    best = cv2.resize(cv2.addWeighted(cat, min(1.0, 0.15 + end["best_frame"] / 30), grey,
+                                      1 - min(1.0, 0.15 + end["best_frame"] / 30), 0),
+                      snap.shape[1::-1])
+    assert np.abs(snap.astype(int) - best).mean() < np.abs(snap.astype(int) - cv2.resize(
+        cv2.addWeighted(cat, 0.15, grey, 0.85, 0), snap.shape[1::-1])).mean()

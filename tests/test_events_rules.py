@@ -104,3 +104,26 @@ def test_bad_event_flags_are_one_line_and_status_2(tmp_path, capsys, argv, says)
     code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     err = capsys.readouterr().err.strip()
     assert code == 2 and says in err and len(err.splitlines()) == 1, err
+
+
+def test_updates_follow_a_better_score_at_most_once_a_second_and_a_new_zone_at_once():
+    """Frigate's update: the best score risen by UPDATE_GAIN since the last message (at most
+    once per UPDATE_MIN_S of stream time), or a zone the event was not in (at once)."""
+    tracker = Tracker(Rules(min_duration=0.0, end_gap=1.0))
+    fps, kinds = 10.0, []
+    # 3 s rising 0.30 -> 0.59 in steps of 0.01, then steady, then gone
+    scores = [0.30 + 0.01 * i for i in range(30)] + [0.59] * 10 + [None] * 15
+    for i, score in enumerate(scores):
+        seen = [] if score is None else [Sighting(3, "cat", score, [0, 0, 9, 9], [])]
+        for kind, tr in tracker.update(i, i / fps, 1000.0 + i / fps, seen):
+            kinds.append((kind, i, round(tr.best_score, 2)))
+    # start at 0.30; +0.05 reached at frame 5 but throttled until 1 s after the last message
+    assert kinds == [("start", 0, 0.3), ("update", 10, 0.4), ("update", 20, 0.5),
+                     ("update", 30, 0.59), ("end", 49, 0.59)]
+    # a steady score gives no update; entering a second zone gives one at once
+    tracker, kinds = Tracker(Rules(min_duration=0.0, end_gap=1.0)), []
+    zones = [["door"]] * 5 + [["door", "yard"]] * 5
+    for i, z in enumerate(zones):
+        seen = [Sighting(3, "cat", 0.5, [0, 0, 9, 9], z)]
+        kinds += [(kind, i, list(tr.zones)) for kind, tr in tracker.update(i, i / fps, 0.0, seen)]
+    assert kinds == [("start", 0, ["door"]), ("update", 5, ["door", "yard"])]

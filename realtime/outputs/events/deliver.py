@@ -186,9 +186,9 @@ class MqttTarget(Target):
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         self._client = c
+        super().__init__(f"{host}:{port}", **kw)  # name and queue first: paho's thread uses them
         c.connect_async(host, port, keepalive=30)
         c.loop_start()
-        super().__init__(f"{host}:{port}", **kw)
 
     def _on_connect(self, client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if getattr(reason, "is_failure", False):

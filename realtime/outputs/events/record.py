@@ -69,7 +69,8 @@ class Event:
 def message(kind: str, event: dict[str, Any], before: dict[str, Any] | None,
             base_url: str | None = None) -> dict[str, Any]:
     """The MQTT / webhook payload: Frigate's ``{"type", "before", "after"}`` with ``type``
-    ``new`` or ``end``; with the web view running, ``snapshot_url`` and ``clip_url``."""
+    ``new``, ``update`` or ``end``; with the web view running, ``snapshot_url`` and
+    ``clip_url``."""
     after = dict(event)
     if base_url:
         root = base_url.rstrip("/")

@@ -9,7 +9,10 @@ centre) or its CAM's peak lies inside at least one zone. A class present without
 break for ``min_duration`` seconds starts an event, dated from the first frame of
 that run (a shorter run, e.g. a one-frame flicker, starts nothing). An event ends
 once the class has been absent for ``end_gap`` seconds, dated at its last present
-frame (a shorter absence does not split it).
+frame (a shorter absence does not split it). While it lasts, an *update* (Frigate's
+``update`` message: a new snapshot and record) is due when it enters a zone it was not
+in, or when its best score has risen by ``UPDATE_GAIN`` since the last message, at
+most once per ``UPDATE_MIN_S`` of stream time.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["ZONE_TESTS", "Rules", "Sighting", "Track", "Tracker", "Zone", "parse_zone"]
+__all__ = ["UPDATE_GAIN", "UPDATE_MIN_S", "ZONE_TESTS", "Rules", "Sighting", "Track", "Tracker",
+           "Zone", "parse_zone"]
 
 ZONE_TESTS = ("box", "peak")
+UPDATE_GAIN = 0.05   # best score risen by this much since the last message: an update
+UPDATE_MIN_S = 1.0   # ... at most once per second of stream time (a new zone: at once)
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,19 @@ class Track:
     zones: list[str] = field(default_factory=list)
     active: bool = False
     event: Any = None  # the Event, once started (realtime.outputs.events.record)
+    sent_score: float = 0.0   # best score, zones and stream time of the last message
+    sent_zones: int = 0
+    sent_t: float = 0.0
+
+    def sent(self, t: float) -> None:
+        self.sent_score, self.sent_zones, self.sent_t = self.best_score, len(self.zones), t
+
+    def update_due(self, t: float) -> bool:
+        """Whether an update message is due at stream time ``t`` (the event is open)."""
+        if len(self.zones) > self.sent_zones:
+            return True
+        return (self.best_score >= self.sent_score + UPDATE_GAIN
+                and t - self.sent_t >= UPDATE_MIN_S - 1e-9)
 
 
 def _peak_xy(cam: np.ndarray, frame_shape: tuple[int, int]) -> tuple[float, float]:
@@ -152,7 +171,7 @@ def sightings(result: Any, rules: Rules) -> list[Sighting]:
 
 class Tracker:
     """Per-class state for one source: ``update`` takes a frame's sightings and says
-    which events start and which end (as ``("start"|"end", track)`` pairs)."""
+    which events start, change and end (as ``("start"|"update"|"end", track)`` pairs)."""
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
@@ -173,7 +192,11 @@ class Tracker:
             tr.zones.extend(z for z in s.zones if z not in tr.zones)
             if not tr.active and t - tr.first_t >= r.min_duration - 1e-9:
                 tr.active = True
+                tr.sent(t)
                 changes.append(("start", tr))
+            elif tr.active and tr.update_due(t):
+                tr.sent(t)
+                changes.append(("update", tr))
         for cid in [c for c in self.tracks if c not in here]:
             tr = self.tracks[cid]
             if not tr.active:

@@ -95,6 +95,7 @@ class EventsSink(Sink):
         self.tracker = Tracker(self.rules)
         self.log = EventLog(self.folder)
         self.started = self.ended = 0
+        self.updated = 0   # update messages (a better snapshot or a new zone)
         self.frames_skipped = 0      # frames the clip encoder never got (worker behind)
         self.clips_written = self.clips_skipped = self.snapshots_skipped = 0
         self.errors = 0
@@ -149,6 +150,8 @@ class EventsSink(Sink):
         if kind == "end":
             ev.end_time, ev.end_ms, ev.end_frame = tr.last_wall, tr.last_t * 1e3, tr.last_frame
             self.ended += 1
+        elif kind == "update":
+            self.updated += 1
         return {"type": kind, **ev.to_dict()}
 
     def close(self) -> None:
@@ -213,6 +216,14 @@ class EventsSink(Sink):
         rec["snapshot"] = self._snapshot(rec, best)
         self._line(rec)
         self._send("new", rec, None)
+
+    def _do_update(self, rec: dict[str, Any], best: np.ndarray | None) -> None:
+        """A better snapshot or a new zone: the snapshot replaced (atomically, same name),
+        the record on the board, an ``update`` message; no events.jsonl line (start/end)."""
+        rec["snapshot"] = self._snapshot(rec, best)
+        before = self.board.get(rec["id"])
+        self.board.update(rec, self.folder)
+        self._send("update", rec, before)
 
     def _do_end(self, rec: dict[str, Any], best: np.ndarray | None) -> None:
         self._open.pop(rec["id"], None)
