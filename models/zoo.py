@@ -129,7 +129,7 @@ def _lite_weights_path(name: str) -> Path:
 
 
 def _load_lite(name, weights, checkpoint, labels) -> ZooModel:
-    from .efficientnet_lite import LITE_PARAMS, efficientnet_lite
+    from .efficientnet_lite import ATTENTION_KEY, LITE_PARAMS, efficientnet_lite
 
     size = LITE_PARAMS[name][2]
     package, _ = LITE_MODELS[name]
@@ -137,6 +137,8 @@ def _load_lite(name, weights, checkpoint, labels) -> ZooModel:
         state = read_checkpoint(checkpoint)
         num_classes = _classes_in(state, "_fc.weight", checkpoint)
         module = efficientnet_lite(name, num_classes)
+        if any(k.startswith(ATTENTION_KEY + ".") for k in state):  # trained with --attention
+            module.add_attention()
         load_state(module, state, name, checkpoint)
         source = f"checkpoint {Path(checkpoint).name}"
     else:
