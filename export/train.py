@@ -58,6 +58,7 @@ class TrainConfig:
     zoom: float = 0.5         # share of augmented views zoomed out into a background photo
     cutmix: float = 0.5       # share of batches mixed by CutMix on the cached feature maps
     attention: float = 0.0    # CellAttention's mix (0: plain GAP; models/efficientnet_lite.py)
+    imgsz: int = 0            # square training size, the export's (and checkpoint's) native size
     warn_gap: float = 0.10    # warn when the two held-out estimates differ by more
     progress: bool = True
 
@@ -218,7 +219,7 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     zm = load_model(model)
-    size = zm.input_size
+    size = (config.imgsz, config.imgsz) if config.imgsz else zm.input_size
     k = len(folder.labels)
     split = _Split(zm.module, k, config.tune_blocks, config.attention)
     train_idx, held_idx = split_holdout([len(c) for c in images], config.holdout, config.seed)
@@ -348,6 +349,8 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
                            f"with pip): {', '.join(LITE_MODELS)}; got {model!r}")
     if config.epochs < 1:
         raise DatasetError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.imgsz and (config.imgsz % 32 or config.imgsz < 64):
+        raise DatasetError(f"the training size must be a multiple of 32 from 64, got {config.imgsz}")
     output = Path(output)
     check_writable(output)
     folder = scan_folder(train_dir)
@@ -356,7 +359,8 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
         f"{name} ({len(imgs)})" for name, imgs in zip(folder.labels, images)))
     zm, report = train_model(model, folder, images, config)
     ckpt = output.with_suffix(".pt")
-    torch.save({"state_dict": zm.module.state_dict(), "labels": zm.labels, "arch": zm.arch}, ckpt)
+    torch.save({"state_dict": zm.module.state_dict(), "labels": zm.labels, "arch": zm.arch,
+                "input_size": zm.input_size[0]}, ckpt)
     report.checkpoint = ckpt
     exported = write_onnx(zm, output, opset=opset)
     from realtime.evaluate import store_threshold

@@ -201,7 +201,8 @@ def test_cell_attention_keeps_the_cam_identity(tmp_path, photos):
         plain = m.act(m._bn1(m._conv_head(m._blocks(m.act(m._bn0(m._conv_stem(t)))))))
     a = (feats / np.maximum(plain.numpy(), 1e-6)).max(axis=1)  # the weight of each cell
     assert abs(float(a.mean()) - 1.0) < 1e-3 and float(a.max() / a.min()) > 1.5
-    torch.save({"state_dict": m.state_dict(), "labels": zm.labels}, tmp_path / "a.pt")
+    torch.save({"state_dict": m.state_dict(), "labels": zm.labels, "input_size": 320},
+               tmp_path / "a.pt")  # as the trainer saves one trained with TrainConfig(imgsz=320)
     again = load_model("efficientnet_lite0", checkpoint=tmp_path / "a.pt")
-    assert again.module._attention is not None
+    assert again.module._attention is not None and again.input_size == (320, 320)
     assert float(again.module._attention.mix) == pytest.approx(0.8)
