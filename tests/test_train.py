@@ -145,6 +145,7 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
         "afterwards with --model M.onnx": ["--train", str(ok), "--output", out, "--fp16"],
         "--epochs must be at least 1": ["--train", str(ok), "--output", out, "--epochs", "0"],
         "--views must be at least 1": ["--train", str(ok), "--output", out, "--views", "0"],
+        "multiple of 32 from 64": ["--train", str(ok), "--output", out, "--train-size", "100"],
         "--tune-blocks must be at least 0": ["--train", str(ok), "--output", out,
                                              "--tune-blocks", "-1"],
         "fine-tunes the EfficientNet-Lite": ["--train", str(ok), "--output", out, "--model",
