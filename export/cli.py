@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train this many of the last blocks (slower; see docs/TRAINING.md)")
     t.add_argument("--views", type=int, default=4,
                    help="views per training image: the whole image plus augmented ones")
+    t.add_argument("--train-size", type=int, default=0, metavar="PX",
+                   help="train at PX x PX (a multiple of 32) instead of the model's native size; "
+                        "the export's native size follows (slower; docs/TRAINING.md)")
+    t.add_argument("--attention", action="store_true",
+                   help="weight the head's feature map cell by cell before the pooling "
+                        "(CellAttention; the CAM identity still holds; docs/TRAINING.md)")
     q = p.add_argument_group("INT8 / FP16 variants (docs/EDGE.md)")
     prec = q.add_mutually_exclusive_group()
     prec.add_argument("--int8", action="store_true",
@@ -130,7 +136,8 @@ def _train(args: argparse.Namespace):
     if args.tune_blocks < 0:
         raise UsageError(f"--tune-blocks must be at least 0, got {args.tune_blocks}")
     config = TrainConfig(epochs=args.epochs, seed=args.seed, tune_blocks=args.tune_blocks,
-                         views=args.views, progress=not args.quiet)
+                         views=args.views, imgsz=args.train_size,
+                         attention=1.0 if args.attention else 0.0, progress=not args.quiet)
     train_report, export_report = train_and_export(args.model, args.train, args.output, config,
                                                    opset=args.opset)
     return SimpleNamespace(summary=lambda: train_report.summary() + "\n" + export_report.summary())

@@ -57,6 +57,8 @@ class TrainConfig:
     tune_blocks: int = 0      # trailing MBConv blocks trained with the head convolution
     zoom: float = 0.5         # share of augmented views zoomed out into a background photo
     cutmix: float = 0.5       # share of batches mixed by CutMix on the cached feature maps
+    attention: float = 0.0    # CellAttention's mix (0: plain GAP; models/efficientnet_lite.py)
+    imgsz: int = 0            # square training size, the export's (and checkpoint's) native size
     warn_gap: float = 0.10    # warn when the two held-out estimates differ by more
     progress: bool = True
 
@@ -147,7 +149,7 @@ def _tensor(views: list[np.ndarray], zm: ZooModel) -> np.ndarray:
 class _Split:
     """A Lite model cut in two: the frozen bottom (cached) and the trainable top."""
 
-    def __init__(self, module, num_classes: int, tune_blocks: int):
+    def __init__(self, module, num_classes: int, tune_blocks: int, attention: float = 0.0):
         import torch
         from torch import nn
 
@@ -161,11 +163,13 @@ class _Split:
         nn.init.normal_(fc.weight, std=0.01)
         nn.init.zeros_(fc.bias)
         module._fc = fc
-        self.top = nn.Sequential(*blocks[cut:], module._conv_head, module._bn1, module.act)
+        att = [module.add_attention(attention)] if attention > 0 else []
+        self.top = nn.Sequential(*blocks[cut:], module._conv_head, module._bn1, module.act, *att)
         self.fc, self.dropout = fc, nn.Dropout(0.2)
+        self.new = list(fc.parameters()) + [p for a in att for p in a.parameters()]
         for p in module.parameters():
             p.requires_grad_(False)
-        for p in list(self.top.parameters()) + list(fc.parameters()):
+        for p in list(self.top.parameters()) + self.new:
             p.requires_grad_(True)
         self.torch = torch
 
@@ -215,9 +219,9 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     zm = load_model(model)
-    size = zm.input_size
+    size = (config.imgsz, config.imgsz) if config.imgsz else zm.input_size
     k = len(folder.labels)
-    split = _Split(zm.module, k, config.tune_blocks)
+    split = _Split(zm.module, k, config.tune_blocks, config.attention)
     train_idx, held_idx = split_holdout([len(c) for c in images], config.holdout, config.seed)
 
     train_y, held_y, train_views, held_views, held_imgs = [], [], [], [], []
@@ -259,10 +263,10 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     report = TrainReport(folder.labels, [len(c) for c in images], len(train_views),
                          len(held_y), len(folder.skipped))
     report.initial_acc, _ = _accuracy(split, held_x, held_y_arr, weight)
-    fc_params = list(split.fc.parameters())
+    new = {id(p) for p in split.new}
     opt = torch.optim.AdamW([
-        {"params": fc_params, "lr": config.lr},
-        {"params": list(split.top.parameters()), "lr": config.lr / 10}],
+        {"params": split.new, "lr": config.lr},
+        {"params": [p for p in split.top.parameters() if id(p) not in new], "lr": config.lr / 10}],
         weight_decay=config.weight_decay)
     best = (-1.0, float("inf"))
     best_state, bad = None, 0
@@ -312,7 +316,7 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     report.seconds = {"caching": t1 - t0, "training": time.perf_counter() - t1}
     n = sum(report.counts)
     trained = ZooModel(zm.module, zm.arch, f"fine-tuned on {folder.root.name} ({n} images) "
-                       f"from {zm.weights}", list(folder.labels), zm.mean, zm.std, zm.input_size,
+                       f"from {zm.weights}", list(folder.labels), zm.mean, zm.std, size,
                        zm.color)
     return trained, report
 
@@ -345,6 +349,8 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
                            f"with pip): {', '.join(LITE_MODELS)}; got {model!r}")
     if config.epochs < 1:
         raise DatasetError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.imgsz and (config.imgsz % 32 or config.imgsz < 64):
+        raise DatasetError(f"the training size must be a multiple of 32 from 64, got {config.imgsz}")
     output = Path(output)
     check_writable(output)
     folder = scan_folder(train_dir)
@@ -353,7 +359,8 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
         f"{name} ({len(imgs)})" for name, imgs in zip(folder.labels, images)))
     zm, report = train_model(model, folder, images, config)
     ckpt = output.with_suffix(".pt")
-    torch.save({"state_dict": zm.module.state_dict(), "labels": zm.labels, "arch": zm.arch}, ckpt)
+    torch.save({"state_dict": zm.module.state_dict(), "labels": zm.labels, "arch": zm.arch,
+                "input_size": zm.input_size[0]}, ckpt)
     report.checkpoint = ckpt
     exported = write_onnx(zm, output, opset=opset)
     from realtime.evaluate import store_threshold

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["EfficientNetLite", "LITE_PARAMS", "efficientnet_lite"]
+__all__ = ["ATTENTION_KEY", "CellAttention", "EfficientNetLite", "LITE_PARAMS", "efficientnet_lite"]
 
 # name -> (width multiplier, depth multiplier, native resolution, dropout)
 LITE_PARAMS = {
@@ -106,6 +106,35 @@ class MBConvBlock(nn.Module):
         return out
 
 
+ATTENTION_KEY = "_attention"  # state-dict prefix of the optional CellAttention
+
+
+class CellAttention(nn.Module):
+    """Weights the head's feature map cell by cell before global average pooling.
+
+    ``a = mix * softmax_over_cells(g) * h * w + (1 - mix)`` with ``g`` a 1x1 convolution
+    (C -> 1) of the map ``F``; the module returns ``a * F`` (``mean(a) == 1``). Pooling
+    that is a weighted average of the cells, so a small object's cells can decide the class
+    whatever its area, and the pooled tensor is still a feature map: the CAM identity
+    ``GAP(a * F) . W^T + b == logits`` holds exactly and the CAMs are ``a * (W . F)``.
+    ``mix`` (0..1, a buffer, so a checkpoint carries it) keeps part of the plain average;
+    the score starts at zero (``a == 1``: plain GAP).
+    """
+
+    def __init__(self, channels: int, mix: float = 1.0):
+        super().__init__()
+        self.score = nn.Conv2d(channels, 1, 1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+        self.register_buffer("mix", torch.tensor(float(mix)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.score(x)
+        e = torch.exp(g - torch.amax(g, dim=(2, 3), keepdim=True))
+        a = e / e.mean(dim=(2, 3), keepdim=True)
+        return x * (self.mix * a + (1.0 - self.mix))
+
+
 class EfficientNetLite(nn.Module):
     """conv stem -> MBConv blocks -> 1x1 head conv -> global average pool -> linear."""
 
@@ -129,6 +158,7 @@ class EfficientNetLite(nn.Module):
         self._conv_head = SameConv2d(head_in, 1280, 1)
         self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS, momentum=_BN_MOMENTUM)
         self.act = nn.ReLU6(inplace=True)
+        self._attention: CellAttention | None = None  # add_attention(); trained models only
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
@@ -137,8 +167,15 @@ class EfficientNetLite(nn.Module):
         x = self.act(self._bn0(self._conv_stem(x)))
         x = self._blocks(x)
         x = self.act(self._bn1(self._conv_head(x)))
+        if self._attention is not None:
+            x = self._attention(x)
         x = self._avg_pooling(x).flatten(1)
         return self._fc(self._dropout(x))
+
+    def add_attention(self, mix: float = 1.0) -> CellAttention:
+        """Give the head a ``CellAttention`` (for a model trained with one)."""
+        self._attention = CellAttention(self._fc.in_features, mix)
+        return self._attention
 
 
 def efficientnet_lite(name: str, num_classes: int = 1000) -> EfficientNetLite:

@@ -129,7 +129,7 @@ def _lite_weights_path(name: str) -> Path:
 
 
 def _load_lite(name, weights, checkpoint, labels) -> ZooModel:
-    from .efficientnet_lite import LITE_PARAMS, efficientnet_lite
+    from .efficientnet_lite import ATTENTION_KEY, LITE_PARAMS, efficientnet_lite
 
     size = LITE_PARAMS[name][2]
     package, _ = LITE_MODELS[name]
@@ -137,7 +137,10 @@ def _load_lite(name, weights, checkpoint, labels) -> ZooModel:
         state = read_checkpoint(checkpoint)
         num_classes = _classes_in(state, "_fc.weight", checkpoint)
         module = efficientnet_lite(name, num_classes)
+        if any(k.startswith(ATTENTION_KEY + ".") for k in state):  # trained with --attention
+            module.add_attention()
         load_state(module, state, name, checkpoint)
+        size = _stored_size(checkpoint) or size  # a trainer's checkpoint: its training size
         source = f"checkpoint {Path(checkpoint).name}"
     else:
         module = efficientnet_lite(name)
@@ -153,6 +156,18 @@ def _load_lite(name, weights, checkpoint, labels) -> ZooModel:
                     (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), (size, size))
 
 
+def _stored_size(path) -> int | None:
+    """The square input size a trainer's checkpoint was trained at (``input_size``), if any."""
+    import torch
+
+    try:
+        raw = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - read_checkpoint has already reported a bad file
+        return None
+    size = raw.get("input_size") if isinstance(raw, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
 def _load_torchvision(name, weights, checkpoint, labels) -> ZooModel:
     import torchvision
 
@@ -166,6 +181,7 @@ def _load_torchvision(name, weights, checkpoint, labels) -> ZooModel:
         module = torchvision.models.get_model(name, weights=None, num_classes=num_classes,
                                               **_no_aux(name))
         load_state(module, state, name, checkpoint)
+        size = _stored_size(checkpoint) or size  # a trainer's checkpoint: its training size
         source = f"checkpoint {Path(checkpoint).name}"
         class_names = labels
     elif weights is None:

@@ -145,6 +145,7 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
         "afterwards with --model M.onnx": ["--train", str(ok), "--output", out, "--fp16"],
         "--epochs must be at least 1": ["--train", str(ok), "--output", out, "--epochs", "0"],
         "--views must be at least 1": ["--train", str(ok), "--output", out, "--views", "0"],
+        "multiple of 32 from 64": ["--train", str(ok), "--output", out, "--train-size", "100"],
         "--tune-blocks must be at least 0": ["--train", str(ok), "--output", out,
                                              "--tune-blocks", "-1"],
         "fine-tunes the EfficientNet-Lite": ["--train", str(ok), "--output", out, "--model",
@@ -177,3 +178,32 @@ def test_context_augmentation(photos):
         assert own == pytest.approx(kept, abs=1e-5) or kept == 1.0
     assert estimate_warning(0.95, 0.9, 0.1) is None
     assert "0.600" in estimate_warning(0.95, 0.6, 0.1)
+
+
+def test_cell_attention_keeps_the_cam_identity(tmp_path, photos):
+    """A head with CellAttention (TrainConfig.attention) exports verified (ONNX Runtime vs
+    torch and GAP(features) . W^T + b == logits, write_onnx raises otherwise), its features
+    are a * F with mean(a) == 1 per frame, and its checkpoint loads back with the attention."""
+    torch = pytest.importorskip("torch")
+    from export.onnx_export import write_onnx
+    from models.zoo import load_model
+
+    zm = load_model("efficientnet_lite0")
+    att = zm.module.add_attention(0.8)
+    torch.nn.init.normal_(att.score.weight, std=0.05, generator=torch.Generator().manual_seed(0))
+    report = write_onnx(zm, tmp_path / "a.onnx")
+    assert all(err < 1e-4 for name, err in report.checks.items() if "identity" in name)
+    loc = Localizer(tmp_path / "a.onnx", device="cpu")
+    x, _ = loc.prepare(np.ascontiguousarray(photos["cat"][:, :, ::-1]))
+    feats = loc.infer(x)[1]
+    m = zm.module
+    with torch.no_grad():
+        t = torch.from_numpy(x)
+        plain = m.act(m._bn1(m._conv_head(m._blocks(m.act(m._bn0(m._conv_stem(t)))))))
+    a = (feats / np.maximum(plain.numpy(), 1e-6)).max(axis=1)  # the weight of each cell
+    assert abs(float(a.mean()) - 1.0) < 1e-3 and float(a.max() / a.min()) > 1.5
+    torch.save({"state_dict": m.state_dict(), "labels": zm.labels, "input_size": 320},
+               tmp_path / "a.pt")  # as the trainer saves one trained with TrainConfig(imgsz=320)
+    again = load_model("efficientnet_lite0", checkpoint=tmp_path / "a.pt")
+    assert again.module._attention is not None and again.input_size == (320, 320)
+    assert float(again.module._attention.mix) == pytest.approx(0.8)

@@ -8,6 +8,11 @@ distinct box of the top class, at the model's threshold: the runtime's view).
 
     python tools/make_hard_sets.py --out sets
     python tools/eval_sets.py --root sets [--sets photo glyph shape] [--set views=6 ...]
+        [--imgsz 448 640]    # the same model also evaluated at these working sizes
+
+Each evaluation also splits the object frames by the height of their largest true box
+(share of the frame's height: up to 15%, 15-25%, above): top-1 class and top-1
+localization at the model's threshold in each.
 
 The test halves are only measured; nothing here chooses a setting from them.
 """
@@ -26,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-__all__ = ["instance_recall", "main", "run_set"]
+__all__ = ["by_height", "instance_recall", "main", "run_set"]
 
 
 def instance_recall(loc, samples) -> tuple[int, int, int]:
@@ -80,7 +85,31 @@ def loc_curve(loc, samples) -> np.ndarray:
     return np.mean(np.array(hits, np.float64), axis=0)
 
 
-def run_set(root: Path, overrides: dict, store: bool = False) -> dict:
+HEIGHTS = (0.15, 0.25)  # bucket edges of by_height, shares of the frame's height
+
+
+def by_height(loc, samples) -> dict:
+    """Top-1 class and top-1 localization (at the Localizer's threshold, IoU >= 0.5) of the
+    object frames, by the largest true box's share of the frame's height."""
+    from realtime.model.accuracy import best_iou
+
+    rows: dict[str, list] = {"<=15%": [], "15-25%": [], ">25%": []}
+    for s in samples:
+        if s.class_id is None:
+            continue
+        frame = cv2.imread(str(s.path))
+        share = max(b[3] - b[1] for b in s.boxes) / frame.shape[0]
+        res = loc(frame)
+        right = bool(len(res.class_ids)) and int(res.class_ids[0]) == s.class_id
+        hit = right and best_iou(list(res.boxes[0]), s.boxes) >= 0.5
+        key = list(rows)[int(np.searchsorted(HEIGHTS, share))]
+        rows[key].append((right, hit))
+    return {k: {"frames": len(v), "top1_cls": round(float(np.mean([a for a, _ in v])), 3),
+                "top1_loc": round(float(np.mean([b for _, b in v])), 3)}
+            for k, v in rows.items() if v}
+
+
+def run_set(root: Path, overrides: dict, sizes: tuple[int, ...] = ()) -> dict:
     """Train on root/train, evaluate on root/test; the figures as a dict."""
     from export.train import TrainConfig, train_and_export
     from realtime import Localizer
@@ -98,12 +127,19 @@ def run_set(root: Path, overrides: dict, store: bool = False) -> dict:
     seen = load_coco(root / "train_labels.json", root / "train", list(loc.info.labels))
     seen = [s for s in seen if s.class_id is not None][::4]   # a quarter of the training frames
     train_curve, test_curve = loc_curve(loc, seen), loc_curve(loc, samples)
+    at_size = {"default": by_height(loc, samples)}
+    for size in sizes:  # the same model, a larger working size (measured, not chosen here)
+        big = Localizer(out, device="cpu", imgsz=size)
+        at_size[str(size)] = {**{k: (round(v, 3) if isinstance(v, float) else v)
+                                 for k, v in evaluate(big, samples).items()},
+                              "by_height": by_height(big, samples)}
     return {"seconds": round(seconds, 1), "heldout": round(report.best_acc, 3),
             "epochs": len(report.history), "warning": getattr(report, "warning", None),
             **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()},
             "threshold": loc.threshold, "multi_frames": frames,
             "instances_found": f"{found}/{total}",
-            "train_curve": train_curve.round(3).tolist(), "test_curve": test_curve.round(3).tolist()}
+            "train_curve": train_curve.round(3).tolist(), "test_curve": test_curve.round(3).tolist(),
+            "imgsz": at_size}
 
 
 def _value(text: str):
@@ -121,13 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", nargs="+", default=["photo", "glyph", "shape"])
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="TrainConfig overrides (default: the CLI's defaults)")
+    p.add_argument("--imgsz", nargs="*", type=int, default=[],
+                   help="also evaluate each trained model at these working sizes (longer side)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
     results = {}
     for name in args.sets:
-        results[name] = run_set(args.root / name, overrides)
+        results[name] = run_set(args.root / name, overrides, tuple(args.imgsz))
         print(name, json.dumps(results[name]), flush=True)
         if args.json:
             args.json.write_text(json.dumps({"overrides": overrides, "sweep": SWEEP.tolist(),
