@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="portable: 7-bit weights, the same agreement on every CPU; vnni: 8-bit "
                         "weights for x86 CPUs with VNNI and ARM boards (saturates on AVX2-only "
                         "x86; docs/EDGE.md)")
+    q.add_argument("--qat", action="store_true",
+                   help="INT8 of an EfficientNet-Lite: quantization-aware fine-tuning distilled "
+                        "from FP32 on the calibration frames first (no labels; minutes on a "
+                        "laptop CPU; closer agreement with FP32, docs/EDGE.md)")
+    q.add_argument("--qat-steps", type=int, default=300, help="fine-tuning steps for --qat")
     q.add_argument("--float-last", type=int, default=0,
                    help="convolutions kept float before the features output")
     q.add_argument("--min-agreement", type=float, default=0.8,
@@ -117,6 +122,12 @@ def _variant(args: argparse.Namespace, weights: str | None, labels: list[str] | 
     if not str(args.model).lower().endswith(".onnx"):
         options.update(weights=weights, checkpoint=args.checkpoint, labels=labels,
                        opset=args.opset)
+    if args.qat:
+        from .qat import QatConfig
+
+        if not args.int8 or args.qat_steps < 1:
+            raise UsageError("--qat is for --int8, with --qat-steps of at least 1")
+        options["qat"] = QatConfig(steps=args.qat_steps)
     return quantize_zoo_model(args.model, output, precision, args.calib, **options)
 
 
@@ -179,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     weights = None if str(args.weights).lower() == "none" else args.weights
     try:
+        if args.qat and not args.int8:
+            raise UsageError("--qat is for --int8")
         if args.int8_target != "portable" and not args.int8:
             raise UsageError("--int8-target is for --int8")
         labels = _read_labels(args.labels) if args.labels else None

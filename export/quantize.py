@@ -167,14 +167,17 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
                   heldout: list[CalibFrame] | None = None, float_first: int = DEFAULT_FLOAT_FIRST,
                   float_last: int = DEFAULT_FLOAT_LAST, method: str = "minmax",
                   min_agreement: float = DEFAULT_MIN_AGREEMENT, bench_runs: int = 20,
-                  target: str = "portable") -> QuantizeReport:
+                  target: str = "portable", source: str | Path | None = None,
+                  qat_note: str = "") -> QuantizeReport:
     """Write the INT8 or FP16 variant of the camloc FP32 model ``fp32`` to ``output``.
 
     ``calib``: a folder of images, a video, or frames already read (INT8 needs it;
     FP16 uses it only to verify). ``heldout``: frames to verify on; by default every
     4th calibration frame is held out of calibration for that. ``target``: INT8 for
     every CPU ("portable", 7-bit weights) or for CPUs with VNNI and ARM ("vnni",
-    8-bit weights; saturates on AVX2-only x86). Raises QuantizeError
+    8-bit weights; saturates on AVX2-only x86). ``source``: the float model to quantize
+    when it is not ``fp32`` itself (``--qat``'s fine-tuned one); the result is always
+    verified against ``fp32``. Raises QuantizeError
     (or CalibError) and leaves nothing at ``output`` when a step or check fails.
     """
     fp32, output = Path(fp32), Path(output)
@@ -207,7 +210,8 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
     with atomic_output(output) as tmp:
         try:
             if precision == "int8":
-                desc = _make_int8(fp32, tmp, cal_x, float_first, float_last, method,
+                desc = _make_int8(Path(source or fp32), tmp, cal_x, float_first, float_last,
+                                  method,
                                   reduce_range=INT8_TARGETS[target])
             else:
                 desc = make_fp16(fp32, tmp)
@@ -219,7 +223,7 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
         report = QuantizeReport(output, precision, info.arch,
                                 target if precision == "int8" else "",
                                 len(cal_x) if precision == "int8" else 0, len(held_x), desc,
-                                min_agreement=min_agreement)
+                                min_agreement=min_agreement, qat=qat_note)
         report.take(compare(session32, tmp, held_x, info.stride,
                             reference=run_all(session32, held_x)))
         if precision == "int8" and cal_x:
@@ -241,11 +245,16 @@ def quantize_onnx(fp32: str | Path, output: str | Path, precision: str = "int8",
 
 
 def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
-                       calib: str | Path | None = None, **options) -> QuantizeReport:
+                       calib: str | Path | None = None, qat=None, **options) -> QuantizeReport:
     """Export zoo model ``model`` (FP32, verified against PyTorch) to a temporary file,
     then write its ``precision`` variant to ``output`` (see ``quantize_onnx``).
 
-    A ``.onnx`` path as ``model`` is quantised directly (no torch needed)."""
+    A ``.onnx`` path as ``model`` is quantised directly (no torch needed). ``qat`` (an
+    export.qat.QatConfig): INT8 of an EfficientNet-Lite only; fine-tune a copy on the
+    calibration frames first (quantization-aware, distilled from FP32; export/qat.py)."""
+    if qat is not None and (precision != "int8" or str(model).lower().endswith(".onnx")):
+        raise QuantizeError("--qat is for --int8 of a zoo model or --checkpoint (it fine-tunes "
+                            "the PyTorch model), not of a .onnx file")
     frames = None
     if precision == "int8":
         if calib is None:
@@ -265,11 +274,39 @@ def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
     check_writable(output)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".camloc-fp32-") as tmpdir:
         fp32 = Path(tmpdir) / f"{model}.fp32.onnx"
+        zoo = {k: options.pop(k) for k in ("weights", "checkpoint", "labels", "opset")
+               if k in options}
         try:
-            export_model(model, fp32, **{k: options.pop(k) for k in ("weights", "checkpoint",
-                                                                        "labels", "opset")
-                                         if k in options})
+            export_model(model, fp32, **zoo)
         except ExportError as exc:
             raise QuantizeError(f"the FP32 export of {model} failed, so there is nothing to "
                                 f"convert to {precision}: {exc}") from exc
-        return quantize_onnx(fp32, output, precision, frames, **options)
+        source, note = None, ""
+        if qat is not None:
+            source = Path(tmpdir) / f"{model}.qat.onnx"
+            note = _fine_tune(model, frames, {**options, **zoo}, qat, source)
+        return quantize_onnx(fp32, output, precision, frames, source=source, qat_note=note,
+                             **options)
+
+
+def _fine_tune(model: str, frames: list[CalibFrame], options: dict, cfg, out: Path) -> str:
+    """--qat: fine-tune ``model`` on the calibration part of ``frames`` and write it
+    (float) to ``out``; a line for the report."""
+    from models.zoo import load_model
+
+    from .onnx_export import write_onnx
+    from .qat import fine_tune
+
+    cfg.target = options.get("target", "portable")
+    cfg.float_first = options.get("float_first", DEFAULT_FLOAT_FIRST)
+    cal = frames if options.get("heldout") is not None else split_frames(frames)[0]
+    zm = load_model(model, **{k: options[k] for k in ("weights", "checkpoint", "labels")
+                              if k in options})
+    try:
+        zm.module, seconds = fine_tune(zm, [f.image for f in cal], cfg, log.info)
+    except ValueError as exc:
+        raise QuantizeError(str(exc)) from exc
+    zm.weights += f"; QAT fine-tuned for INT8 {cfg.target}"
+    write_onnx(zm, out, opset=options.get("opset", 17))
+    return (f"{cfg.steps} steps on {cfg.views} views of the {len(cal)} calibration frames, "
+            f"{seconds:.0f} s")

@@ -55,6 +55,7 @@ class QuantizeReport:
     speed: float = 0.0              # FP32 median ms / variant median ms (> 1: faster)
     ms: tuple[float, float] = (0.0, 0.0)  # (fp32, variant) median ms per run
     bench_shape: tuple[int, ...] = ()
+    qat: str = ""                   # quantization-aware fine-tuning done first ("": none)
 
     def take(self, c: Comparison) -> None:
         """Copy the held-out comparison's figures."""
@@ -91,6 +92,8 @@ class QuantizeReport:
         if self.calib_frames:
             lines.append(f"  calibrated on {self.calib_frames} frames; float layers: "
                          + (", ".join(self.float_nodes) or "none"))
+        if self.qat:
+            lines.append(f"  quantization-aware fine-tuning (distilled from FP32): {self.qat}")
         if self.target:
             lines.append(f"  target: {self.target} ("
                          + ("7-bit weights: no saturation on any CPU" if INT8_TARGETS[self.target]

@@ -233,6 +233,9 @@ def test_cli_bad_input_one_line_exit_2_no_file(tmp_path, lite0_onnx):
         (["--fp16", "--model", "plain.onnx"], "plain.onnx"),
         (["--int8-target", "vnni"], "--int8-target is for --int8"),
         (["--fp16", "--int8-target", "vnni"], "--int8-target is for --int8"),
+        (["--qat"], "--qat is for --int8"),
+        (["--fp16", "--qat"], "--qat is for --int8"),
+        (["--int8", "--calib", "empty", "--qat", "--qat-steps", "0"], "--qat-steps of at least 1"),
     ]
     for args, message in cases:
         r = _export("--output", "out.onnx", *args, cwd=tmp_path)
