@@ -69,11 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="portable: 7-bit weights, the same agreement on every CPU; vnni: 8-bit "
                         "weights for x86 CPUs with VNNI and ARM boards (saturates on AVX2-only "
                         "x86; docs/EDGE.md)")
-    q.add_argument("--qat", action="store_true",
-                   help="INT8 of an EfficientNet-Lite: quantization-aware fine-tuning distilled "
-                        "from FP32 on the calibration frames first (no labels; minutes on a "
-                        "laptop CPU; closer agreement with FP32, docs/EDGE.md)")
-    q.add_argument("--qat-steps", type=int, default=300, help="fine-tuning steps for --qat")
+    q.add_argument("--qat", action=argparse.BooleanOptionalAction, default=None,
+                   help="quantization-aware fine-tuning distilled from FP32 on the calibration "
+                        "frames before INT8 (no labels; a few minutes on a laptop CPU; 6-10 "
+                        "points closer to FP32, docs/EDGE.md). Default: on for an "
+                        "EfficientNet-Lite from the zoo or --checkpoint, off for a .onnx "
+                        "--model; --no-qat: plain INT8 in seconds")
+    q.add_argument("--qat-steps", type=int, default=300, help="fine-tuning steps of --qat")
     q.add_argument("--float-last", type=int, default=0,
                    help="convolutions kept float before the features output")
     q.add_argument("--min-agreement", type=float, default=0.8,
@@ -122,12 +124,12 @@ def _variant(args: argparse.Namespace, weights: str | None, labels: list[str] | 
     if not str(args.model).lower().endswith(".onnx"):
         options.update(weights=weights, checkpoint=args.checkpoint, labels=labels,
                        opset=args.opset)
-    if args.qat:
+    if args.int8 and args.qat is not False:  # --qat, or the default (where it can run)
         from .qat import QatConfig
 
-        if not args.int8 or args.qat_steps < 1:
+        if args.qat_steps < 1:
             raise UsageError("--qat is for --int8, with --qat-steps of at least 1")
-        options["qat"] = QatConfig(steps=args.qat_steps)
+        options["qat"] = QatConfig(steps=args.qat_steps, optional=args.qat is None)
     return quantize_zoo_model(args.model, output, precision, args.calib, **options)
 
 

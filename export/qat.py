@@ -51,6 +51,7 @@ class QatConfig:
     seed: int = 0
     target: str = "portable"
     float_first: int = 9
+    optional: bool = False        # the default (no --qat): plain INT8 where QAT cannot run
     log: list = field(default_factory=list)  # (step, loss, batch agreement)
 
 
@@ -173,6 +174,8 @@ class QatLite(torch.nn.Module):
                 x = self._block(i, blk, x)
         w, b = _fold(m._conv_head, m._bn1)
         feats = self._act(F.relu6(_conv(m._conv_head, x, self._w(w), b)), "head")
+        if getattr(m, "_attention", None) is not None:  # a model trained with --attention
+            feats = m._attention(feats)
         return m._fc(feats.mean(dim=(2, 3))), feats
 
     def calibrate(self, cached: list[torch.Tensor]) -> None:

@@ -252,6 +252,12 @@ def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
     A ``.onnx`` path as ``model`` is quantised directly (no torch needed). ``qat`` (an
     export.qat.QatConfig): INT8 of an EfficientNet-Lite only; fine-tune a copy on the
     calibration frames first (quantization-aware, distilled from FP32; export/qat.py)."""
+    skipped = ""  # the default's QAT not done: why, for the report
+    if qat is not None and getattr(qat, "optional", False) and (
+            precision != "int8" or str(model).lower().endswith(".onnx")):
+        skipped = ("not done: it needs the PyTorch model (a zoo name or --checkpoint), not "
+                   "a .onnx file")
+        qat = None
     if qat is not None and (precision != "int8" or str(model).lower().endswith(".onnx")):
         raise QuantizeError("--qat is for --int8 of a zoo model or --checkpoint (it fine-tunes "
                             "the PyTorch model), not of a .onnx file")
@@ -268,7 +274,7 @@ def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
     if str(model).lower().endswith(".onnx"):
         if not Path(model).is_file():
             raise QuantizeError(f"model file not found: {model}")
-        return quantize_onnx(model, output, precision, frames, **options)
+        return quantize_onnx(model, output, precision, frames, qat_note=skipped, **options)
     from .onnx_export import ExportError, export_model
 
     check_writable(output)
@@ -285,13 +291,16 @@ def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
         if qat is not None:
             source = Path(tmpdir) / f"{model}.qat.onnx"
             note = _fine_tune(model, frames, {**options, **zoo}, qat, source)
+            if note.startswith("not done"):  # the default, on a model QAT cannot tune
+                source = None
         return quantize_onnx(fp32, output, precision, frames, source=source, qat_note=note,
                              **options)
 
 
 def _fine_tune(model: str, frames: list[CalibFrame], options: dict, cfg, out: Path) -> str:
     """--qat: fine-tune ``model`` on the calibration part of ``frames`` and write it
-    (float) to ``out``; a line for the report."""
+    (float) to ``out``; a line for the report ("not done: ...", nothing written, when the
+    default (``cfg.optional``) meets a model or --float-first QAT cannot handle)."""
     from models.zoo import load_model
 
     from .onnx_export import write_onnx
@@ -305,6 +314,8 @@ def _fine_tune(model: str, frames: list[CalibFrame], options: dict, cfg, out: Pa
     try:
         zm.module, seconds = fine_tune(zm, [f.image for f in cal], cfg, log.info)
     except ValueError as exc:
+        if cfg.optional:
+            return f"not done: {exc}"
         raise QuantizeError(str(exc)) from exc
     zm.weights += f"; QAT fine-tuned for INT8 {cfg.target}"
     write_onnx(zm, out, opset=options.get("opset", 17))

@@ -120,3 +120,31 @@ def test_qat_refuses_an_onnx_source(lite0_onnx, tmp_path):
     with pytest.raises(QuantizeError, match="--qat is for --int8 of a zoo model"):
         quantize_zoo_model(str(lite0_onnx), tmp_path / "x.onnx", "int8", None,
                            qat=QatConfig(steps=1))
+
+
+def test_the_cli_fine_tunes_by_default_where_it_can(lite0_onnx, tmp_path, capsys):
+    """``--int8`` of a zoo model fine-tunes first unless ``--no-qat``; of a .onnx file (no
+    PyTorch model to fine-tune) it quantizes plainly, and says so, without failing."""
+    from export.cli import main
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for f in _frames(CALIB_PHOTOS, 2, 1):
+        cv2.imwrite(str(folder / f"{f.name.replace('#', '_')}.png"), f.image)
+    common = ["--int8", "--calib", str(folder), "--min-agreement", "0"]
+
+    def export(model: str, name: str, *extra: str) -> tuple[str, str]:
+        out = tmp_path / name
+        assert main(["--model", model, "--output", str(out), *common, *extra]) == 0
+        printed = capsys.readouterr()
+        return printed.out + printed.err, open_session(out).get_modelmeta(
+        ).custom_metadata_map["camloc.weights"]
+
+    said, weights = export("efficientnet_lite0", "default.onnx", "--qat-steps", "2")
+    assert "quantization-aware fine-tuning (distilled from FP32): 2 steps" in said
+    assert "QAT fine-tuned for INT8 portable" in weights
+    said, weights = export(str(lite0_onnx), "of_onnx.onnx")
+    assert "quantization-aware fine-tuning (distilled from FP32): not done: it needs the " \
+        "PyTorch model" in said and "QAT" not in weights
+    said, weights = export("efficientnet_lite0", "plain.onnx", "--no-qat")
+    assert "quantization-aware" not in said and "QAT" not in weights
