@@ -11,10 +11,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import numpy_helper
+from test_quantize import _conv_weight_codes
 
 from export.calib import CalibFrame
 from export.compare import open_session, run_all
@@ -65,16 +64,6 @@ def test_student_without_fake_quant_is_the_fp32_model_and_with_it_uses_grid_weig
         QatLite(copy.deepcopy(zm.module), 8)
 
 
-def _conv_codes(path: Path) -> np.ndarray:
-    proto = onnx.load(str(path))
-    inits = {t.name: t for t in proto.graph.initializer}
-    codes = [numpy_helper.to_array(inits[n.input[0]]).ravel() for n in proto.graph.node
-             if n.op_type == "DequantizeLinear" and n.input[0] in inits
-             and n.name != "cam_weight_dequantize"
-             and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
-    return np.concatenate(codes).astype(np.int32)
-
-
 def _kl_and_agreement(fp32: Path, int8: Path, xs: list[np.ndarray]) -> tuple[float, float]:
     lo32, _ = run_all(open_session(fp32), xs)
     loq, _ = run_all(open_session(int8), xs)
@@ -105,7 +94,7 @@ def test_qat_export_is_closer_to_fp32_than_plain_int8(lite0_onnx, tmp_path):
     assert "60 steps on 128 views of the 39 calibration frames" in r.summary()
     assert "QAT fine-tuned for INT8 portable" in open_session(qat).get_modelmeta(
     ).custom_metadata_map["camloc.weights"]
-    codes = _conv_codes(qat)
+    codes = _conv_weight_codes(qat)
     assert codes.min() >= -64 and codes.max() <= 64 and np.abs(codes).max() == 64
     info = parse_metadata(open_session(lite0_onnx).get_modelmeta().custom_metadata_map, lite0_onnx)
     xs = prepare_frames(held, info.stride, info.mean, info.std, info.color == "RGB",
