@@ -75,7 +75,7 @@ def test_latency_stays_bounded_for_a_minute_at_2_5x_overload(photos, lite0_onnx,
                 run.stop("test done")
         served, dropped = server.sent, src.frames_dropped
         scraped = Metrics(lambda: run_counters(run), lambda: 0,
-                          lambda: {"jsonl": jsonl.latency}).render()[0].decode()
+                          lambda: {("", "jsonl"): jsonl.latency}).render()[0].decode()
     processed = len(lat)
     fps = processed / SECONDS
     steady = [ms for t, ms in lat if t >= 5.0]

@@ -68,7 +68,7 @@ def run_counters(run: Any) -> dict[str, Any]:
 class _RunCollector(Collector):
     def __init__(self, counters: Callable[[], Mapping[str, Any]],
                  viewers: Callable[[], int],
-                 latencies: Callable[[], Mapping[Any, LatencyRing]] | None = None
+                 latencies: Callable[[], Mapping[tuple[str, str], LatencyRing]] | None = None
                  ) -> None:
         self._counters, self._viewers, self._latencies = counters, viewers, latencies
 
@@ -90,8 +90,6 @@ class _RunCollector(Collector):
         yield GaugeMetricFamily("camloc_viewers", "Browsers watching the live stream",
                                 value=float(self._viewers()))
         rings = self._latencies() if self._latencies is not None else {}
-        # keyed by output name, or by (source, output) with several sources
-        rings = {k if isinstance(k, tuple) else ("", k): r for k, r in rings.items()}
         if rings:
             # several sources: each source's own outputs labelled with its name as well
             # (the run's shared outputs, e.g. the web view's mosaic, with source "")
@@ -112,13 +110,14 @@ class Metrics:
     """A registry with the run's counters and a per-stage latency histogram.
 
     ``counters`` returns the current figures (see :func:`run_counters`),
-    ``viewers`` the number of open streams, ``latencies`` each output's latency ring;
+    ``viewers`` the number of open streams, ``latencies`` each output's latency ring by
+    (source, output), source "" for one source's and shared outputs;
     all are called at scrape time.
     """
 
     def __init__(self, counters: Callable[[], Mapping[str, Any]],
                  viewers: Callable[[], int],
-                 latencies: Callable[[], Mapping[Any, LatencyRing]] | None = None
+                 latencies: Callable[[], Mapping[tuple[str, str], LatencyRing]] | None = None
                  ) -> None:
         self.registry = CollectorRegistry()
         self.latency = Histogram("camloc_stage_latency_seconds",

@@ -157,11 +157,10 @@ class WebView(FrameRoutes, Sink):
         several; this view's own (sent) as ("", "web")."""
         run = self._run
         feeds = getattr(run, "feeds", ())
-        if len(feeds) > 1:
-            rings = {(f.name, k): r for f in feeds for k, r in rings_of(f.sinks).items()}
-            rings.update({("", k): r for k, r in rings_of(getattr(run, "sinks", ())).items()})
-        else:
-            rings = {("", k): r for k, r in rings_of(getattr(run, "outputs", ())).items()}
+        rings = {("", k): r for k, r in rings_of(getattr(run, "sinks", ())).items()}
+        for f in feeds:
+            for k, r in rings_of(f.sinks).items():
+                rings.setdefault((f.name if len(feeds) > 1 else "", k), r)
         if self.latency.count:
             rings[("", "web")] = self.latency
         return rings
