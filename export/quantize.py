@@ -253,7 +253,7 @@ def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
     export.qat.QatConfig): INT8 of an EfficientNet-Lite only; fine-tune a copy on the
     calibration frames first (quantization-aware, distilled from FP32; export/qat.py)."""
     skipped = ""  # the default's QAT not done: why, for the report
-    if qat is not None and getattr(qat, "optional", False) and (
+    if qat is not None and qat.optional and (
             precision != "int8" or str(model).lower().endswith(".onnx")):
         skipped = ("not done: it needs the PyTorch model (a zoo name or --checkpoint), not "
                    "a .onnx file")
@@ -290,17 +290,17 @@ def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
         source, note = None, ""
         if qat is not None:
             source = Path(tmpdir) / f"{model}.qat.onnx"
-            note = _fine_tune(model, frames, {**options, **zoo}, qat, source)
-            if note.startswith("not done"):  # the default, on a model QAT cannot tune
-                source = None
+            tuned, note = _fine_tune(model, frames, {**options, **zoo}, qat, source)
+            source = source if tuned else None
         return quantize_onnx(fp32, output, precision, frames, source=source, qat_note=note,
                              **options)
 
 
-def _fine_tune(model: str, frames: list[CalibFrame], options: dict, cfg, out: Path) -> str:
+def _fine_tune(model: str, frames: list[CalibFrame], options: dict, cfg, out: Path
+               ) -> tuple[bool, str]:
     """--qat: fine-tune ``model`` on the calibration part of ``frames`` and write it
-    (float) to ``out``; a line for the report ("not done: ...", nothing written, when the
-    default (``cfg.optional``) meets a model or --float-first QAT cannot handle)."""
+    (float) to ``out``: (written, a line for the report). Not written ("not done: ...")
+    when the default (``cfg.optional``) meets a model or --float-first QAT cannot handle."""
     from models.zoo import load_model
 
     from .onnx_export import write_onnx
@@ -315,9 +315,9 @@ def _fine_tune(model: str, frames: list[CalibFrame], options: dict, cfg, out: Pa
         zm.module, seconds = fine_tune(zm, [f.image for f in cal], cfg, log.info)
     except ValueError as exc:
         if cfg.optional:
-            return f"not done: {exc}"
+            return False, f"not done: {exc}"
         raise QuantizeError(str(exc)) from exc
     zm.weights += f"; QAT fine-tuned for INT8 {cfg.target}"
     write_onnx(zm, out, opset=options.get("opset", 17))
-    return (f"{cfg.steps} steps on {cfg.views} views of the {len(cal)} calibration frames, "
-            f"{seconds:.0f} s")
+    return True, (f"{cfg.steps} steps on {cfg.views} views of the {len(cal)} calibration "
+                  f"frames, {seconds:.0f} s")
