@@ -14,6 +14,8 @@ import time
 import cv2
 import numpy as np
 
+from realtime.commands.paced_stream import MJPEG_RESPONSE, mjpeg_part
+
 __all__ = ["MjpegServer"]
 
 
@@ -71,11 +73,9 @@ class MjpegServer:
                 while not self._stop.is_set() and self.mode == "silent":
                     time.sleep(0.05)
                 return
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; "
-                         b"boundary=frame\r\n\r\n")
+            conn.sendall(MJPEG_RESPONSE)
             while not self._stop.is_set() and self.mode == "serve":
-                conn.sendall(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                             + str(len(self.jpeg)).encode() + b"\r\n\r\n" + self.jpeg + b"\r\n")
+                conn.sendall(mjpeg_part(self.jpeg))
                 time.sleep(self.period)
         except OSError:
             pass

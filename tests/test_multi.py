@@ -6,50 +6,21 @@ from __future__ import annotations
 
 import http.server
 import socketserver
-import threading
 import time
 
-import cv2
 import pytest
 from media import clip_frames, lines_in, read_jsonl, read_stamp, read_video, write_clip
 
 from realtime import cli
+from realtime.commands.paced_stream import PacedMjpegServer, encode_jpegs
 from realtime.sources.lists import expand_sources, read_source_list
 
 
 @pytest.fixture
 def mjpeg_stream(photos):
     """A live HTTP MJPEG stream of real photo frames on 127.0.0.1 (25 fps while served)."""
-    frames = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames(photos, 50, (160, 120))]
-    stop = threading.Event()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            i = 0
-            try:
-                while not stop.is_set():
-                    jpg = frames[i % len(frames)]
-                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                     b"%d\r\n\r\n%s\r\n" % (len(jpg), jpg))
-                    i += 1
-                    time.sleep(0.04)
-            except OSError:
-                pass
-
-        def log_message(self, *args):
-            pass
-
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/live.mjpg"
-    stop.set()
-    server.shutdown()
-    server.server_close()
+    with PacedMjpegServer(encode_jpegs(clip_frames(photos, 50, (160, 120))), 25.0) as srv:
+        yield f"http://127.0.0.1:{srv.port}/live.mjpg"  # any path: the server serves them all
 
 
 def _closed_port() -> int:

@@ -24,9 +24,20 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["MjpegViewer", "PacedMjpegServer", "encode_jpegs"]
+__all__ = ["MJPEG_RESPONSE", "MjpegViewer", "PacedMjpegServer", "encode_jpegs", "mjpeg_part"]
 
 log = logging.getLogger(__name__)
+
+
+# what an IP camera answers to a request for its stream, then one part per frame
+MJPEG_RESPONSE = (b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; "
+                  b"boundary=frame\r\n\r\n")
+
+
+def mjpeg_part(jpeg: bytes) -> bytes:
+    """One frame of a Motion-JPEG stream (after :data:`MJPEG_RESPONSE`)."""
+    return (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+            + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
 
 
 def encode_jpegs(frames: Sequence[np.ndarray], quality: int = 90) -> list[bytes]:
@@ -79,13 +90,10 @@ class PacedMjpegServer:
         try:
             conn.settimeout(5)
             conn.recv(65536)  # the request
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; "
-                         b"boundary=frame\r\n\r\n")
+            conn.sendall(MJPEG_RESPONSE)
             due, i = time.monotonic(), 0
             while not self._stop.is_set():
-                jpeg = self.jpegs[i % len(self.jpegs)]
-                conn.sendall(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                             + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                conn.sendall(mjpeg_part(self.jpegs[i % len(self.jpegs)]))
                 self.sent += 1
                 i += 1
                 due += period
