@@ -236,12 +236,15 @@ def test_the_page_lists_the_events_with_thumbnails_in_a_real_browser(run):
         driver.quit()
 
 
+@pytest.mark.parametrize("n", [1, 2], ids=["one-source", "two-sources"])
 def test_a_cat_coming_into_view_sends_updates_with_a_better_snapshot(tmp_path, photos,
-                                                                      lite0_onnx):
+                                                                      lite0_onnx, n):
     """Frigate's update: the cat fades in over 3 s (its score rises), so the event's best
     score rises while it lasts: MQTT (real broker) gets new, update(s), end, in order, each
     update's score at least UPDATE_GAIN above the message before it, and the snapshot on
-    disk is the best frame's (replaced, same name)."""
+    disk is the best frame's (replaced, same name). With two sources in one pipeline (each
+    its own events sink, one shared folder and MQTT connection, as the CLI makes them) each
+    source's topic gets that sequence of its own."""
     frames = schedule_frames(photos["cat"], 6.0)
     grey = np.full_like(frames[0], 128)
     cat = next(f for f in frames if f.std() > 0)  # the cat at the left
@@ -251,35 +254,52 @@ def test_a_cat_coming_into_view_sends_updates_with_a_better_snapshot(tmp_path, p
         a = min(1.0, 0.15 + i / (3.0 * FPS))  # 0.15 -> 1 over 3 s, then the cat as it is
         out.write(cv2.addWeighted(cat, a, grey, 1 - a, 0) if i < 50 else grey)
     out.release()
+    names = ["fade", "fade2"][:n]
     broker = Broker(tmp_path)
     sub = Subscriber(broker.port)
     mqtt = MqttTarget("127.0.0.1", broker.port, "camloc", retry_s=10)
+    made: list[EventsSink] = []
+
+    def sinks_for(feed):
+        made.append(EventsSink(tmp_path / "ev", feed.name, FPS, Rules(
+            CAT, min_score=0.05, min_duration=0.3, end_gap=0.5), targets=[mqtt], pre=0.5,
+            post=0.5))
+        return made[-1:]
+
+    def ends() -> int:
+        return sum(m["type"] == "end" for _, m in sub.events())
+
     try:
-        sink = EventsSink(tmp_path / "ev", "fade", FPS, Rules(CAT, min_score=0.05,
-                          min_duration=0.3, end_gap=0.5), targets=[mqtt], pre=0.5, post=0.5)
-        with Pipeline(open_source(str(clip)), Localizer(str(lite0_onnx), "cpu", topk=3),
-                      sinks=[sink], options=RenderOptions(heatmap=False)) as pipe:
+        with Pipeline([str(clip)] * n, Localizer(str(lite0_onnx), "cpu", topk=3),
+                      names=names, sinks_for=sinks_for,
+                      options=RenderOptions(heatmap=False)) as pipe:
             for _ in pipe:
                 pass
-        sink.close()
-        assert wait_until(lambda: [m["type"] for _, m in sub.events()][-1:] == ["end"], 15)
-        got = [m for _, m in sub.events()]
+        for sink in made:
+            sink.close()
+        assert wait_until(lambda: ends() == n, 15)
+        got = sub.events()
     finally:
         mqtt.close()
         sub.close()
         broker.stop()
-    kinds = [m["type"] for m in got]
-    assert kinds[0] == "new" and kinds[-1] == "end" and "update" in kinds, kinds
-    assert set(kinds[1:-1]) == {"update"} and len({m["after"]["id"] for m in got}) == 1
-    for prev, m in zip(got, got[1:]):
-        assert m["before"]["max_score"] == prev["after"]["max_score"]  # as last sent
-        if m["type"] == "update":
-            assert m["after"]["max_score"] >= prev["after"]["max_score"] + UPDATE_GAIN - 1e-3
-    end = got[-1]["after"]
-    assert [r["type"] for r in lines(tmp_path / "ev")] == ["start", "end"]  # no update lines
-    snap = cv2.imread(str(tmp_path / "ev" / end["snapshot"]))
-    best = cv2.resize(cv2.addWeighted(cat, min(1.0, 0.15 + end["best_frame"] / 30), grey,
-                                      1 - min(1.0, 0.15 + end["best_frame"] / 30), 0),
-                      snap.shape[1::-1])
-    assert np.abs(snap.astype(int) - best).mean() < np.abs(snap.astype(int) - cv2.resize(
-        cv2.addWeighted(cat, 0.15, grey, 0.85, 0), snap.shape[1::-1])).mean()
+    assert sorted(s.name for s in made) == sorted(names)
+    records = lines(tmp_path / "ev")
+    for name in names:
+        mine = [m for topic, m in got if topic == f"camloc/{name}/events"]
+        kinds = [m["type"] for m in mine]
+        assert kinds[0] == "new" and kinds[-1] == "end" and "update" in kinds, (name, kinds)
+        assert set(kinds[1:-1]) == {"update"} and len({m["after"]["id"] for m in mine}) == 1
+        for prev, m in zip(mine, mine[1:]):
+            assert m["before"]["max_score"] == prev["after"]["max_score"]  # as last sent
+            if m["type"] == "update":
+                assert m["after"]["max_score"] >= prev["after"]["max_score"] + UPDATE_GAIN - 1e-3
+        end = mine[-1]["after"]
+        assert end["source"] == name
+        # no update lines in events.jsonl: start and end only
+        assert [r["type"] for r in records if r["source"] == name] == ["start", "end"]
+        snap = cv2.imread(str(tmp_path / "ev" / end["snapshot"]))
+        a = min(1.0, 0.15 + end["best_frame"] / 30)
+        best = cv2.resize(cv2.addWeighted(cat, a, grey, 1 - a, 0), snap.shape[1::-1])
+        first = cv2.resize(cv2.addWeighted(cat, 0.15, grey, 0.85, 0), snap.shape[1::-1])
+        assert np.abs(snap.astype(int) - best).mean() < np.abs(snap.astype(int) - first).mean()
