@@ -15,8 +15,11 @@ import threading
 import time
 from pathlib import Path
 
+import av
+import cv2
+import numpy as np
 import pytest
-from event_media import write_schedule_clip
+from event_media import FPS, write_schedule_clip
 from event_servers import Broker, Hooks, Subscriber, wait_until
 from media import write_clip
 
@@ -144,6 +147,13 @@ def test_sigkill_leaves_ended_events_complete_and_the_open_one_cut_short(
     assert cut["type"] == "end" and cut["id"] == before[2]["id"] and cut["cut_short"]
     assert cut["ended_by"] == "killed" and cut["end_ms"] is None
     assert b"cut short" in err
+    # the clip written while it lasted: salvaged, it plays from the pre-roll (a keyframe
+    # at or before start - 1 s) to at least the next keyframe (one second: one fragment)
+    assert cut["clip"] == f"{cut['id']}.mp4" and not list(folder.glob("*.live.mp4"))
+    with av.open(str(folder / cut["clip"])) as box:
+        frames = [f.to_ndarray(format="bgr24") for f in box.decode(video=0)]
+    assert len(frames) >= FPS, len(frames)
+    assert max(float(f.std()) for f in frames) > 10  # a picture, not an empty stream
 
 
 def test_several_sources_from_the_cli_each_their_own_events_and_messages(
@@ -225,3 +235,34 @@ def test_a_filling_disk_stops_clips_first_and_lines_stay_whole(busy, tiny_onnx, 
         assert not list((disk / "ev").glob("*.part"))
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_recovery_keeps_a_live_clip_that_plays_and_drops_one_that_does_not(tmp_path, photos):
+    """What a killed run leaves: a live clip copied while still open (no trailer, the last
+    fragment unfinished) becomes the cut-short event's clip and plays its whole
+    fragments; a live clip cut before any fragment is deleted and the event has none."""
+    from realtime.outputs.events.clips import LIVE_SUFFIX, LiveClip, PacketRing
+    from realtime.outputs.events.store import EventLog
+
+    ring = PacketRing(10.0, 30.0)
+    image = cv2.resize(photos["cat"], (320, 240))
+    for i in range(35):
+        ring.encode(np.roll(image, 4 * i, axis=1), i / 10)
+    live = LiveClip(tmp_path / "a.live.mp4", ring.cut(0.0, 3.4), ring, 60.0)
+    crashed = (tmp_path / "a.live.mp4").read_bytes()  # what is on disk, mid-event
+    live.close()
+    assert not (tmp_path / "a.live.mp4").exists()
+    folder = tmp_path / "ev"
+    folder.mkdir()
+    (folder / f"good{LIVE_SUFFIX}").write_bytes(crashed)
+    (folder / f"bad{LIVE_SUFFIX}").write_bytes(crashed[:200])
+    log = EventLog(folder)
+    for eid in ("good", "bad"):
+        log.append({"type": "start", "id": eid, "source": "door", "label": "cat"})
+    cut = {r["id"]: r for r in log.recover("door")}
+    log.close()
+    assert cut["good"]["clip"] == "good.mp4" and cut["bad"]["clip"] is None
+    assert sorted(p.name for p in folder.iterdir()) == ["events.jsonl", "good.mp4"]
+    with av.open(str(folder / "good.mp4")) as box:
+        n = sum(1 for _ in box.decode(video=0))
+    assert 30 <= n <= 35, n  # the three whole seconds (fragments) at least

@@ -8,6 +8,13 @@ of the packets from the last keyframe at or before ``start - pre`` to ``end +
 post``, muxed into an ordinary MP4 with its index in front (``faststart``), which
 browsers play at once: no frame is decoded or encoded a second time.
 
+While an event lasts its packets also go, as they are encoded, into a
+:class:`LiveClip` (``<id>.live.mp4``, fragmented MP4 flushed at each keyframe, the
+recorder's settings): a run killed mid-event (SIGKILL, power) leaves a clip that plays
+up to its last keyframe, which the next start renames to ``<id>.mp4`` when it marks the
+event cut short (realtime.outputs.events.store). A normal end deletes it once the
+ordinary clip is written.
+
 Why packets here rather than cutting the continuous ``--save`` recording: events
 then work without ``--save`` (a box that only wants events records nothing else),
 a clip is ready the moment its post-roll has passed (no waiting for a fragment on
@@ -31,9 +38,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["Packet", "PacketRing", "write_clip"]
+__all__ = ["LIVE_SUFFIX", "LiveClip", "Packet", "PacketRing", "write_clip"]
 
 log = logging.getLogger(__name__)
+
+LIVE_SUFFIX = ".live.mp4"  # <id><LIVE_SUFFIX>: the clip of an event still open
 
 # one encoder thread: the frames' own threads need the cores more (a small box has 2-4)
 _X264 = {"preset": "ultrafast", "tune": "zerolatency", "crf": "26", "threads": "1"}
@@ -71,6 +80,7 @@ class PacketRing:
         self.packets: deque[Packet] = deque()
         self.bytes = 0
         self.encoded = 0
+        self.kept = 0  # packets ever kept (the newest are packets[-(kept - before):])
         self._av = av
         self._ctx: Any = None
         self._box: Any = None
@@ -115,6 +125,7 @@ class PacketRing:
         t = self._times.popleft() if self._times else (self.packets[-1].t if self.packets else 0.0)
         p = Packet(t, int(pkt.pts), bool(pkt.is_keyframe), bytes(pkt))
         self.packets.append(p)
+        self.kept += 1
         self.bytes += len(p.data)
         self._trim(t - self.max_s)
 
@@ -133,6 +144,11 @@ class PacketRing:
                 return
             for _ in range(nxt):
                 self.bytes -= len(pk.popleft().data)
+
+    def since(self, kept_before: int) -> list[Packet]:
+        """The packets kept after ``kept`` was ``kept_before`` (still in the ring)."""
+        n = min(self.kept - kept_before, len(self.packets))
+        return list(self.packets)[-n:] if n > 0 else []
 
     def cut(self, start: float, end: float) -> list[Packet]:
         """The packets from the last keyframe at or before ``start`` to ``end`` (seconds)."""
@@ -188,3 +204,53 @@ def write_clip(path: Path, packets: list[Packet], ring: PacketRing) -> int:
         tmp.unlink(missing_ok=True)
         raise
     return path.stat().st_size
+
+
+class LiveClip:
+    """An open event's clip, written while it happens: ``packets`` (the pre-roll from
+    :meth:`PacketRing.cut`) at once, then each new packet as it is encoded, into a
+    fragmented MP4 flushed at each keyframe, so a killed run leaves a clip that plays up
+    to its last keyframe. At most ``max_s`` seconds are written (the ordinary clip's
+    bound); :meth:`close` deletes the file unless told to keep it."""
+
+    def __init__(self, path: Path, packets: list[Packet], ring: PacketRing, max_s: float
+                 ) -> None:
+        import av
+
+        from realtime.outputs.recorder import FRAGMENTED_MP4
+
+        if not packets:
+            raise ValueError("no packets to write")
+        self.path, self._av = path, av
+        self._base, self._t0, self.max_s = packets[0].pts, packets[0].t, float(max_s)
+        self._tb = ring.stream.codec_context.time_base
+        self._out = av.open(str(path), "w", format="mp4", options=dict(FRAGMENTED_MP4))
+        try:
+            self._stream = self._out.add_stream_from_template(ring.stream)
+            self.full = False
+            for p in packets:
+                self.add(p)
+        except BaseException:
+            self.close()
+            raise
+
+    def add(self, p: Packet) -> None:
+        """Mux one packet (none once ``max_s`` seconds are in: ``full``)."""
+        if self.full or p.t - self._t0 > self.max_s:
+            self.full = True
+            return
+        pkt = self._av.Packet(p.data)
+        pkt.pts = pkt.dts = p.pts - self._base
+        pkt.time_base = self._tb
+        pkt.is_keyframe = p.key
+        pkt.stream = self._stream
+        self._out.mux(pkt)
+
+    def close(self, keep: bool = False) -> None:
+        """Close the file; delete it unless ``keep``."""
+        out, self._out = self._out, None
+        if out is not None:
+            with contextlib.suppress(Exception):
+                out.close()
+        if not keep:
+            self.path.unlink(missing_ok=True)

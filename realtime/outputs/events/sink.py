@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from realtime.outputs.events.board import EventBoard
-from realtime.outputs.events.clips import PacketRing, write_clip
+from realtime.outputs.events.clips import LIVE_SUFFIX, LiveClip, PacketRing, write_clip
 from realtime.outputs.events.record import Event, message, new_id
 from realtime.outputs.events.rules import Rules, Track, Tracker, sightings
 from realtime.outputs.events.store import EventLog, has_room
@@ -108,6 +108,7 @@ class EventsSink(Sink):
         self._ring: PacketRing | None = None
         self._waiting: list[dict[str, Any]] = []  # ended events waiting for their post-roll
         self._open: dict[str, float] = {}        # id -> start (s) of events still open
+        self._live: dict[str, LiveClip] = {}     # id -> its clip written as it happens
         self._now = 0.0
         for rec in self.log.recover(name):
             self.board.update(rec, self.folder)
@@ -196,6 +197,8 @@ class EventsSink(Sink):
             self._ring.close()
         for rec in list(self._waiting):  # the stream ended inside their post-roll
             self._finish(rec)
+        for live in self._live.values():  # never ended (a bug): left for the next start
+            live.close(keep=True)
         if self._ring is not None:
             self._ring.discard()
 
@@ -204,7 +207,10 @@ class EventsSink(Sink):
             self._ring = PacketRing(self.fps, self.pre + self.rules.min_duration + 1.0
                                     + self.max_clip, self.clip_size)
         self._now = t
+        before = self._ring.kept
         self._ring.encode(image, t)
+        if self._live:
+            self._feed_live(self._ring.since(before))
         for rec in [r for r in self._waiting if t >= r["end_ms"] / 1e3 + self.post]:
             self._finish(rec)
         starts = [s - self.pre for s in self._open.values()]
@@ -214,8 +220,38 @@ class EventsSink(Sink):
     def _do_start(self, rec: dict[str, Any], best: np.ndarray | None) -> None:
         self._open[rec["id"]] = rec["start_ms"] / 1e3
         rec["snapshot"] = self._snapshot(rec, best)
+        self._start_live(rec)
         self._line(rec)
         self._send("new", rec, None)
+
+    def _start_live(self, rec: dict[str, Any]) -> None:
+        """Begin the event's live clip (pre-roll so far), before its start line: a run
+        killed after that line leaves the clip its next start salvages."""
+        ring = self._ring
+        if not self.clips or ring is None or ring.stream is None:
+            return
+        packets = ring.cut(rec["start_ms"] / 1e3 - self.pre, self._now)
+        if not packets or not has_room(self.folder, sum(len(p.data) for p in packets)
+                                       + 65536, self.reserve):
+            return
+        try:
+            self._live[rec["id"]] = LiveClip(self.folder / f"{rec['id']}{LIVE_SUFFIX}", packets,
+                                             ring, self.pre + self.max_clip + self.post)
+        except Exception as exc:  # noqa: BLE001 - the event goes on without it
+            log.warning("events %s: live clip of %s not started: %s", self.name, rec["id"], exc)
+
+    def _feed_live(self, packets: list[Any]) -> None:
+        """New packets into every live clip; one the disk refuses is dropped (deleted)."""
+        room = not any(p.key for p in packets) or has_room(self.folder, 1 << 20, self.reserve)
+        for eid, live in list(self._live.items()):
+            try:
+                if not room:
+                    raise OSError("disk nearly full")
+                for p in packets:
+                    live.add(p)
+            except Exception as exc:  # noqa: BLE001 - the ordinary clip is still cut at the end
+                log.warning("events %s: live clip of %s stopped: %s", self.name, eid, exc)
+                self._live.pop(eid).close()
 
     def _do_update(self, rec: dict[str, Any], best: np.ndarray | None) -> None:
         """A better snapshot or a new zone: the snapshot replaced (atomically, same name),
@@ -240,6 +276,9 @@ class EventsSink(Sink):
             self._waiting.remove(rec)
         before = rec.pop("_before", None)
         rec["clip"] = self._clip(rec) if self.clips else None
+        live = self._live.pop(rec["id"], None)
+        if live is not None:  # the whole clip is written (or refused): no longer needed
+            live.close()
         self._line(rec)
         self._send("end", rec, before)
 

@@ -11,7 +11,9 @@ filling disk stops clips and snapshots first and keeps room for the lines.
 
 After a SIGKILL an event may have a start line and no end line: :func:`recover`
 (run when a source's events sink opens) appends its end line, marked
-``"cut_short": true`` with ``"ended_by": "killed"`` and unknown end times.
+``"cut_short": true`` with ``"ended_by": "killed"`` and unknown end times; the clip
+written while it lasted (``<id>.live.mp4``, realtime.outputs.events.clips) becomes its
+clip ``<id>.mp4`` when it holds at least one frame, and is deleted otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import shutil
 import threading
 from pathlib import Path
 from typing import Any
+
+from realtime.errors import first_line
+from realtime.outputs.events.clips import LIVE_SUFFIX
 
 __all__ = ["EventLog", "has_room", "read_events"]
 
@@ -97,12 +102,32 @@ class EventLog:
         for rec in read_events(self.path).values():
             if rec.get("source") == source and rec.get("type") == "start":
                 end = {**rec, "type": "end", "cut_short": True, "ended_by": "killed",
-                       "clip": None}
+                       "clip": self._salvage(rec["id"])}
                 self.append(end)
                 cut.append(end)
                 log.warning("event %s (%s, %s) was open when its run ended abruptly: "
                             "recorded as cut short", rec["id"], source, rec.get("label"))
         return cut
+
+    def _salvage(self, event_id: str) -> str | None:
+        """``<id>.mp4`` from the live clip of an event cut short when it plays (at least one
+        whole fragment), else None (a live clip that does not is deleted)."""
+        live = self.folder / f"{event_id}{LIVE_SUFFIX}"
+        if not live.is_file():
+            return None
+        try:
+            import av
+
+            with av.open(str(live)) as box:
+                if next(box.decode(video=0), None) is None:
+                    raise ValueError("no frames")
+            os.replace(live, self.folder / f"{event_id}.mp4")
+        except Exception as exc:  # noqa: BLE001 - a clip killed before its first fragment
+            log.warning("event %s: its clip was cut before any frame (%s)", event_id,
+                        first_line(exc))
+            live.unlink(missing_ok=True)
+            return None
+        return f"{event_id}.mp4"
 
     def close(self) -> None:
         if self._fd >= 0:
