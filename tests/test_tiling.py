@@ -6,11 +6,14 @@ frames batched together, and bad values as one line and status 2."""
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
-from media import read_jsonl, write_clip
+from media import read_jsonl, read_video, write_clip
 from test_cli import camloc
+from test_evaluate import tiny_set  # noqa: F401 - a fixture
 
 from realtime.commands import parser
 from realtime.errors import OptionError
@@ -137,10 +140,12 @@ def test_the_pipeline_writes_tiled_results_for_one_source_and_several(count, pho
                                                                       tmp_path):
     clips = [write_clip(tmp_path / f"c{i}.mp4", photos, 6 + i, size=(320, 240))
              for i in range(count)]
-    out = "o.jsonl" if count == 1 else "out/"
+    outs = ["--save-json", "o.jsonl", "--save", "o.mp4"] if count == 1 else [
+        "--save-json", "out/", "--save", "out/"]
     r = camloc("--source", *map(str, clips), "--model", str(tiny_onnx), "--tiles", "2",
-                "--topk", "2", "--batch", "2", "--save-json", out, cwd=tmp_path)
+               "--topk", "2", "--batch", "2", *outs, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert len(read_video(tmp_path / ("o.mp4" if count == 1 else "out/c1.mp4"))) == 6 + count - 1
     loc = Localizer(tiny_onnx, topk=2, tiles=2)
     for i, clip in enumerate(clips):
         path = tmp_path / ("o.jsonl" if count == 1 else f"out/c{i}.jsonl")
@@ -170,3 +175,15 @@ def test_bad_tiles_are_one_line_and_status_2(value, message, tiny_onnx, tmp_path
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err
     assert parser.MAX_TILES == tiling.MAX_TILES
+
+
+def test_evaluate_scores_the_tiled_maps(tiny_set, lite0_onnx, tmp_path):  # noqa: F811
+    from realtime.evaluate import main
+
+    out = tmp_path / "m.json"
+    assert main(["--model", str(lite0_onnx), "--source", str(tiny_set), "--labels",
+                 str(tiny_set / "labels.json"), "--json", str(out), "--tiles", "2"]) == 0
+    got = json.loads(out.read_text())
+    # as untiled (test_evaluate): at threshold 0 the merged map's box is the whole frame
+    assert got["maxboxacc_v2"] == pytest.approx(0.5) and got["best_threshold"] == 0.0
+    assert 0.0 <= got["top1_loc"] <= got["top1_cls"] <= 1.0

@@ -37,7 +37,7 @@ MAX_TILES = 4          # a 4 x 4 grid: 17 passes per frame
 OVERLAP = 0.25         # of a tile's side shared with its neighbour
 MERGES = ("max", "mean")
 DECISIONS = ("frame", "max", "mix")
-DEFAULT_MERGE = "max"      # chosen on frames rendered from the training folders (TRAINING.md)
+DEFAULT_MERGE = "mean"     # chosen on frames rendered from the training material (TRAINING.md)
 DEFAULT_DECISION = "max"
 
 
