@@ -187,3 +187,18 @@ def test_evaluate_scores_the_tiled_maps(tiny_set, lite0_onnx, tmp_path):  # noqa
     # as untiled (test_evaluate): at threshold 0 the merged map's box is the whole frame
     assert got["maxboxacc_v2"] == pytest.approx(0.5) and got["best_threshold"] == 0.0
     assert 0.0 <= got["top1_loc"] <= got["top1_cls"] <= 1.0
+
+
+def test_bench_states_the_cost_of_tiles_against_the_same_model_untiled(photos, tiny_onnx,
+                                                                       tmp_path):
+    from realtime.bench import format_table, run_bench
+
+    clip = write_clip(tmp_path / "b.mp4", photos, 16, size=(320, 240))
+    r = run_bench(str(clip), str(tiny_onnx), frames=16, warmup=2, repeats=1, tiles=2)
+    assert r["tiles"] == 2 and set(r["untiled"]) == {"bare_fps", "draw_fps"}
+    assert r["untiled"]["bare_fps"] > 0 and r["tiles_cost"]["bare"] > 0
+    assert r["tiles_cost"]["bare"] == pytest.approx(r["untiled"]["bare_fps"] / r["bare_fps"],
+                                                    rel=0.02)
+    assert "tiles cost" in format_table(r)
+    assert "tiles_cost" not in run_bench(str(clip), str(tiny_onnx), frames=16, warmup=2,
+                                         repeats=1)
