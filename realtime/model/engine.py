@@ -308,8 +308,8 @@ class Localizer:
         h, w = frame.shape[:2] if isinstance(frame, np.ndarray) and frame.ndim >= 2 else (1, 1)
         i = self.info
         if self.tiles > 1:
-            return tiling.prepare_tiles(frame, self.working_size_for(h, w), i.stride, i.mean, i.std,
-                                 i.color == "RGB", self.tiles)
+            return tiling.prepare_tiles(frame, self.working_size_for(h, w), i.stride, i.mean,
+                                        i.std, i.color == "RGB", self.tiles)
         return prepare_frame(frame, self.working_size_for(h, w), i.stride, i.mean, i.std,
                              i.color == "RGB")
 
@@ -324,9 +324,8 @@ class Localizer:
         return tuple(self._forward(x))
 
     def finish(self, outputs: tuple[np.ndarray, ...], geo: Geometry) -> Result:
-        """One image's ``forward`` outputs (batch index taken; with tiles its 1 + N*N
-        rows) -> Result. Applies temporal
-        smoothing when ``smooth > 0``: call it in frame order."""
+        """One image's ``forward`` outputs (batch index taken; with tiles its 1 + N*N rows)
+        -> Result. Applies temporal smoothing when ``smooth > 0``: call it in frame order."""
         if not self.in_graph:
             return self.postprocess(outputs[0], outputs[1], geo)
         scores, ids, cams = outputs
@@ -366,7 +365,7 @@ class Localizer:
         tiles (a TileGeometry) the merged ones of realtime/model/tiling.py."""
         if isinstance(geo, tiling.TileGeometry):
             maps = tiling.TiledMaps(logits, features, geo, self.weight, self.tile_merge,
-                             self.tile_decision, self.info.background)
+                                    self.tile_decision, self.info.background)
             return maps.scores(), maps.cams
         return softmax(logits), lambda ids: compute_cams(features, self.weight, ids)
 
