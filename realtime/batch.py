@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_model()
     p.add_device()
     p.add_imgsz()
+    p.add_tiles()
     p.add_topk()
     p.add_threshold()
     p.add_codec(("h264", "h264_nvenc", "mp4v"))
@@ -321,7 +322,8 @@ def _run(args: argparse.Namespace) -> int:
     # writable, and the codec's encoder there: one line now, exit 2
     open_video_sink(out / WRITE_TEST, 25.0, args.codec, "--output").close()
     options = {"device": args.device, "imgsz": args.imgsz, "topk": args.topk,
-               "threshold": args.threshold, "smooth": args.smooth}
+               "threshold": args.threshold, "smooth": args.smooth,
+               **({"tiles": args.tiles} if args.tiles > 1 else {})}  # older runs' fingerprints hold
     model_path = resolve_model(args.model)
     Localizer(str(model_path), threads=1, **options)  # bad model or option: fail here, once
     model = model_path.read_bytes()

@@ -103,7 +103,7 @@ def bare_fps(loc: Any, tensors: list[np.ndarray], warmup: int, batch: int = 1,
     elapsed = time.perf_counter() - t0
     for t in threads:
         t.join()
-    return sum(len(x) for x in batches) / elapsed
+    return sum(len(x) for x in batches) / len(tensors[0]) / elapsed  # tiled: rows per frame
 
 
 def pipeline_fps(loc: Any, spec: str, frames: int, warmup: int, video: Path | None,
@@ -139,13 +139,17 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
               threads: int | None = None, batch: int = 1, workers: int | None = None,
               codecs: tuple[str, ...] = ("h264",),
               draw_workers: tuple[int | None, ...] = (None,),
-              sources: tuple[int, ...] = ()) -> dict[str, Any]:
+              sources: tuple[int, ...] = (), tiles: int = 1) -> dict[str, Any]:
     """Measure bare, draw and file rates in one process; return the figures. Each of
     ``draw_workers`` (None: the CLI's default) gets its own draw and file runs, the
-    first one's are draw_fps and file_fps."""
+    first one's are draw_fps and file_fps. ``tiles`` > 1: the tiled model, and the same
+    model untiled measured in the same repeats (bare and draw): ``tiles_cost``."""
     from realtime.model.engine import Localizer
     from realtime.pipeline.render_stage import draw_parallelism
-    loc, workers = Localizer.for_pipeline(model, device, threads, workers, imgsz=imgsz)
+    loc, workers = Localizer.for_pipeline(model, device, threads, workers, imgsz=imgsz,
+                                          tiles=tiles)
+    plain = Localizer.for_pipeline(model, device, threads, workers, imgsz=imgsz)[0] \
+        if tiles > 1 else None
     pools = tuple(dict.fromkeys(draw_parallelism(loc.provider, d) for d in draw_workers))
     threads = loc.threads
     clip = _read_frames(source, frames)
@@ -156,6 +160,7 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
     tensors = [x for x, _ in prepared]
     x, geo = prepared[0]
     bare, draw = [], []
+    untiled: dict[str, list[float]] = {"bare_fps": [], "draw_fps": []}
     files: dict[str, list[float]] = {c: [] for c in codecs}
     by_pool: dict[int, dict[str, list[float]]] = {  # the first pool's file runs: file_fps
         d: {"draw": [], "file": files[codecs[0]] if d == pools[0] else []} for d in pools}
@@ -164,6 +169,11 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
     with tempfile.TemporaryDirectory(prefix="camloc-bench-") as tmp:
         for r in range(repeats):  # interleaved, so drifts in machine load hit all three
             bare.append(bare_fps(loc, tensors, warmup, batch, workers))
+            if plain is not None:  # the same model untiled, in the same repeat
+                untiled["bare_fps"].append(bare_fps(plain, [plain.prepare(f)[0] for f in clip],
+                                                    warmup, batch, workers))
+                untiled["draw_fps"].append(pipeline_fps(plain, source, len(clip), warmup, None,
+                                                        batch, workers, None, pools[0])[0])
             for d in pools:  # the first pool size with every codec, the others the first
                 runs = by_pool[d]
                 runs["draw"].append(pipeline_fps(loc, source, len(clip), warmup, None, batch,
@@ -212,6 +222,11 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
                                      "file_fps": round(median(by_pool[d]["file"]), 2)}
                             for d in pools},
         "sources": sources_table(together) if sources else {},
+        "tiles": tiles,
+        **({"untiled": {k: round(median(v), 2) for k, v in untiled.items()},
+            "tiles_cost": {"bare": round(median(untiled["bare_fps"]) / median(bare), 2),
+                           "draw": round(median(untiled["draw_fps"]) / median(draw), 2)}}
+           if plain is not None else {}),
         "runs": {"bare_fps": [round(v, 2) for v in bare], "draw_fps": [round(v, 2) for v in draw],
                  "file_fps": [round(v, 2) for v in file_],
                  **{f"file_fps_{c}": [round(v, 2) for v in vs] for c, vs in files.items()}},
@@ -243,6 +258,10 @@ def format_table(r: dict[str, Any]) -> str:
              *(f"  {'sources':<10} {v['fps']:>8.1f}   {n} at once, together: "
                f"{v['over_one']:.2f} x one source's rate"
                for n, v in r.get("sources", {}).items()),
+             *(f"  {'tiles':<10} {r['tiles']}x{r['tiles']}: untiled bare "
+               f"{r['untiled']['bare_fps']:.1f}, draw {r['untiled']['draw_fps']:.1f} fps; tiles "
+               f"cost {r['tiles_cost']['bare']:.2f}x bare, {r['tiles_cost']['draw']:.2f}x draw"
+               for _ in [0] if "tiles_cost" in r),
              "  stages (median ms per frame): " + ", ".join(
                  f"{k} {v:.2f}" for k, v in r["stages_ms"].items())]
     return "\n".join(lines)
@@ -254,6 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=str(DEMO_CLIP), help="video file (default: the demo clip)")
     p.add_model()
     p.add_imgsz()
+    p.add_tiles()
     p.add_device()
     p.add_workers()
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
@@ -313,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_bench(args.source, args.model, args.imgsz, args.device, args.frames,
                            args.warmup, args.repeats, args.threads, args.batch, args.workers,
                            tuple(c for c in args.codec.split(",") if c), pools,
-                           tuple(counts))
+                           tuple(counts), args.tiles)
         if args.events:  # the events output's cost, off vs on in this run
             from realtime.commands.bench_events import events_cost
             from realtime.model.engine import Localizer

@@ -218,8 +218,11 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
                 raise EvalError(f"cannot read image {s.path}")
             x, geo = loc.prepare(frame)
             logits, feats = loc.infer(x)
-            cache = {s.path: (int(np.argmax(softmax(logits[0]))), feats[0], (geo.frame_h, geo.frame_w))}
-        pred, feats, hw = cache[s.path]
+            scores, cams_of = (loc.class_maps(logits, feats, geo) if len(x) > 1  # tiles
+                               else (softmax(logits[0]), None))
+            cache = {s.path: (int(np.argmax(scores)), feats[0], (geo.frame_h, geo.frame_w),
+                              cams_of)}
+        pred, feats, hw, cams_of = cache[s.path]
         truth_cls = s.class_id if s.class_id is not None else background
         if truth_cls is not None and not agnostic:
             cls_right.append(pred == truth_cls)
@@ -227,8 +230,9 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
             continue
         known = pred if agnostic else s.class_id
         truth = _fit_boxes(s, hw, clipped)
-        cams = normalize_cams(compute_cams(feats, loc.weight, np.array([known, pred])),
-                              loc.normalize)
+        ids = np.array([known, pred])
+        cams = normalize_cams(compute_cams(feats, loc.weight, ids) if cams_of is None
+                              else cams_of(ids), loc.normalize)
         gt_curve = _iou_curve(loc, cams[0], truth, hw)
         gt_curves.append(gt_curve)
         pred_right.append(pred == known)
@@ -318,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "that does not know the classes yet: gt_known_loc and maxboxacc_v2 only)")
     p.add_device()
     p.add_imgsz()
+    p.add_tiles()
     p.add_logging(quiet=True)
     return p
 
@@ -337,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--store-threshold needs --model as a .onnx path (not a zoo name)")
         if args.store_threshold:
             _onnx()  # before the evaluation, not after it
-        loc = Localizer(args.model, device=args.device, imgsz=args.imgsz)
+        loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, tiles=args.tiles)
         samples = load_coco(args.labels, args.source,
                             None if args.class_agnostic else list(loc.info.labels))
         _refuse_overwrites(args, samples)

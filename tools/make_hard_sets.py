@@ -42,7 +42,7 @@ from tools.make_training_set import (  # noqa: E402
     instances,
 )
 
-__all__ = ["SETS", "build_set", "main"]
+__all__ = ["SETS", "build_set", "build_val", "main"]
 
 SETS = {"photo": ("coin", "face", "text"), "glyph": ("ampersand", "at", "question", "percent"),
         "shape": ("arrow", "ring", "star")}
@@ -148,8 +148,9 @@ def _fill(mask: np.ndarray, split: str, textures: list[np.ndarray], rng: np.rand
 class _Maker:
     """Objects (RGB, mask) of every class and distractors for one set and split."""
 
-    def __init__(self, kind: str, split: str, rng: np.random.Generator):
+    def __init__(self, kind: str, split: str, rng: np.random.Generator, like: str | None = None):
         self.kind, self.split, self.rng = kind, split, rng
+        self.like = like or split  # whose scales and instance counts the frames take
         self.bgs = [_photo(n) for n in BACKGROUNDS[split]]
         self.fonts = _fonts(split) if kind == "glyph" else []
         self.photos = instances(split, rng) if kind == "photo" else {}
@@ -211,9 +212,9 @@ class _Maker:
         """A frame with 1-3 instances of class ``name`` (None: none) and 0-2 distractors."""
         rng = self.rng
         frame, taken, boxes = self.background(), [], []
-        lo, hi = SCALES[self.split]
+        lo, hi = SCALES[self.like]
         if name is not None:
-            n = 1 + int(rng.choice(3, p=INSTANCES[self.split]))
+            n = 1 + int(rng.choice(3, p=INSTANCES[self.like]))
             for _ in range(n):
                 box = self.paste(frame, self.obj(name), rng.uniform(lo, hi / np.sqrt(len(boxes) + 1)), taken)
                 if box is not None:
@@ -255,6 +256,25 @@ def build_set(kind: str, out: Path, per_class: int = 60, test_per_class: int = 2
     return {"train": per_class * (len(classes) + 1), "test": len(coco["images"]), "multi": multi}
 
 
+def build_val(kind: str, out: Path, per_class: int = 10, seed: int = 1) -> int:
+    """Write ``out``/val/ (images, labels.json): frames made of the TRAINING material
+    (instances, backgrounds, distractors) at the test half's scales and instance counts, with
+    their own seed: for choosing runtime settings (e.g. tiles' merge rule) on frames that are
+    not the test half. The model has seen these instances, so val figures run high."""
+    classes = SETS[kind]
+    maker = _Maker(kind, "train", np.random.default_rng(seed), like="test")
+    coco = {"images": [], "annotations": [],
+            "categories": [{"id": k + 1, "name": n} for k, n in enumerate(classes)]}
+    for k, name in enumerate((*classes, None)):
+        for i in range(per_class):
+            frame, boxes = maker.frame(name)
+            file_name = f"{name or 'background'}_{i:03d}.jpg"
+            _write(out / "val" / "images" / file_name, frame)
+            _add(coco, file_name, frame, k + 1, boxes)
+    (out / "val" / "labels.json").write_text(json.dumps(coco, indent=1), encoding="utf-8")
+    return len(coco["images"])
+
+
 def _add(coco: dict, file_name: str, frame: np.ndarray, category: int, boxes: list) -> None:
     """Append one image and its boxes (COCO [x, y, w, h]) to a COCO dict."""
     image_id = len(coco["images"]) + 1
@@ -274,8 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, default=60, help="training images per class")
     p.add_argument("--test-per-class", type=int, default=20, help="test images per class")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-only", type=int, default=0, metavar="N",
+                   help="only write <set>/val: N frames per class from the training material "
+                        "at test scales (tools/eval_tiles.py chooses its rule on them)")
     args = p.parse_args(argv)
     for kind in args.sets:
+        if args.val_only:
+            n = build_val(kind, args.out / kind, args.val_only, args.seed + 1)
+            print(f"{kind}: {n} validation frames in {args.out / kind / 'val'}")
+            continue
         n = build_set(kind, args.out / kind, args.per_class, args.test_per_class, args.seed)
         print(f"{kind}: {n['train']} training images, {n['test']} test images "
               f"({n['multi']} with several instances) in {args.out / kind}")

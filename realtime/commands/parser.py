@@ -30,6 +30,7 @@ LoggingState = tuple[list[logging.Handler], bool, int]
 
 
 MAX_IMGSZ = 4096  # covers a 4K frame (3840); --imgsz 100000 asked for 22.5 GB (RELIABILITY.md)
+MAX_TILES = 4     # realtime.model.tiling.MAX_TILES (not imported here: the parser stays cheap)
 
 
 class Parser(argparse.ArgumentParser):
@@ -75,6 +76,13 @@ class Parser(argparse.ArgumentParser):
                                "model's stride (default: the shorter side 8/7 of the model's "
                                "native size, 448x256 for a 16:9 frame with Lite0; "
                                "docs/LOCALIZATION.md)")
+
+    def add_tiles(self) -> None:
+        self.add_argument("--tiles", type=int_at_least(1, MAX_TILES), default=1, metavar="N",
+                          help="also run the model on an N x N grid of overlapping tiles, in "
+                               "one batch with the frame, and merge their CAMs: finds smaller "
+                               "objects, costs about N*N+1 times the model's work; 1 = off "
+                               "(default: %(default)s; docs/TRAINING.md, \"Tiles\")")
 
     def add_topk(self) -> None:
         self.add_argument("--topk", type=int_at_least(1), default=1, metavar="K",

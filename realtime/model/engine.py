@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from realtime.errors import DeviceError, ModelError, OptionError, first_line
-from realtime.model import binding
+from realtime.model import binding, tiling
 from realtime.model import providers as prov
 from realtime.model.boxes import BOX_RULES, boxes_from_cam, scale_boxes
 from realtime.model.cam import CamSmoother, compute_cams, normalize_cams, softmax, top_k
@@ -180,7 +180,9 @@ class Localizer:
     frame's CAM (video). ``threads``: ONNX Runtime intra-op threads (None: its default).
     ``incam``: use the model's in-graph CAMs when it has them (else, or with
     ``normalize="minmax"`` or a ``topk`` above the graph's, numpy computes them).
-    ``cuda_graphs``: replay CUDA graphs on CUDA (in-graph CAMs only).
+    ``cuda_graphs``: replay CUDA graphs on CUDA (in-graph CAMs only). ``tiles``: N > 1 also
+    runs an N x N grid of overlapping tiles in the frame's batch and merges their CAMs
+    (``tile_merge``) and class scores (``tile_decision``): realtime/model/tiling.py.
     """
 
     def __init__(self, model: str | os.PathLike[str] = DEFAULT_MODEL, device: str = "auto",
@@ -188,7 +190,8 @@ class Localizer:
                  smooth: float = 0.0, threads: int | None = None, *,
                  box_rule: str = DEFAULT_RULE, min_area: float = DEFAULT_MIN_AREA,
                  max_boxes: int = 3, normalize: str = "max", incam: bool = True,
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = True, tiles: int = 1, tile_merge: str = tiling.DEFAULT_MERGE,
+                 tile_decision: str = tiling.DEFAULT_DECISION):
         prov.parse_device(device)  # unknown names fail before any loading
         if threshold is not None and not 0.0 <= float(threshold) < 1.0:
             raise OptionError(f"threshold must be in [0, 1), got {threshold!r}")
@@ -200,6 +203,8 @@ class Localizer:
                                   or not 1 <= imgsz <= MAX_INPUT_SIDE):
             raise OptionError(f"imgsz must be an integer in [1, {MAX_INPUT_SIDE}] or None, "
                               f"got {imgsz!r}")
+        tiling.check_tile_options(tiles, tile_merge, tile_decision)
+        self.tiles, self.tile_merge, self.tile_decision = tiles, tile_merge, tile_decision
         self.smoother = CamSmoother(smooth)
         self.imgsz, self.box_rule, self.min_area = imgsz, box_rule, float(min_area)
         self.max_boxes, self.normalize, self.device = int(max_boxes), normalize, device
@@ -221,7 +226,7 @@ class Localizer:
             raise OptionError(f"topk must be between 1 and the number of classes ({num}), "
                              f"got {topk!r}")
         self.topk = topk
-        self.in_graph = (incam and normalize == "max" and topk <= self.info.topk_max
+        self.in_graph = (incam and normalize == "max" and topk <= self.info.topk_max and tiles == 1
                          and all(n in outputs for n in INCAM_OUTPUTS))
         self._cuda_graphs = cuda_graphs
         self._use(self.session, granted, threads)
@@ -298,9 +303,13 @@ class Localizer:
         return self.imgsz or default_imgsz(self.info, frame_h, frame_w)
 
     def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, Geometry]:
-        """BGR frame -> (float32 [1, 3, H, W] input, geometry back to the frame)."""
+        """BGR frame -> (float32 [1, 3, H, W] input, geometry back to the frame); with tiles
+        [1 + N*N, 3, H, W] (the frame, then its tiles) and a TileGeometry."""
         h, w = frame.shape[:2] if isinstance(frame, np.ndarray) and frame.ndim >= 2 else (1, 1)
         i = self.info
+        if self.tiles > 1:
+            return tiling.prepare_tiles(frame, self.working_size_for(h, w), i.stride, i.mean,
+                                        i.std, i.color == "RGB", self.tiles)
         return prepare_frame(frame, self.working_size_for(h, w), i.stride, i.mean, i.std,
                              i.color == "RGB")
 
@@ -315,8 +324,8 @@ class Localizer:
         return tuple(self._forward(x))
 
     def finish(self, outputs: tuple[np.ndarray, ...], geo: Geometry) -> Result:
-        """One image's ``forward`` outputs (batch index taken) -> Result. Applies temporal
-        smoothing when ``smooth > 0``: call it in frame order."""
+        """One image's ``forward`` outputs (batch index taken; with tiles its 1 + N*N rows)
+        -> Result. Applies temporal smoothing when ``smooth > 0``: call it in frame order."""
         if not self.in_graph:
             return self.postprocess(outputs[0], outputs[1], geo)
         scores, ids, cams = outputs
@@ -343,15 +352,22 @@ class Localizer:
         logits = logits[0] if logits.ndim == 2 and logits.shape[0] == 1 else logits
         features = features[0] if features.ndim == 4 and features.shape[0] == 1 else features
         t0 = time.perf_counter()
-        probs = softmax(logits)
+        probs, cams_of = self.class_maps(logits, features, geo)
         ids = top_k(probs, self.topk)
         ids = ids[self._kept(ids)]  # a background frame has no detections
-        if len(ids):
-            cams = normalize_cams(compute_cams(features, self.weight, ids), self.normalize)
-        else:
-            cams = np.zeros((0, *features.shape[1:]), np.float32)
+        cams = normalize_cams(cams_of(ids), self.normalize) if len(ids) else cams_of(ids)
         cams = self.smoother(ids, cams)
         return self._result(ids, probs[ids], cams, geo, t0)
+
+    def class_maps(self, logits: np.ndarray, features: np.ndarray, geo: Geometry
+                   ) -> tuple[np.ndarray, Any]:
+        """One frame's class scores [K] and a function: class ids -> their raw CAMs; with
+        tiles (a TileGeometry) the merged ones of realtime/model/tiling.py."""
+        if isinstance(geo, tiling.TileGeometry):
+            maps = tiling.TiledMaps(logits, features, geo, self.weight, self.tile_merge,
+                                    self.tile_decision, self.info.background)
+            return maps.scores(), maps.cams
+        return softmax(logits), lambda ids: compute_cams(features, self.weight, ids)
 
     def _result(self, ids: np.ndarray, scores: np.ndarray, cams: np.ndarray, geo: Geometry,
                 t0: float) -> Result:
@@ -375,6 +391,6 @@ class Localizer:
     def localize(self, frame: np.ndarray) -> Result:
         """prepare + forward + finish for one BGR frame."""
         x, geo = self.prepare(frame)
-        return self.finish(tuple(o[0] for o in self.forward(x)), geo)
+        return self.finish(tuple(o[0] if len(x) == 1 else o for o in self.forward(x)), geo)
 
     __call__ = localize

@@ -85,12 +85,13 @@ class Stages:
             groups: dict[tuple[int, ...], list[int]] = {}
             for i, (x, _) in enumerate(prepared):  # one call per shape (image folders vary)
                 groups.setdefault(x.shape, []).append(i)
-            for idx in groups.values():
+            for idx in groups.values():  # a tiled frame is several rows (1 + N*N)
                 x = prepared[idx[0]][0] if len(idx) == 1 else np.concatenate(
                     [prepared[i][0] for i in idx])
-                outs = loc.forward(x)
+                outs, rows = loc.forward(x), len(prepared[idx[0]][0])
                 for j, i in enumerate(idx):
-                    outputs[i] = tuple(o[j] for o in outs)
+                    outputs[i] = tuple(o[j] if rows == 1 else o[j * rows:(j + 1) * rows]
+                                       for o in outs)
             pre_ms, infer_ms = (t1 - t0) * 1e3 / n, (time.perf_counter() - t1) * 1e3 / n
             for (f, seq, frame), (_, geo), out in zip(taken, prepared, outputs):
                 with f.room:
