@@ -185,13 +185,16 @@ def _fit_boxes(s: Sample, hw: tuple[int, int], clipped: list[str]) -> list[list[
     return out
 
 
-def _iou_curve(loc, cam: np.ndarray, truth: list, frame_hw: tuple[int, int]) -> np.ndarray:
-    """Best IoU with ``truth`` of the runtime's boxes at every threshold of the sweep."""
+def _iou_curve(loc, cam: np.ndarray, truth: list, frame_hw: tuple[int, int],
+               blur: float = 0.0) -> np.ndarray:
+    """Best IoU with ``truth`` of the runtime's boxes at every threshold of the sweep
+    (``blur``: the tiled map's, realtime.model.tiling.map_blur)."""
     from realtime.model.boxes import boxes_from_cam, scale_boxes
 
     out = np.zeros(len(THRESHOLDS))
     for i, t in enumerate(THRESHOLDS):
-        cells, _ = boxes_from_cam(cam, float(t), loc.box_rule, loc.min_area, loc.max_boxes)
+        cells, _ = boxes_from_cam(cam, float(t), loc.box_rule, loc.min_area, loc.max_boxes,
+                                  blur=blur)
         out[i] = best_iou(scale_boxes(cells, cam.shape, *frame_hw), truth)
     return out
 
@@ -205,6 +208,7 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
     import cv2
 
     from realtime.model.cam import compute_cams, normalize_cams, softmax
+    from realtime.model.tiling import map_blur
 
     background = loc.info.background
     agnostic = any(s.class_id == -1 for s in samples)
@@ -221,8 +225,8 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
             scores, cams_of = (loc.class_maps(logits, feats, geo) if len(x) > 1  # tiles
                                else (softmax(logits[0]), None))
             cache = {s.path: (int(np.argmax(scores)), feats[0], (geo.frame_h, geo.frame_w),
-                              cams_of)}
-        pred, feats, hw, cams_of = cache[s.path]
+                              cams_of, map_blur(geo))}
+        pred, feats, hw, cams_of, blur = cache[s.path]
         truth_cls = s.class_id if s.class_id is not None else background
         if truth_cls is not None and not agnostic:
             cls_right.append(pred == truth_cls)
@@ -233,10 +237,10 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
         ids = np.array([known, pred])
         cams = normalize_cams(compute_cams(feats, loc.weight, ids) if cams_of is None
                               else cams_of(ids), loc.normalize)
-        gt_curve = _iou_curve(loc, cams[0], truth, hw)
+        gt_curve = _iou_curve(loc, cams[0], truth, hw, blur)
         gt_curves.append(gt_curve)
         pred_right.append(pred == known)
-        pred_curves.append(gt_curve if pred == known else _iou_curve(loc, cams[1], truth, hw))
+        pred_curves.append(gt_curve if pred == known else _iou_curve(loc, cams[1], truth, hw, blur))
     if clipped:
         log.warning("warning: %d box(es) reach outside their image and were clipped to it: %s%s",
                     len(clipped), "; ".join(clipped[:5]), " ..." if len(clipped) > 5 else "")

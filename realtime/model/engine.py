@@ -373,10 +373,10 @@ class Localizer:
                 t0: float) -> Result:
         """Boxes of each CAM, and the Result (``t0``: when the CAM work started)."""
         t1 = time.perf_counter()
-        boxes = []
+        boxes, blur = [], tiling.map_blur(geo)  # 0 untiled: the boxes stay as they were
         for cam in cams:
             cells, _ = boxes_from_cam(cam, self.threshold, self.box_rule, self.min_area,
-                                      self.max_boxes)
+                                      self.max_boxes, blur=blur)
             boxes.append(scale_boxes(cells, cam.shape, geo.frame_h, geo.frame_w).tolist())
         t2 = time.perf_counter()
         return Result(class_ids=ids.astype(np.int64), scores=scores.astype(np.float32),

@@ -17,6 +17,10 @@ logits and features back into one frame's class scores and raw CAMs:
   of the mean of the whole frame's logits and the best tile's. A model's background class
   (``ModelInfo.background``) is the *lowest* of the passes instead of the highest: a tile
   of grass says "background", which must not outvote the tile that holds the object.
+- boxes (``map_blur``): the merged map is the evidence blurred by the whole frame's coarse
+  map and the resizes, about ``BLUR`` of the whole frame's CAM cells; boxes_from_cam moves
+  each box's sides in by where such a blurred edge crosses the threshold, so a small
+  object's box is not mostly blur (chosen on the validation frames, docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from realtime.errors import OptionError
 from realtime.model.cam import compute_cams, softmax
 from realtime.model.preprocess import Geometry, as_bgr, normalize_to_tensor, resize_frame, working_size
 
-__all__ = ["DECISIONS", "DEFAULT_DECISION", "DEFAULT_MERGE", "MAX_TILES", "MERGES", "OVERLAP",
-           "TileGeometry", "TiledMaps", "check_tile_options", "prepare_tiles", "tile_boxes"]
+__all__ = ["BLUR", "DECISIONS", "DEFAULT_DECISION", "DEFAULT_MERGE", "MAX_TILES", "MERGES",
+           "OVERLAP", "TileGeometry", "TiledMaps", "check_tile_options", "map_blur",
+           "prepare_tiles", "tile_boxes"]
 
 MAX_TILES = 4          # a 4 x 4 grid: 17 passes per frame
 OVERLAP = 0.25         # of a tile's side shared with its neighbour
@@ -39,6 +44,7 @@ MERGES = ("max", "mean")
 DECISIONS = ("frame", "max", "mix")
 DEFAULT_MERGE = "mean"     # chosen on frames rendered from the training material (TRAINING.md)
 DEFAULT_DECISION = "max"
+BLUR = 1.1     # the merged map's blur, in the whole frame's CAM cells (TRAINING.md, "Small")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,15 @@ class TileGeometry(Geometry):
     order after the whole frame (row 0)."""
 
     tiles: tuple[tuple[int, int, int, int], ...] = ()
+
+
+def map_blur(geo: Geometry) -> float:
+    """The blur (Gaussian sigma, in the map's own cells) boxes_from_cam takes off a map of
+    this geometry: ``BLUR`` frame cells on the tiles' finer grid, 0 for an untiled frame."""
+    if not isinstance(geo, TileGeometry) or not geo.tiles:
+        return 0.0
+    y0, _, y1, _ = geo.tiles[0]
+    return BLUR * geo.frame_h / (y1 - y0)
 
 
 def check_tile_options(tiles: int, merge: str, decision: str) -> None:
