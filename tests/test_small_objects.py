@@ -98,7 +98,7 @@ def test_a_small_cat_is_boxed_on_its_class_map_with_tiles(lite0_onnx, photos, he
     _, cams_of = loc.class_maps(*loc.infer(xs), geo)
     cam = normalize_cams(cams_of(np.array([cat])), "max")[0]
     blur = tiling.map_blur(geo)
-    assert blur == pytest.approx(tiling.BLUR * 1.75, rel=0.02)   # 2x2: 1.75x finer cells
+    assert blur == tiling.BLUR > 0.0
 
     def best(b: float) -> float:
         cells, _ = boxes_from_cam(cam, loc.threshold, blur=b)

@@ -17,10 +17,11 @@ logits and features back into one frame's class scores and raw CAMs:
   of the mean of the whole frame's logits and the best tile's. A model's background class
   (``ModelInfo.background``) is the *lowest* of the passes instead of the highest: a tile
   of grass says "background", which must not outvote the tile that holds the object.
-- boxes (``map_blur``): the merged map is the evidence blurred by the whole frame's coarse
-  map and the resizes, about ``BLUR`` of the whole frame's CAM cells; boxes_from_cam moves
-  each box's sides in by where such a blurred edge crosses the threshold, so a small
-  object's box is not mostly blur (chosen on the validation frames, docs/TRAINING.md).
+- boxes (``map_blur``): the merged map is the evidence blurred by the network, the resizes
+  and the mean with the whole frame's coarser map, about ``BLUR`` of its own cells at 2x2
+  and 3x3 alike; boxes_from_cam moves each box's contour sides in by where such a blurred
+  edge crosses the threshold, so a small object's box is not mostly blur (chosen on the
+  validation frames, docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ MERGES = ("max", "mean")
 DECISIONS = ("frame", "max", "mix")
 DEFAULT_MERGE = "mean"     # chosen on frames rendered from the training material (TRAINING.md)
 DEFAULT_DECISION = "max"
-BLUR = 1.1     # the merged map's blur, in the whole frame's CAM cells (TRAINING.md, "Small")
+BLUR = 1.75    # the merged map's blur in its own cells, a tile's CAM cells (TRAINING.md)
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,9 @@ class TileGeometry(Geometry):
 
 def map_blur(geo: Geometry) -> float:
     """The blur (Gaussian sigma, in the map's own cells) boxes_from_cam takes off a map of
-    this geometry: ``BLUR`` frame cells on the tiles' finer grid, 0 for an untiled frame."""
-    if not isinstance(geo, TileGeometry) or not geo.tiles:
-        return 0.0
-    y0, _, y1, _ = geo.tiles[0]
-    return BLUR * geo.frame_h / (y1 - y0)
+    this geometry: ``BLUR`` on the tiles' merged map, 0 for an untiled frame (its box rule
+    stays the one chosen in docs/LOCALIZATION.md)."""
+    return BLUR if isinstance(geo, TileGeometry) and geo.tiles else 0.0
 
 
 def check_tile_options(tiles: int, merge: str, decision: str) -> None:
