@@ -225,7 +225,7 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
             scores, cams_of = (loc.class_maps(logits, feats, geo) if len(x) > 1  # tiles
                                else (softmax(logits[0]), None))
             cache = {s.path: (int(np.argmax(scores)), feats[0], (geo.frame_h, geo.frame_w),
-                              cams_of, map_blur(geo))}
+                              cams_of, map_blur(geo, loc.tile_blur))}
         pred, feats, hw, cams_of, blur = cache[s.path]
         truth_cls = s.class_id if s.class_id is not None else background
         if truth_cls is not None and not agnostic:

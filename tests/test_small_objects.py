@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from realtime import Localizer
+from realtime.errors import OptionError
 from realtime.model import tiling
 from realtime.model.accuracy import iou
 from realtime.model.boxes import boxes_from_cam, edge_shift, scale_boxes, shrink_boxes
@@ -115,3 +116,8 @@ def test_the_tiled_localizer_takes_the_blur_off_and_the_untiled_one_does_not(lit
     cells, _ = boxes_from_cam(r.cams[0], loc.threshold, blur=tiling.map_blur(geo))
     assert r.boxes[0] == scale_boxes(cells, r.cams[0].shape, 512, 512).tolist()
     assert tiling.map_blur(Geometry(512, 512, 256, 256)) == 0.0
+    off = Localizer(lite0_onnx, device="cpu", tiles=2, tile_blur=0.0)(frame)
+    cells, _ = boxes_from_cam(off.cams[0], loc.threshold)
+    assert off.boxes[0] == scale_boxes(cells, off.cams[0].shape, 512, 512).tolist()
+    with pytest.raises(OptionError, match="tile_blur must be a number >= 0, got -1"):
+        Localizer(lite0_onnx, tiles=2, tile_blur=-1)

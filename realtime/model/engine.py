@@ -182,7 +182,7 @@ class Localizer:
     ``normalize="minmax"`` or a ``topk`` above the graph's, numpy computes them).
     ``cuda_graphs``: replay CUDA graphs on CUDA (in-graph CAMs only). ``tiles``: N > 1 also
     runs an N x N grid of overlapping tiles in the frame's batch and merges their CAMs
-    (``tile_merge``) and class scores (``tile_decision``): realtime/model/tiling.py.
+    (``tile_merge``) and class scores (``tile_decision``), its boxes less ``tile_blur``.
     """
 
     def __init__(self, model: str | os.PathLike[str] = DEFAULT_MODEL, device: str = "auto",
@@ -191,7 +191,7 @@ class Localizer:
                  box_rule: str = DEFAULT_RULE, min_area: float = DEFAULT_MIN_AREA,
                  max_boxes: int = 3, normalize: str = "max", incam: bool = True,
                  cuda_graphs: bool = True, tiles: int = 1, tile_merge: str = tiling.DEFAULT_MERGE,
-                 tile_decision: str = tiling.DEFAULT_DECISION):
+                 tile_decision: str = tiling.DEFAULT_DECISION, tile_blur: float = tiling.BLUR):
         prov.parse_device(device)  # unknown names fail before any loading
         if threshold is not None and not 0.0 <= float(threshold) < 1.0:
             raise OptionError(f"threshold must be in [0, 1), got {threshold!r}")
@@ -203,8 +203,9 @@ class Localizer:
                                   or not 1 <= imgsz <= MAX_INPUT_SIDE):
             raise OptionError(f"imgsz must be an integer in [1, {MAX_INPUT_SIDE}] or None, "
                               f"got {imgsz!r}")
-        tiling.check_tile_options(tiles, tile_merge, tile_decision)
+        tiling.check_tile_options(tiles, tile_merge, tile_decision, tile_blur)
         self.tiles, self.tile_merge, self.tile_decision = tiles, tile_merge, tile_decision
+        self.tile_blur = float(tile_blur)
         self.smoother = CamSmoother(smooth)
         self.imgsz, self.box_rule, self.min_area = imgsz, box_rule, float(min_area)
         self.max_boxes, self.normalize, self.device = int(max_boxes), normalize, device
@@ -373,7 +374,7 @@ class Localizer:
                 t0: float) -> Result:
         """Boxes of each CAM, and the Result (``t0``: when the CAM work started)."""
         t1 = time.perf_counter()
-        boxes, blur = [], tiling.map_blur(geo)  # 0 untiled: the boxes stay as they were
+        boxes, blur = [], tiling.map_blur(geo, self.tile_blur)  # untiled: 0, boxes as they were
         for cam in cams:
             cells, _ = boxes_from_cam(cam, self.threshold, self.box_rule, self.min_area,
                                       self.max_boxes, blur=blur)

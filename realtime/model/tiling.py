@@ -56,15 +56,17 @@ class TileGeometry(Geometry):
     tiles: tuple[tuple[int, int, int, int], ...] = ()
 
 
-def map_blur(geo: Geometry) -> float:
+def map_blur(geo: Geometry, blur: float = BLUR) -> float:
     """The blur (Gaussian sigma, in the map's own cells) boxes_from_cam takes off a map of
-    this geometry: ``BLUR`` on the tiles' merged map, 0 for an untiled frame (its box rule
-    stays the one chosen in docs/LOCALIZATION.md)."""
-    return BLUR if isinstance(geo, TileGeometry) and geo.tiles else 0.0
+    this geometry: ``blur`` on the tiles' merged map, 0 for an untiled frame (its box rule
+    stays the one chosen in docs/LOCALIZATION.md). ``BLUR`` fits the default training's
+    maps; a model trained with ``--attention`` has sharper ones: 0 (TRAINING.md)."""
+    return blur if isinstance(geo, TileGeometry) and geo.tiles else 0.0
 
 
-def check_tile_options(tiles: int, merge: str, decision: str) -> None:
-    """Raise OptionError (a ValueError) for a tile count, merge or decision rule we lack."""
+def check_tile_options(tiles: int, merge: str, decision: str, blur: float = BLUR) -> None:
+    """Raise OptionError (a ValueError) for a tile count, merge or decision rule we lack,
+    or a negative blur."""
     if not isinstance(tiles, int) or isinstance(tiles, bool) or not 1 <= tiles <= MAX_TILES:
         raise OptionError(f"tiles must be an integer in [1, {MAX_TILES}], got {tiles!r}")
     if merge not in MERGES:
@@ -72,6 +74,8 @@ def check_tile_options(tiles: int, merge: str, decision: str) -> None:
     if decision not in DECISIONS:
         raise OptionError(f"tile_decision must be one of {', '.join(DECISIONS)}, "
                           f"got {decision!r}")
+    if isinstance(blur, bool) or not isinstance(blur, (int, float)) or not blur >= 0:
+        raise OptionError(f"tile_blur must be a number >= 0, got {blur!r}")
 
 
 def tile_boxes(frame_h: int, frame_w: int, n: int, overlap: float = OVERLAP
