@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_device()
     p.add_imgsz()
     p.add_tiles()
+    p.add_tile_blur()
     p.add_topk()
     p.add_threshold()
     p.add_codec(("h264", "h264_nvenc", "mp4v"))
@@ -323,7 +324,8 @@ def _run(args: argparse.Namespace) -> int:
     open_video_sink(out / WRITE_TEST, 25.0, args.codec, "--output").close()
     options = {"device": args.device, "imgsz": args.imgsz, "topk": args.topk,
                "threshold": args.threshold, "smooth": args.smooth,
-               **({"tiles": args.tiles} if args.tiles > 1 else {})}  # older runs' fingerprints hold
+               **({"tiles": args.tiles, "tile_blur": args.tile_blur} if args.tiles > 1
+                  else {})}  # older runs' fingerprints hold
     model_path = resolve_model(args.model)
     Localizer(str(model_path), threads=1, **options)  # bad model or option: fail here, once
     model = model_path.read_bytes()

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_device()
     p.add_imgsz()
     p.add_tiles()
+    p.add_tile_blur()
     p.add_topk()
     p.add_threshold()
     p.add_smooth()
@@ -207,7 +208,8 @@ def _run(args: argparse.Namespace) -> int:
                 stack.callback(s.close)
         loc, workers = Localizer.for_pipeline(
             args.model, args.device, args.threads, args.workers, imgsz=args.imgsz,
-            topk=args.topk, threshold=args.threshold, smooth=args.smooth, tiles=args.tiles)
+            topk=args.topk, threshold=args.threshold, smooth=args.smooth, tiles=args.tiles,
+            tile_blur=args.tile_blur)
         draw_workers = draw_parallelism(loc.provider, args.draw_workers)  # same granted provider
         if no_window:  # said only now: a bad source or model is the one line to see
             log.warning("--show skipped: %s%s", no_window, "; saving under "

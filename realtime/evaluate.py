@@ -327,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_device()
     p.add_imgsz()
     p.add_tiles()
+    p.add_tile_blur()
     p.add_logging(quiet=True)
     return p
 
@@ -346,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--store-threshold needs --model as a .onnx path (not a zoo name)")
         if args.store_threshold:
             _onnx()  # before the evaluation, not after it
-        loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, tiles=args.tiles)
+        loc = Localizer(args.model, device=args.device, imgsz=args.imgsz, tiles=args.tiles,
+                        tile_blur=args.tile_blur)
         samples = load_coco(args.labels, args.source,
                             None if args.class_agnostic else list(loc.info.labels))
         _refuse_overwrites(args, samples)

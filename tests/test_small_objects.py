@@ -121,3 +121,40 @@ def test_the_tiled_localizer_takes_the_blur_off_and_the_untiled_one_does_not(lit
     assert off.boxes[0] == scale_boxes(cells, off.cams[0].shape, 512, 512).tolist()
     with pytest.raises(OptionError, match="tile_blur must be a number >= 0, got -1"):
         Localizer(lite0_onnx, tiles=2, tile_blur=-1)
+
+
+def test_the_cli_passes_tile_blur_and_refuses_a_bad_one(lite0_onnx, photos, tmp_path, capsys):
+    """``--tile-blur 0`` (a model with sharp maps at a low threshold) reaches the Localizer:
+    the JSONL boxes are the ones of ``tile_blur=0``; a negative or non-number is one line
+    and status 2, on the CLI, batch and evaluate."""
+    from media import read_jsonl
+    from test_cli import camloc
+
+    from realtime import batch, cli, evaluate
+    from realtime.commands import parser
+
+    image = tmp_path / "a.png"
+    frame = cv2.cvtColor(photos["astronaut"], cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(image), frame)
+    for blur in ("0", "3.5"):
+        r = camloc("--source", str(image), "--model", str(lite0_onnx), "--device", "cpu",
+                   "--tiles", "2", "--tile-blur", blur, "--threshold", "0.1",
+                   "--save-json", f"b{blur}.jsonl", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        want = Localizer(lite0_onnx, device="cpu", tiles=2, tile_blur=float(blur),
+                         threshold=0.1)(cv2.imread(str(image))).detections()
+        got = read_jsonl(tmp_path / f"b{blur}.jsonl")[0]["detections"]
+        assert [d["box"] for d in got] == [d["box"] for d in want]
+    boxes = [[d["box"] for d in read_jsonl(tmp_path / f"b{b}.jsonl")[0]["detections"]]
+             for b in ("0", "3.5")]
+    assert boxes[0] != boxes[1]  # at threshold 0.1 the blur moves the sides
+    for main, args in ((cli.main, ["--source", "x.mp4", "--model", str(lite0_onnx)]),
+                       (batch.main, ["x.mp4", "--output", str(tmp_path / "o")]),
+                       (evaluate.main, ["--model", "m.onnx", "--source", ".", "--labels",
+                                        "l.json"])):
+        for bad, message in (("-1", "must be a number >= 0, got -1"),
+                             ("wide", "expected a number, got 'wide'")):
+            assert main([*args, "--tile-blur", bad]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"argument --tile-blur: {message}" in err
+    assert parser.TILE_BLUR == tiling.BLUR

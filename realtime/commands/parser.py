@@ -31,6 +31,7 @@ LoggingState = tuple[list[logging.Handler], bool, int]
 
 MAX_IMGSZ = 4096  # covers a 4K frame (3840); --imgsz 100000 asked for 22.5 GB (RELIABILITY.md)
 MAX_TILES = 4     # realtime.model.tiling.MAX_TILES (not imported here: the parser stays cheap)
+TILE_BLUR = 1.75  # realtime.model.tiling.BLUR (tests/test_small_objects.py checks they agree)
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,6 +84,15 @@ class Parser(argparse.ArgumentParser):
                                "one batch with the frame, and merge their CAMs: finds smaller "
                                "objects, costs about N*N+1 times the model's work; 1 = off "
                                "(default: %(default)s; docs/TRAINING.md, \"Tiles\")")
+
+    def add_tile_blur(self) -> None:
+        self.add_argument("--tile-blur", type=number_at_least(0.0), default=TILE_BLUR,
+                          metavar="CELLS",
+                          help="with --tiles: the merged map's blur taken off its boxes' sides "
+                               "below threshold 0.5, in the map's cells; 0 = off, for a model "
+                               "with sharp maps (--attention) used at a low threshold "
+                               "(default: %(default)s; docs/TRAINING.md, \"Small objects' "
+                               "boxes\")")
 
     def add_topk(self) -> None:
         self.add_argument("--topk", type=int_at_least(1), default=1, metavar="K",
@@ -140,6 +150,20 @@ def int_at_least(low: int, high: int | None = None) -> Any:
             raise argparse.ArgumentTypeError(f"{bound}, got {value}")
         return value
     parse.__name__ = f"int>={low}"
+    return parse
+
+
+def number_at_least(low: float) -> Any:
+    """An argparse type: a finite number ``>= low``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a number >= {low:g}, got {text}")
+        return value
+    parse.__name__ = f"number>={low:g}"
     return parse
 
 
