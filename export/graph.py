@@ -100,4 +100,15 @@ def float_node_names(graph, float_first: int, float_last: int) -> tuple[list[str
     # the activation right after a float conv stays float with it (no Q/DQ in between)
     outs = {o for n in graph.node if n.name in keep and n.op_type == "Conv" for o in n.output}
     keep += [n.name for n in graph.node if n.op_type in ("Clip", "Relu") and n.input[0] in outs]
+    if float_first:  # a residual Add among the float convs stays float too: quantizing it
+        kept = set(keep)  # would quantize its inputs, so the last float block read INT8 input
+        produced = {o: n.name for n in graph.node for o in n.output}
+        stop = convs[float_first].name if float_first < len(convs) else None
+        for n in graph.node:
+            if n.name == stop:
+                break
+            srcs = [produced[i] for i in n.input if i in produced]
+            if n.op_type == "Add" and srcs and all(s in kept for s in srcs):
+                kept.add(n.name)
+                keep.append(n.name)
     return keep, desc

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=QatConfig.lr)
     p.add_argument("--feature-weight", type=float, default=QatConfig.feature_weight)
     p.add_argument("--views", type=int, default=QatConfig.views)
+    p.add_argument("--temperature", type=float, default=QatConfig.temperature)
     p.add_argument("--target", default="portable", choices=("portable", "vnni"))
     p.add_argument("--threads", type=int, default=1, help="torch threads for the fine-tuning")
     p.add_argument("--sets", type=Path, nargs="*", default=[])
@@ -64,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     calib = _write_views(args.out / "calib", 6, 1)
     val = _write_views(args.out / "val", 4, 7)
     qat = (QatConfig(steps=args.steps, lr=args.lr, feature_weight=args.feature_weight,
-                     views=args.views) if args.steps else None)
+                     views=args.views, temperature=args.temperature) if args.steps else None)
     tag = (f"qat_{args.target}_s{args.steps}_lr{args.lr:g}_f{args.feature_weight:g}"
-           f"_v{args.views}" if qat else f"ptq_{args.target}")
+           f"_v{args.views}_t{args.temperature:g}" if qat else f"ptq_{args.target}")
     out = args.out / f"{tag}.onnx"
     t0 = time.perf_counter()
     r = quantize_zoo_model(args.model, out, "int8", calib, qat=qat, calib_frames=100,
