@@ -241,16 +241,7 @@ def build_set(kind: str, out: Path, per_class: int = 60, test_per_class: int = 2
             _write(out / "train" / label / f"{label}_{i:03d}.jpg", frame)
             _add(seen, f"{label}/{label}_{i:03d}.jpg", frame, k + 1, boxes)
     (out / "train_labels.json").write_text(json.dumps(seen, indent=1), encoding="utf-8")
-    test = _Maker(kind, "test", rng)
-    coco = {"images": [], "annotations": [],
-            "categories": [{"id": k + 1, "name": n} for k, n in enumerate(classes)]}
-    for k, name in enumerate((*classes, None)):
-        for i in range(test_per_class):
-            frame, boxes = test.frame(name)
-            file_name = f"{name or 'background'}_{i:03d}.jpg"
-            _write(out / "test" / "images" / file_name, frame)
-            _add(coco, file_name, frame, k + 1, boxes)
-    (out / "test" / "labels.json").write_text(json.dumps(coco, indent=1), encoding="utf-8")
+    coco = _write_split(_Maker(kind, "test", rng), classes, out / "test", test_per_class)
     multi = sum(1 for img in coco["images"]
                 if sum(a["image_id"] == img["id"] for a in coco["annotations"]) > 1)
     return {"train": per_class * (len(classes) + 1), "test": len(coco["images"]), "multi": multi}
@@ -263,16 +254,22 @@ def build_val(kind: str, out: Path, per_class: int = 10, seed: int = 1) -> int:
     not the test half. The model has seen these instances, so val figures run high."""
     classes = SETS[kind]
     maker = _Maker(kind, "train", np.random.default_rng(seed), like="test")
+    return len(_write_split(maker, classes, out / "val", per_class)["images"])
+
+
+def _write_split(maker: _Maker, classes: tuple[str, ...], folder: Path, per_class: int) -> dict:
+    """``per_class`` frames of each class and of the background from ``maker`` into
+    ``folder``/images with their COCO ``folder``/labels.json; returns the COCO dict."""
     coco = {"images": [], "annotations": [],
             "categories": [{"id": k + 1, "name": n} for k, n in enumerate(classes)]}
     for k, name in enumerate((*classes, None)):
         for i in range(per_class):
             frame, boxes = maker.frame(name)
             file_name = f"{name or 'background'}_{i:03d}.jpg"
-            _write(out / "val" / "images" / file_name, frame)
+            _write(folder / "images" / file_name, frame)
             _add(coco, file_name, frame, k + 1, boxes)
-    (out / "val" / "labels.json").write_text(json.dumps(coco, indent=1), encoding="utf-8")
-    return len(coco["images"])
+    (folder / "labels.json").write_text(json.dumps(coco, indent=1), encoding="utf-8")
+    return coco
 
 
 def _add(coco: dict, file_name: str, frame: np.ndarray, category: int, boxes: list) -> None:
