@@ -197,8 +197,10 @@ def test_bench_states_the_cost_of_tiles_against_the_same_model_untiled(photos, t
     r = run_bench(str(clip), str(tiny_onnx), frames=16, warmup=2, repeats=1, tiles=2)
     assert r["tiles"] == 2 and set(r["untiled"]) == {"bare_fps", "draw_fps"}
     assert r["untiled"]["bare_fps"] > 0 and r["tiles_cost"]["bare"] > 0
+    # a ratio of rounded medians: the cost is rounded to 0.01 (the tiny model's passes are
+    # so short that the ratio itself can be anything on a loaded machine)
     assert r["tiles_cost"]["bare"] == pytest.approx(r["untiled"]["bare_fps"] / r["bare_fps"],
-                                                    rel=0.02)
+                                                    rel=0.02, abs=0.01)
     assert "tiles cost" in format_table(r)
     assert "tiles_cost" not in run_bench(str(clip), str(tiny_onnx), frames=16, warmup=2,
                                          repeats=1)
