@@ -29,6 +29,19 @@ def test_stream_yields_every_frame_of_each_source_in_order(n, photos, tiny_onnx,
     assert frames.errors == {} and frames.stats.processed == sum(counts)
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_stream_takes_tiles_like_the_cli(n, photos, tiny_onnx, tmp_path):
+    files = [str(write_clip(tmp_path / f"{c}.mp4", photos, 4)) for c in "pq"[:n]]
+    tiled = Localizer(str(tiny_onnx), topk=2, tiles=2)
+    with realtime.stream(files, model=str(tiny_onnx), topk=2, tiles=2, batch=2) as frames:
+        got = [(item.result, item.frame.image) for item in frames]
+    assert len(got) == 4 * n
+    for result, image in got:  # the tiled Localizer's results (its finer merged maps)
+        want = tiled(image)
+        assert result.cams.shape == want.cams.shape and result.boxes == want.boxes
+        assert list(result.class_ids) == list(want.class_ids)
+
+
 def test_a_missing_source_fails_alone_among_several(photos, tiny_onnx, tmp_path):
     good = str(write_clip(tmp_path / "good.mp4", photos, 9))
     loc = Localizer(str(tiny_onnx))

@@ -83,7 +83,7 @@ def stream(sources: str | Sequence[str] | Any, model: str | Any = "efficientnet_
            options: RenderOptions | None = None, sinks: Iterable[Sink] = (),
            sinks_for: Callable[[Any], list[Sink]] | None = None, max_frames: int | None = None,
            batch: int = 1, workers: int | None = None, draw_workers: int | None = None,
-           stride: int = 1, give_up_after: float | None = None) -> Stream:
+           stride: int = 1, give_up_after: float | None = None, tiles: int = 1) -> Stream:
     """Run ``model`` (a zoo name, a .onnx path or a :class:`Localizer`) on ``sources``
     (camera indices, files, image folders, globs, stream URLs; one or a list) and yield
     every processed frame as a :class:`realtime.outputs.sinks.Processed`: ``name`` and
@@ -91,12 +91,14 @@ def stream(sources: str | Sequence[str] | Any, model: str | Any = "efficientnet_
     (classes, scores, CAMs, boxes), ``image`` (annotated in place on the frame's image, when
     ``draw``), ``times``.
     ``sinks`` (e.g. a VideoSink) get every frame of every source; ``sinks_for(feed)``
-    makes a source's own outputs once it is open. Other options are the CLI's."""
+    makes a source's own outputs once it is open. Other options are the CLI's (``tiles``:
+    ``--tiles``, with the default merge and blur; a :class:`Localizer` for the others)."""
     if isinstance(model, Localizer):
         loc, n_workers = model, workers or 1
     else:
         loc, n_workers = Localizer.for_pipeline(model, device, None, workers, imgsz=imgsz,
-                                                topk=topk, threshold=threshold, smooth=smooth)
+                                                topk=topk, threshold=threshold, smooth=smooth,
+                                                tiles=tiles)
     specs = [sources] if isinstance(sources, (str, int)) else list(sources)
     specs = [str(s) if isinstance(s, int) else s for s in specs]
     run = Pipeline(specs, loc, sinks=sinks, sinks_for=sinks_for, draw=draw, options=options,
