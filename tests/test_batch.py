@@ -142,3 +142,18 @@ def test_outputs_that_are_inputs_are_refused_before_anything_is_written(
     assert batch.main([*videos, "--output", out, *FLAGS]) == 0, capsys.readouterr().err
     assert {"a.mp4", "b.mp4", "a.jsonl", "b.jsonl"} <= set(os.listdir(out))
     assert _sums(clips) == before
+
+
+def test_tiles_reach_the_workers_and_equal_the_cli(ray_local, videos, lite0_onnx, tmp_path,
+                                                   capsys):
+    """``--tiles 2`` in a batch: each segment's worker runs the tiled model, so the records
+    equal the single-process CLI's with ``--tiles 2`` (and differ from the untiled ones)."""
+    clips, expected = videos
+    clip, tiled = clips[1], [*FLAGS, "--tiles", "2", "--tile-blur", "1.5"]
+    cli_out = tmp_path / "cli.jsonl"
+    assert cli.main(["--source", str(clip), "--save-json", str(cli_out), *tiled]) == 0
+    out = tmp_path / "out"
+    assert batch.main([str(clip), "--output", str(out), "--segment-frames", "4", *tiled]) == 0
+    assert "1 done" in capsys.readouterr().out
+    assert (out / "two.jsonl").read_text() == cli_out.read_text()
+    assert cli_out.read_text() != expected[clip][1].read_text()
