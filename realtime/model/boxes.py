@@ -60,11 +60,11 @@ def _split_peaks(up: np.ndarray, labels: np.ndarray, n: int, low: float, strong:
     return out, count
 
 
-def _components(cam: np.ndarray, threshold: float, upsample: int, split: float | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _components(cam: np.ndarray, threshold: float, upsample: int, split: float | None = None,
+                outer: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(boxes in upsampled pixels [n,4], masses [n], peaks [n], outer [n,4]) of the
-    thresholded map; ``outer`` is the box of the whole component a part was split from
-    (the box itself when it was not split)."""
+    thresholded map; with ``outer``, the box of the whole component a part was split from
+    (the box itself when it was not split), else the boxes again (nothing computed)."""
     h, w = cam.shape
     up = cam if upsample == 1 else cv2.resize(cam, (w * upsample, h * upsample),
                                               interpolation=cv2.INTER_LINEAR)
@@ -74,7 +74,7 @@ def _components(cam: np.ndarray, threshold: float, upsample: int, split: float |
         return np.zeros((0, 4), np.float64), empty, empty, np.zeros((0, 4), np.float64)
     mask = (up >= threshold * peak).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    whole, parent = _corners(stats), np.arange(n)
+    whole, parent = _corners(stats) if outer else None, np.arange(n)
     if split is not None:
         first = labels
         labels, n = _split_peaks(up, labels, n, threshold * peak, split * peak)
@@ -82,13 +82,15 @@ def _components(cam: np.ndarray, threshold: float, upsample: int, split: float |
         for i in range(1, n):
             ys, xs = np.nonzero(labels == i)
             stats[i, :4] = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
-        parent = np.zeros(n, np.int64)
-        parent[labels.ravel()] = first.ravel()  # a part's pixels all come from one component
+        if outer:  # a part's pixels all come from one component
+            parent = np.zeros(n, np.int64)
+            parent[labels.ravel()] = first.ravel()
     flat = labels.ravel()
     masses = np.bincount(flat, weights=up.ravel(), minlength=n)[1:]
     peaks = np.zeros(n, np.float64)
     np.maximum.at(peaks, flat, up.ravel())
-    return _corners(stats), masses, peaks[1:] / peak, whole[parent[1:] - 1]
+    boxes = _corners(stats)
+    return boxes, masses, peaks[1:] / peak, whole[parent[1:] - 1] if outer else boxes
 
 
 def _corners(stats: np.ndarray) -> np.ndarray:
@@ -121,14 +123,15 @@ def boxes_from_cam(cam: np.ndarray, threshold: float = 0.5, rule: str = "mass",
         raise ValueError(f"upsample and max_boxes must be >= 1, got {upsample}, {max_boxes}")
     if not blur >= 0.0:
         raise ValueError(f"blur must be >= 0, got {blur!r}")
+    shift = edge_shift(threshold, blur)  # 0 unless tiled: the untiled path computes no outer
     boxes, masses, peaks, outer = _components(np.asarray(cam, np.float32), threshold, upsample,
-                                              strong if rule == "mass" else None)
+                                              strong if rule == "mass" else None, shift > 0)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     big = area >= min_area * cam.size * upsample * upsample
     if not big.any() and len(area):
         big = masses == masses.max()  # never lose the map's main region to min_area
     boxes, masses, peaks, area, outer = boxes[big], masses[big], peaks[big], area[big], outer[big]
-    shift, limits = edge_shift(threshold, blur), np.array([0, 0, cam.shape[1], cam.shape[0]])
+    limits = np.array([0, 0, cam.shape[1], cam.shape[0]])
     if rule == "merge":
         if not len(boxes):
             return boxes / upsample, masses
@@ -146,8 +149,11 @@ def boxes_from_cam(cam: np.ndarray, threshold: float = 0.5, rule: str = "mass",
                     _inside(boxes[i], boxes[k]) < 0.5 for k in keep)):
                 keep.append(i)
         order = np.array(keep[:max_boxes], dtype=np.int64)
-    boxes, outer = boxes[order] / upsample, outer[order] / upsample
+    boxes = boxes[order] / upsample
+    if not shift:
+        return boxes, masses[order]
     # only a side on the threshold's contour moves: not the frame's edge, not a valley split
+    outer = outer[order] / upsample
     return shrink_boxes(boxes, shift, (boxes == outer) & (boxes != limits)), masses[order]
 
 
