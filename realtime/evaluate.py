@@ -207,7 +207,7 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
     then None."""
     import cv2
 
-    from realtime.model.cam import compute_cams, normalize_cams, softmax
+    from realtime.model.cam import normalize_cams
     from realtime.model.tiling import map_blur
 
     background = loc.info.background
@@ -222,11 +222,11 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
                 raise EvalError(f"cannot read image {s.path}")
             x, geo = loc.prepare(frame)
             logits, feats = loc.infer(x)
-            scores, cams_of = (loc.class_maps(logits, feats, geo) if len(x) > 1  # tiles
-                               else (softmax(logits[0]), None))
-            cache = {s.path: (int(np.argmax(scores)), feats[0], (geo.frame_h, geo.frame_w),
-                              cams_of, map_blur(geo, loc.tile_blur))}
-        pred, feats, hw, cams_of, blur = cache[s.path]
+            rows = slice(None) if len(x) > 1 else 0  # a tiled frame is all the batch's rows
+            scores, cams_of = loc.class_maps(logits[rows], feats[rows], geo)
+            cache = {s.path: (int(np.argmax(scores)), (geo.frame_h, geo.frame_w), cams_of,
+                              map_blur(geo, loc.tile_blur))}
+        pred, hw, cams_of, blur = cache[s.path]
         truth_cls = s.class_id if s.class_id is not None else background
         if truth_cls is not None and not agnostic:
             cls_right.append(pred == truth_cls)
@@ -235,8 +235,7 @@ def evaluate(loc, samples: list[Sample]) -> dict[str, float | None]:
         known = pred if agnostic else s.class_id
         truth = _fit_boxes(s, hw, clipped)
         ids = np.array([known, pred])
-        cams = normalize_cams(compute_cams(feats, loc.weight, ids) if cams_of is None
-                              else cams_of(ids), loc.normalize)
+        cams = normalize_cams(cams_of(ids), loc.normalize)
         gt_curve = _iou_curve(loc, cams[0], truth, hw, blur)
         gt_curves.append(gt_curve)
         pred_right.append(pred == known)
