@@ -159,6 +159,7 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
     prepared = [loc.prepare(f) for f in clip]
     tensors = [x for x, _ in prepared]
     x, geo = prepared[0]
+    plain_tensors = [plain.prepare(f)[0] for f in clip] if plain is not None else []
     bare, draw = [], []
     untiled: dict[str, list[float]] = {"bare_fps": [], "draw_fps": []}
     files: dict[str, list[float]] = {c: [] for c in codecs}
@@ -170,8 +171,7 @@ def run_bench(source: str, model: str = "efficientnet_lite0", imgsz: int | None 
         for r in range(repeats):  # interleaved, so drifts in machine load hit all three
             bare.append(bare_fps(loc, tensors, warmup, batch, workers))
             if plain is not None:  # the same model untiled, in the same repeat
-                untiled["bare_fps"].append(bare_fps(plain, [plain.prepare(f)[0] for f in clip],
-                                                    warmup, batch, workers))
+                untiled["bare_fps"].append(bare_fps(plain, plain_tensors, warmup, batch, workers))
                 untiled["draw_fps"].append(pipeline_fps(plain, source, len(clip), warmup, None,
                                                         batch, workers, None, pools[0])[0])
             for d in pools:  # the first pool size with every codec, the others the first
