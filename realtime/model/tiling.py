@@ -67,8 +67,7 @@ def map_blur(geo: Geometry, blur: float = BLUR) -> float:
 def check_tile_options(tiles: int, merge: str, decision: str, blur: float = BLUR) -> None:
     """Raise OptionError (a ValueError) for a tile count, merge or decision rule we lack,
     or a negative blur."""
-    if not isinstance(tiles, int) or isinstance(tiles, bool) or not 1 <= tiles <= MAX_TILES:
-        raise OptionError(f"tiles must be an integer in [1, {MAX_TILES}], got {tiles!r}")
+    _check_count(tiles)
     if merge not in MERGES:
         raise OptionError(f"tile_merge must be one of {', '.join(MERGES)}, got {merge!r}")
     if decision not in DECISIONS:
@@ -78,13 +77,17 @@ def check_tile_options(tiles: int, merge: str, decision: str, blur: float = BLUR
         raise OptionError(f"tile_blur must be a number >= 0, got {blur!r}")
 
 
+def _check_count(tiles: int) -> None:
+    if not isinstance(tiles, int) or isinstance(tiles, bool) or not 1 <= tiles <= MAX_TILES:
+        raise OptionError(f"tiles must be an integer in [1, {MAX_TILES}], got {tiles!r}")
+
+
 def tile_boxes(frame_h: int, frame_w: int, n: int, overlap: float = OVERLAP
                ) -> list[tuple[int, int, int, int]]:
     """The ``n`` x ``n`` tiles covering a frame, neighbours sharing ``overlap`` of a tile's
     side, row by row: (y0, x0, y1, x1) in frame pixels, the last row and column flush
     with the frame's edge."""
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_TILES:
-        raise ValueError(f"tiles must be an integer in [1, {MAX_TILES}], got {n!r}")
+    _check_count(n)
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
 
