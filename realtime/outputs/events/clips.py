@@ -148,7 +148,7 @@ class PacketRing:
     def since(self, kept_before: int) -> list[Packet]:
         """The packets kept after ``kept`` was ``kept_before`` (still in the ring)."""
         n = min(self.kept - kept_before, len(self.packets))
-        return list(self.packets)[-n:] if n > 0 else []
+        return [self.packets[i] for i in range(-n, 0)]  # the newest n, no copy of the ring
 
     def cut(self, start: float, end: float) -> list[Packet]:
         """The packets from the last keyframe at or before ``start`` to ``end`` (seconds)."""
