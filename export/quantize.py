@@ -253,14 +253,13 @@ def quantize_zoo_model(model: str, output: str | Path, precision: str = "int8",
     export.qat.QatConfig): INT8 of an EfficientNet-Lite only; fine-tune a copy on the
     calibration frames first (quantization-aware, distilled from FP32; export/qat.py)."""
     skipped = ""  # the default's QAT not done: why, for the report
-    if qat is not None and qat.optional and (
-            precision != "int8" or str(model).lower().endswith(".onnx")):
+    if qat is not None and (precision != "int8" or str(model).lower().endswith(".onnx")):
+        if not qat.optional:
+            raise QuantizeError("--qat is for --int8 of a zoo model or --checkpoint (it "
+                                "fine-tunes the PyTorch model), not of a .onnx file")
         skipped = ("not done: it needs the PyTorch model (a zoo name or --checkpoint), not "
                    "a .onnx file")
         qat = None
-    if qat is not None and (precision != "int8" or str(model).lower().endswith(".onnx")):
-        raise QuantizeError("--qat is for --int8 of a zoo model or --checkpoint (it fine-tunes "
-                            "the PyTorch model), not of a .onnx file")
     frames = None
     if precision == "int8":
         if calib is None:
