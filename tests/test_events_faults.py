@@ -114,46 +114,54 @@ CAT_ARGS = ["--event-classes", "Egyptian cat", "--event-min-score", "0.1",
             "--event-end-gap", "1", "--event-pre", "1", "--event-post", "1"]
 
 
+@pytest.mark.parametrize("names", [("door",), ("door", "yard")], ids=["one-source",
+                                                                       "two-sources"])
 def test_sigkill_leaves_ended_events_complete_and_the_open_one_cut_short(
-        tmp_path, photos, lite0_onnx):
-    clip = write_schedule_clip(tmp_path / "door.avi", photos["cat"])
+        tmp_path, photos, lite0_onnx, names):
+    clips = [write_schedule_clip(tmp_path / f"{n}.avi", photos["cat"]) for n in names]
     folder = tmp_path / "ev"
     log = folder / "events.jsonl"
-    args = ["--source", str(clip), "--model", str(lite0_onnx), "--device", "cpu",
+    args = ["--source", *map(str, clips), "--model", str(lite0_onnx), "--device", "cpu",
             "--events", str(folder), *CAT_ARGS]
     proc = _camloc(args, tmp_path)
 
-    def second_started() -> bool:
-        text = log.read_text() if log.exists() else ""
-        return text.count('"type": "start"') == 2 or proc.poll() is not None
+    def of(records: list[dict], name: str) -> list[dict]:
+        return [r for r in records if r["source"] == name]
+
+    def second_started() -> bool:  # every source inside its second event
+        lines = [json.loads(s) for s in log.read_text().splitlines()] if log.exists() else []
+        return proc.poll() is not None or all(
+            [r["type"] for r in of(lines, n)] == ["start", "end", "start"] for n in names)
     try:
         assert wait_until(second_started, 120, 0.02)
-        assert proc.poll() is None, "the run ended before the second event started"
+        assert proc.poll() is None, "the run ended before the second events started"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
         proc.kill()
         proc.communicate()
     before = [json.loads(s) for s in log.read_text().splitlines()]
-    assert [r["type"] for r in before] == ["start", "end", "start"]
-    ended = before[1]
-    assert (folder / ended["clip"]).is_file() and (folder / ended["snapshot"]).is_file()
     again = _camloc([*args, "--max-frames", "3"], tmp_path)
     out, err = again.communicate(timeout=120)
     assert again.returncode == 0, err.decode()[-2000:]
     after = [json.loads(s) for s in log.read_text().splitlines()]
-    assert after[:3] == before
-    cut = after[3]
-    assert cut["type"] == "end" and cut["id"] == before[2]["id"] and cut["cut_short"]
-    assert cut["ended_by"] == "killed" and cut["end_ms"] is None
-    assert b"cut short" in err
-    # the clip written while it lasted: salvaged, it plays from the pre-roll (a keyframe
-    # at or before start - 1 s) to at least the next keyframe (one second: one fragment)
-    assert cut["clip"] == f"{cut['id']}.mp4" and not list(folder.glob("*.live.mp4"))
-    with av.open(str(folder / cut["clip"])) as box:
-        frames = [f.to_ndarray(format="bgr24") for f in box.decode(video=0)]
-    assert len(frames) >= FPS, len(frames)
-    assert max(float(f.std()) for f in frames) > 10  # a picture, not an empty stream
+    assert after[:len(before)] == before and b"cut short" in err
+    for name in names:
+        mine = of(before, name)
+        assert [r["type"] for r in mine] == ["start", "end", "start"]
+        ended = mine[1]
+        assert (folder / ended["clip"]).is_file() and (folder / ended["snapshot"]).is_file()
+        [cut] = of(after[len(before):], name)
+        assert cut["type"] == "end" and cut["id"] == mine[2]["id"] and cut["cut_short"]
+        assert cut["ended_by"] == "killed" and cut["end_ms"] is None
+        # the clip written while it lasted: salvaged, it plays from the pre-roll (a keyframe
+        # at or before start - 1 s) to at least the next keyframe (one second: one fragment)
+        assert cut["clip"] == f"{cut['id']}.mp4"
+        with av.open(str(folder / cut["clip"])) as box:
+            frames = [f.to_ndarray(format="bgr24") for f in box.decode(video=0)]
+        assert len(frames) >= FPS, len(frames)
+        assert max(float(f.std()) for f in frames) > 10  # a picture, not an empty stream
+    assert not list(folder.glob("*.live.mp4"))
 
 
 def test_several_sources_from_the_cli_each_their_own_events_and_messages(
