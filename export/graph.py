@@ -90,7 +90,7 @@ def float_node_names(graph, float_first: int, float_last: int) -> tuple[list[str
     """(names to exclude from quantisation, a short human description)."""
     convs = conv_nodes(graph)
     keep = [n.name for n in head_nodes(graph)]
-    desc = ["classifier head (pooling + Gemm; Gemm weight INT8 weight-only)"]
+    desc = ["classifier head (pooling + Gemm)"]
     if float_first:
         keep += [n.name for n in convs[:float_first]]
         desc.append(f"first {float_first} conv" + ("s" if float_first > 1 else ""))

@@ -1,24 +1,29 @@
-"""The INT8 model's classifier head: per-class INT8 weight, dequantized once, read by
-both the Gemm that makes ``logits`` and the ``cam_weight`` output (export/quantize.py)."""
+"""The INT8 model's classifier head: the FP32 weight, stored once, read by both the Gemm
+that makes ``logits`` and the ``cam_weight`` output (export/quantize.py).
+
+The head's weight was stored as per-class INT8 with a DequantizeLinear until wave 3: the
+file was 3.6x smaller than FP32 instead of 2.1x, but ONNX Runtime does not fold a
+DequantizeLinear into a constant, so every frame dequantized the 1000x1280 weight and
+copied it to ``cam_weight``: 1.5 ms of 16 ms per 256x448 frame (docs/EDGE.md).
+"""
 
 from __future__ import annotations
 
-import numpy as np
-
 from realtime.model.format import CAM_BIAS, CAM_WEIGHT, LOGITS
 
-__all__ = ["int8_classifier_weight"]
+__all__ = ["float_classifier_weight"]
 
 
-def int8_classifier_weight(proto) -> None:
-    """Store the classifier weight as per-class INT8 + one DequantizeLinear (weight-only).
+def float_classifier_weight(proto) -> bool:
+    """Make ``cam_weight`` / ``cam_bias`` Identities of the Gemm's own float initializers.
 
-    The Gemm that makes ``logits`` and the ``cam_weight`` output then both read the
-    dequantized tensor (stored once), so the CAM identity stays exact and the
-    runtime's CAMs use the very weight the logits use. The optimisation pass may have
-    turned the ``cam_weight``/``cam_bias`` Identity outputs into copies of the
-    initializers; those copies are dropped here.
+    The optimisation pass may have turned the ``cam_weight``/``cam_bias`` Identity outputs
+    into copies of the initializers (the weight stored twice); the copies are dropped,
+    so the file holds the weight once, ONNX Runtime folds the Identities when it loads
+    the file (nothing runs per frame), and the CAMs use the very weight the logits use.
+    Returns False (and changes nothing) for an unusual head.
     """
+    import numpy as np
     import onnx
     from onnx import helper, numpy_helper
 
@@ -28,11 +33,10 @@ def int8_classifier_weight(proto) -> None:
     if gemm is None or len(gemm.input) != 3 or gemm.input[1] not in inits \
             or gemm.input[2] not in inits \
             or next((a.i for a in gemm.attribute if a.name == "transB"), 0) != 1:
-        return  # an unusual head: leave the float classifier outputs as they are
-    name, bias_name = gemm.input[1], gemm.input[2]
-    w = numpy_helper.to_array(inits[name]).astype(np.float32)
+        return False
+    pairs = ((CAM_WEIGHT, gemm.input[1]), (CAM_BIAS, gemm.input[2]))
 
-    def source_of(out: str) -> np.ndarray | None:
+    def source_of(out: str):
         if out in inits:
             return numpy_helper.to_array(inits[out])
         node = next((n for n in graph.node if out in n.output), None)
@@ -40,30 +44,16 @@ def int8_classifier_weight(proto) -> None:
             return numpy_helper.to_array(inits[node.input[0]])
         return None
 
-    cw, cb = source_of(CAM_WEIGHT), source_of(CAM_BIAS)
-    if cw is None or cb is None or not np.array_equal(cw, w) \
-            or not np.array_equal(cb, numpy_helper.to_array(inits[bias_name])):
-        return
-    for out in (CAM_WEIGHT, CAM_BIAS):
+    for out, name in pairs:
+        src = source_of(out)
+        if src is None or not np.array_equal(src, numpy_helper.to_array(inits[name])):
+            return False
+    for k, (out, name) in enumerate(pairs):
         if out in inits:
             graph.initializer.remove(inits[out])
         for node in [n for n in graph.node if out in n.output]:
             graph.node.remove(node)
-    scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
-    q = np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8)
-    graph.initializer.remove(inits[name])
-    graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
-                              numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"),
-                              numpy_helper.from_array(np.zeros(len(scale), np.int8),
-                                                      f"{name}_zero")])
-    deq = f"{name}_dequantized"
-    gemm.input[1] = deq
-    graph.node.insert(0, helper.make_node(
-        "DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"], [deq],
-        name="cam_weight_dequantize", axis=0))
-    # right after the dequantization: the in-graph CAMs (export/incam.py) read cam_weight
-    graph.node.insert(1, helper.make_node("Identity", [deq], [CAM_WEIGHT],
-                                          name="cam_weight_output"))
-    graph.node.insert(2, helper.make_node("Identity", [bias_name], [CAM_BIAS],
-                                          name="cam_bias_output"))
+        # first in the graph: the in-graph CAMs (export/incam.py) read cam_weight
+        graph.node.insert(k, helper.make_node("Identity", [name], [out], name=f"{out}_output"))
     onnx.checker.check_model(proto)
+    return True

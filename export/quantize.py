@@ -12,9 +12,9 @@ such a CPU; ``target="vnni"`` keeps 8-bit weights for CPUs whose kernels do
 not saturate (AVX-512 VNNI / AVX-VNNI x86, ARM). docs/EDGE.md has the figures.
 The classifier head (global pooling, Flatten, Gemm) stays float so the CAM
 identity ``GAP(features) . W^T + b == logits`` still holds exactly in the INT8
-model; its weight is stored as per-class INT8 with one DequantizeLinear
-(weight-only), and ``cam_weight`` is that dequantized tensor, the very weight
-the Gemm uses. Layers that quantise badly can be kept float as well
+model; its weight stays the FP32 weight, stored once and read straight by the
+Gemm and the ``cam_weight`` output (export/int8head.py: nothing runs on it per
+frame, which an INT8 weight with a DequantizeLinear did). Layers that quantise badly can be kept float as well
 (``float_first`` / ``float_last`` convolutions; see docs/EDGE.md for the
 measurements behind the defaults).
 
@@ -56,7 +56,7 @@ from .graph import (
     write_metadata,
 )
 from .incam import INCAM_TOLERANCE, incam_error
-from .int8head import int8_classifier_weight
+from .int8head import float_classifier_weight
 from .verify import (
     DEFAULT_MIN_AGREEMENT,
     INT8_TARGETS,
@@ -126,7 +126,7 @@ def _make_int8(fp32: Path, out: Path, calib: list[np.ndarray], float_first: int,
         for extra in out.parent.glob("augmented_model*.onnx"):
             extra.unlink(missing_ok=True)
     proto = onnx.load(str(out))
-    int8_classifier_weight(proto)
+    float_classifier_weight(proto)
     write_metadata(proto, with_precision(meta, "int8"))
     onnx.save(proto, str(out))
     return desc
