@@ -23,13 +23,15 @@ __all__ = ["CONFIDENT_PROB", "Comparison", "compare", "open_session", "run_all",
 CONFIDENT_PROB = 0.5
 
 
-def open_session(path: Path):
-    """A CPU ONNX Runtime session on ``path``, fully optimised, quiet."""
+def open_session(path: Path, threads: int = 0):
+    """A CPU ONNX Runtime session on ``path``, fully optimised, quiet; ``threads`` intra-op
+    threads (0: ONNX Runtime's default, one per core)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
@@ -110,8 +112,10 @@ def compare(fp32: Path | object, variant: Path | object, tensors: list[np.ndarra
 def speed_ratio(fp32: Path, variant: Path, x: np.ndarray, runs: int = 30
                 ) -> tuple[float, float, float]:
     """(fp32 median ms, variant median ms, fp32/variant), runs interleaved so both see
-    the same machine load; warm-up excluded."""
-    s32, sq = open_session(fp32), open_session(variant)
+    the same machine load; warm-up excluded. One intra-op thread: how the runtime runs
+    each of its workers on a CPU of up to 4 cores (one worker per core), and a ratio
+    that other processes on the machine disturb least."""
+    s32, sq = open_session(fp32, 1), open_session(variant, 1)
     for s in (s32, sq, s32, sq, s32, sq):
         s.run(list(FRAME_OUTPUTS), {INPUT: x})
     t32, tq = [], []

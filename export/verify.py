@@ -100,7 +100,7 @@ class QuantizeReport:
                             else "8-bit weights: for VNNI x86 CPUs and ARM") + ")")
         lines += self.verification()
         if self.ms[0]:
-            lines.append(f"  speed on this machine (CPU, input "
+            lines.append(f"  speed on this machine (CPU, 1 thread, input "
                          f"{'x'.join(map(str, self.bench_shape))}): FP32 {self.ms[0]:.1f} ms, "
                          f"{self.precision.upper()} {self.ms[1]:.1f} ms -> {self.speed:.2f}x")
         return "\n".join(lines)
