@@ -310,7 +310,8 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
                 break
     zm.module.load_state_dict(best_state)
     zm.module.eval()
-    report.warning = estimate_warning(report.best_acc, report.camera_acc, config.warn_gap)
+    report.warning = estimate_warning(report.best_acc, report.camera_acc, config.warn_gap,
+                                      config.tune_blocks)
     if report.warning:
         log.warning("%s", report.warning)
     report.seconds = {"caching": t1 - t0, "training": time.perf_counter() - t1}

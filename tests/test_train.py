@@ -178,6 +178,8 @@ def test_context_augmentation(photos):
         assert own == pytest.approx(kept, abs=1e-5) or kept == 1.0
     assert estimate_warning(0.95, 0.9, 0.1) is None
     assert "0.600" in estimate_warning(0.95, 0.6, 0.1)
+    assert "--tune-blocks 1" in estimate_warning(0.95, 0.6, 0.1)         # the next thing to try
+    assert "--tune-blocks" not in estimate_warning(0.95, 0.6, 0.1, tune_blocks=1)  # tried
 
 
 def test_cell_attention_keeps_the_cam_identity(tmp_path, photos):
