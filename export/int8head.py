@@ -1,13 +1,15 @@
 """The INT8 model's classifier head: the FP32 weight, stored once, read by both the Gemm
 that makes ``logits`` and the ``cam_weight`` output (export/quantize.py).
 
-The head's weight was stored as per-class INT8 with a DequantizeLinear until wave 3: the
+The head's weight was stored as per-class INT8 with a DequantizeLinear until wave 4: the
 file was 3.6x smaller than FP32 instead of 2.1x, but ONNX Runtime does not fold a
 DequantizeLinear into a constant, so every frame dequantized the 1000x1280 weight and
 copied it to ``cam_weight``: 1.5 ms of 16 ms per 256x448 frame (docs/EDGE.md).
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from realtime.model.format import CAM_BIAS, CAM_WEIGHT, LOGITS
 
@@ -23,7 +25,6 @@ def float_classifier_weight(proto) -> bool:
     the file (nothing runs per frame), and the CAMs use the very weight the logits use.
     Returns False (and changes nothing) for an unusual head.
     """
-    import numpy as np
     import onnx
     from onnx import helper, numpy_helper
 

@@ -71,9 +71,8 @@ def loc_set(blurs: list[float]) -> dict:
                 scores, cams_of = loc.class_maps(logits[0], feats[0], geo)
                 ids = [i for i, n in enumerate(names) if n in s.accepted]
                 best = max(ids, key=lambda i: scores[i])
-                top = int(np.argmax(scores))
-                cams = normalize_cams(cams_of(np.array([best, top])), loc.normalize)
-                gt = _iou_curve(loc, cams[0], [list(s.box)], s.image.shape[:2], blur)
+                cam = normalize_cams(cams_of(np.array([best])), loc.normalize)[0]
+                gt = _iou_curve(loc, cam, [list(s.box)], s.image.shape[:2], blur)
                 rows.append((s.split, right, first, gt))
         out[blur] = {}
         for split in ("tune", "held-out", "all"):
@@ -119,7 +118,7 @@ def hard_set(root: Path, split: str, blurs: list[float], threshold: float = 0.3)
             loc.threshold = threshold
             f["by_height@0.3"] = by_height(loc, samples)
             loc.threshold = stored
-        obj = [v for v in f["by_height@0.3"].values()]
+        obj = list(f["by_height@0.3"].values())
         f["top1_loc@0.3"] = round(sum(v["top1_loc"] * v["frames"] for v in obj)
                                   / max(1, sum(v["frames"] for v in obj)), 3)
         out[blur] = f
@@ -144,8 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         results["loc_set"] = loc_set(args.blurs)
     for name in args.sets if args.root else []:
         results[name] = hard_set(args.root / name, args.split, args.blurs)
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=1, default=str))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0
