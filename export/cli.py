@@ -39,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the objects), then export; the checkpoint is kept as OUTPUT.pt")
     t.add_argument("--epochs", type=int, default=20, help="at most this many epochs (early stopping)")
     t.add_argument("--seed", type=int, default=0, help="seed of the split, augmentation and init")
-    t.add_argument("--tune-blocks", type=int, default=0,
-                   help="also train this many of the last blocks (slower; see docs/TRAINING.md)")
+    t.add_argument("--tune-blocks", default="auto", metavar="N|auto",
+                   help="also train this many of the last blocks (slower); auto (default): 0, "
+                        "or 1 when the held-out estimates disagree and it scores higher at "
+                        "camera scale (docs/TRAINING.md)")
     t.add_argument("--views", type=int, default=4,
                    help="views per training image: the whole image plus augmented ones")
     t.add_argument("--train-size", type=int, default=0, metavar="PX",
@@ -146,9 +148,11 @@ def _train(args: argparse.Namespace):
         raise UsageError("--train starts from the pretrained weights (--weights DEFAULT)")
     if args.views < 1:
         raise UsageError(f"--views must be at least 1, got {args.views}")
-    if args.tune_blocks < 0:
-        raise UsageError(f"--tune-blocks must be at least 0, got {args.tune_blocks}")
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, tune_blocks=args.tune_blocks,
+    tune = None if str(args.tune_blocks).lower() == "auto" else args.tune_blocks
+    if tune is not None and not (str(tune).isdigit()):
+        raise UsageError(f"--tune-blocks must be auto or a number at least 0, got {tune}")
+    config = TrainConfig(epochs=args.epochs, seed=args.seed,
+                         tune_blocks=None if tune is None else int(tune),
                          views=args.views, imgsz=args.train_size,
                          attention=1.0 if args.attention else 0.0, progress=not args.quiet)
     train_report, export_report = train_and_export(args.model, args.train, args.output, config,

@@ -11,7 +11,10 @@ model's CAMs are exact, as for the zoo models.
 
 Held-out split (stratified, at least one image per class), accuracy after every
 epoch, class-weighted loss against imbalance, early stopping on held-out accuracy
-(the best epoch is kept), a fixed seed. The trained state dict is saved next to
+(the best epoch is kept), a fixed seed. ``--tune-blocks auto`` (the default) trains the
+head alone and, when the camera-scale held-out estimate falls more than 0.10 below the
+plain one, the last block too (from the same cached views, ``export.trainfit``), keeping
+whichever the camera-scale estimate prefers. The trained state dict is saved next to
 the .onnx (``M.pt``, labels inside) so ``--checkpoint M.pt`` re-exports it.
 """
 
@@ -28,7 +31,8 @@ import numpy as np
 from models.zoo import LITE_MODELS, ZooModel, load_model
 
 from .imagefolder import BACKGROUND, DatasetError, ImageFolder, load_images, scan_folder
-from .trainaug import camera_scale_views, cutmix, estimate_warning, zoom_out
+from .trainaug import camera_scale_views, estimate_warning, zoom_out
+from .trainfit import Fit, Split, cache_features, fit
 
 __all__ = ["TrainConfig", "TrainReport", "augment", "checkpoint_labels", "split_holdout",
            "train_and_export", "train_model"]
@@ -54,7 +58,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 4         # epochs without a better held-out accuracy (or loss) before stopping
     seed: int = 0
-    tune_blocks: int = 0      # trailing MBConv blocks trained with the head convolution
+    tune_blocks: int | None = None  # trailing MBConv blocks trained with the head conv.;
+    #                                 None: auto (0, or 1 when the camera-scale estimate says so)
     zoom: float = 0.5         # share of augmented views zoomed out into a background photo
     cutmix: float = 0.5       # share of batches mixed by CutMix on the cached feature maps
     attention: float = 0.0    # CellAttention's mix (0: plain GAP; models/efficientnet_lite.py)
@@ -76,6 +81,8 @@ class TrainReport:
     best_acc: float = 0.0
     camera_acc: float | None = None   # held-out images at half size in a background photo
     warning: str | None = None
+    tune_blocks: int = 0              # the trailing blocks the kept model trained
+    compared: tuple[float, float] | None = None   # auto: camera-scale acc. with 0 and 1
     best_epoch: int = 0
     history: list[tuple[int, float, float]] = field(default_factory=list)  # epoch, loss, acc
     seconds: dict[str, float] = field(default_factory=dict)
@@ -89,6 +96,9 @@ class TrainReport:
                 f"({classes}{skipped}): held-out accuracy {self.initial_acc:.3f} -> "
                 f"{self.best_acc:.3f} (epoch {self.best_epoch} of {len(self.history)})"
                 + (f", {self.camera_acc:.3f} at camera scale" if self.camera_acc is not None else "")
+                + (f"; trained the last {self.tune_blocks} block(s) too" if self.tune_blocks else "")
+                + (f" (auto: camera-scale {self.compared[0]:.3f} with the head alone, "
+                   f"{self.compared[1]:.3f} with the last block)" if self.compared else "")
                 + f"; {secs}"
                 + (f"\n  checkpoint {self.checkpoint}" if self.checkpoint else ""))
 
@@ -146,82 +156,24 @@ def _tensor(views: list[np.ndarray], zm: ZooModel) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-class _Split:
-    """A Lite model cut in two: the frozen bottom (cached) and the trainable top."""
-
-    def __init__(self, module, num_classes: int, tune_blocks: int, attention: float = 0.0):
-        import torch
-        from torch import nn
-
-        blocks = module._blocks
-        if not 0 <= tune_blocks <= len(blocks):
-            raise DatasetError(f"--tune-blocks must be between 0 and {len(blocks)}, got {tune_blocks}")
-        cut = len(blocks) - tune_blocks
-        self.module = module
-        self.bottom = nn.Sequential(module._conv_stem, module._bn0, module.act, *blocks[:cut])
-        fc = nn.Linear(module._fc.in_features, num_classes)
-        nn.init.normal_(fc.weight, std=0.01)
-        nn.init.zeros_(fc.bias)
-        module._fc = fc
-        att = [module.add_attention(attention)] if attention > 0 else []
-        self.top = nn.Sequential(*blocks[cut:], module._conv_head, module._bn1, module.act, *att)
-        self.fc, self.dropout = fc, nn.Dropout(0.2)
-        self.new = list(fc.parameters()) + [p for a in att for p in a.parameters()]
-        for p in module.parameters():
-            p.requires_grad_(False)
-        for p in list(self.top.parameters()) + self.new:
-            p.requires_grad_(True)
-        self.torch = torch
-
-    def head(self, x):
-        return self.fc(self.dropout(self.top(x).mean(dim=(2, 3))))
-
-    def train_mode(self, on: bool) -> None:
-        # BatchNorm keeps its ImageNet statistics (small batches of few classes would
-        # ruin them); only dropout switches.
-        self.module.eval()
-        self.dropout.train(on)
-
-
-def _cache(split: _Split, batches, total: int, progress: bool) -> np.ndarray:
-    """Run the frozen bottom on every prepared batch; float16 features [N, C, h, w]."""
-    from tqdm import tqdm
-
-    torch = split.torch
-    out = []
-    with torch.no_grad(), tqdm(total=total, desc="caching features", unit="view",
-                               disable=None if progress else True, leave=False) as bar:
-        for x in batches:
-            out.append(split.bottom(torch.from_numpy(x)).numpy().astype(np.float16))
-            bar.update(len(x))
-    return np.concatenate(out)
-
-
-def _accuracy(split: _Split, feats: np.ndarray, labels: np.ndarray, weight) -> tuple[float, float]:
-    torch = split.torch
-    split.train_mode(False)
-    with torch.no_grad():
-        logits = torch.cat([split.head(torch.from_numpy(feats[i:i + 64].astype(np.float32)))
-                            for i in range(0, len(feats), 64)])
-        y = torch.from_numpy(labels)
-        loss = float(torch.nn.functional.cross_entropy(logits, y, weight=weight))
-    return float((logits.argmax(1) == y).float().mean()), loss
-
-
 def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
                 config: TrainConfig) -> tuple[ZooModel, TrainReport]:
     """Fine-tune zoo model ``model`` on ``images`` (per class, RGB); the trained ZooModel
-    (best held-out epoch) and what happened."""
+    (best held-out epoch) and what happened. ``tune_blocks`` None (auto): the head alone,
+    then, when the two held-out estimates disagree, the last block too; the one with the
+    higher camera-scale estimate is kept (the head alone on a tie)."""
     import torch
-    from tqdm import tqdm
 
     t0 = time.perf_counter()
+    auto = config.tune_blocks is None
+    first = 0 if auto else config.tune_blocks
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     zm = load_model(model)
     size = (config.imgsz, config.imgsz) if config.imgsz else zm.input_size
     k = len(folder.labels)
-    split = _Split(zm.module, k, config.tune_blocks, config.attention)
+    split = Split(zm.module, k, first, config.attention)
+    cuts = sorted({split.cut, split.cut - 1} if auto and split.cut > 0 else {split.cut})
     train_idx, held_idx = split_holdout([len(c) for c in images], config.holdout, config.seed)
 
     train_y, held_y, train_views, held_views, held_imgs = [], [], [], [], []
@@ -250,71 +202,47 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
         if pending:
             yield _tensor(pending, zm)
 
-    held_x = _cache(split, (_tensor(held_views[i:i + config.batch], zm)
-                            for i in range(0, len(held_views), config.batch)),
-                    len(held_views), config.progress)
-    train_x = _cache(split, train_batches(), len(train_views) * config.views, config.progress)
+    held_x = cache_features(zm.module, cuts, (_tensor(held_views[i:i + config.batch], zm)
+                                              for i in range(0, len(held_views), config.batch)),
+                            len(held_views), config.progress)
+    train_x = cache_features(zm.module, cuts, train_batches(), len(train_views) * config.views,
+                             config.progress)
     train_y_arr, held_y_arr = np.array(train_y, np.int64), np.array(held_y, np.int64)
-    held_x, cam_x = held_x[:len(held_y)], held_x[len(held_y):]
+    n_held = len(held_y)
     t1 = time.perf_counter()
 
-    counts = np.bincount(train_y_arr, minlength=k).astype(np.float64)
-    weight = torch.tensor(counts.sum() / (k * counts), dtype=torch.float32)  # balanced classes
+    def run(s: Split, r: np.random.Generator) -> Fit:
+        c = s.cut
+        return fit(s, (train_x[c], train_y_arr), (held_x[c][:n_held], held_y_arr),
+                   held_x[c][n_held:], config, r)
+
+    after_cache = copy.deepcopy(rng)
+    result, tuned = run(split, rng), first
     report = TrainReport(folder.labels, [len(c) for c in images], len(train_views),
-                         len(held_y), len(folder.skipped))
-    report.initial_acc, _ = _accuracy(split, held_x, held_y_arr, weight)
-    new = {id(p) for p in split.new}
-    opt = torch.optim.AdamW([
-        {"params": split.new, "lr": config.lr},
-        {"params": [p for p in split.top.parameters() if id(p) not in new], "lr": config.lr / 10}],
-        weight_decay=config.weight_decay)
-    best = (-1.0, float("inf"))
-    best_state, bad = None, 0
-    epochs = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch",
-                  disable=None if config.progress else True, leave=False)
-    for epoch in epochs:
-        split.train_mode(True)
-        order = rng.permutation(len(train_x))
-        total = 0.0
-        for i in range(0, len(order), config.batch):
-            idx = order[i:i + config.batch]
-            x, y = torch.from_numpy(train_x[idx].astype(np.float32)), torch.from_numpy(train_y_arr[idx])
-            if rng.random() < config.cutmix:
-                x, target = cutmix(x, y, k, rng)
-                loss = torch.nn.functional.cross_entropy(split.head(x), target, weight=weight)
-            else:
-                loss = torch.nn.functional.cross_entropy(split.head(x), y, weight=weight,
-                                                         label_smoothing=0.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        plain, held_loss = _accuracy(split, held_x, held_y_arr, weight)
-        camera, camera_loss = _accuracy(split, cam_x, held_y_arr, weight)
-        # early stopping on both estimates: the plain split and the same images seen smaller
-        acc, held_loss = (plain + camera) / 2, (held_loss + camera_loss) / 2
-        report.history.append((epoch, total / len(order), plain))
-        epochs.set_postfix(loss=f"{total / len(order):.3f}", heldout_acc=f"{acc:.3f}")
-        log.info("epoch %d/%d: train loss %.3f, held-out accuracy %.3f (loss %.3f)",
-                 epoch, config.epochs, total / len(order), acc, held_loss)
-        if (acc, -held_loss) > (best[0], -best[1]):
-            best, bad = (acc, held_loss), 0
-            report.best_acc, report.camera_acc = plain, camera
-            best_state = copy.deepcopy({n: p.detach().clone() for n, p in
-                                        zm.module.state_dict().items()})
-            report.best_epoch = epoch
-        else:
-            bad += 1
-            if bad >= config.patience:
-                log.info("early stop: no better held-out accuracy for %d epochs", bad)
-                break
-    zm.module.load_state_dict(best_state)
-    zm.module.eval()
+                         n_held, len(folder.skipped))
+    seconds = {"caching": t1 - t0, "training": time.perf_counter() - t1}
+    if auto and len(cuts) == 2 and estimate_warning(result.best_acc, result.camera_acc,
+                                                    config.warn_gap) is not None:
+        t2 = time.perf_counter()
+        torch.manual_seed(config.seed)   # the same start as an explicit --tune-blocks 1 run
+        deeper = load_model(model)
+        s1 = Split(deeper.module, k, 1, config.attention)
+        other = run(s1, after_cache)
+        report.compared = (result.camera_acc, other.camera_acc)
+        log.info("--tune-blocks auto: camera-scale held-out accuracy %.3f with the head alone, "
+                 "%.3f with the last block too", result.camera_acc, other.camera_acc)
+        if other.camera_acc > result.camera_acc:
+            zm, result, tuned = deeper, other, 1
+        seconds["training the last block too"] = time.perf_counter() - t2
+    report.tune_blocks = tuned
+    report.initial_acc, report.best_acc, report.camera_acc = (result.initial_acc, result.best_acc,
+                                                              result.camera_acc)
+    report.best_epoch, report.history = result.best_epoch, result.history
     report.warning = estimate_warning(report.best_acc, report.camera_acc, config.warn_gap,
-                                      config.tune_blocks)
+                                      1 if auto else tuned)
     if report.warning:
         log.warning("%s", report.warning)
-    report.seconds = {"caching": t1 - t0, "training": time.perf_counter() - t1}
+    report.seconds = seconds
     n = sum(report.counts)
     trained = ZooModel(zm.module, zm.arch, f"fine-tuned on {folder.root.name} ({n} images) "
                        f"from {zm.weights}", list(folder.labels), zm.mean, zm.std, size,

@@ -89,10 +89,10 @@ def cutmix(x, y, num_classes: int, rng: np.random.Generator, smoothing: float = 
 def estimate_warning(plain: float, camera: float, gap: float, tune_blocks: int = 0
                      ) -> str | None:
     """The warning when the two held-out estimates differ by more than ``gap`` (else None):
-    the plain split then says little about what new camera frames will give. With the
-    default ``tune_blocks`` 0 it names ``--tune-blocks 1``, which raised localization on all
-    three hard sets where this warning fired (and lost on a set where it did not;
-    docs/TRAINING.md, wave 4)."""
+    the plain split then says little about what new camera frames will give. With
+    ``tune_blocks`` 0 (asked for, not auto: auto has tried 1 already) it names
+    ``--tune-blocks 1``, which raised localization on all three hard sets where this warning
+    fired (and lost on a set where it did not; docs/TRAINING.md, wave 4)."""
     if abs(plain - camera) <= gap:
         return None
     deeper = ("; or train the last block too, --tune-blocks 1, and compare on a few labelled "

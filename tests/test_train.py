@@ -146,7 +146,7 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
         "--epochs must be at least 1": ["--train", str(ok), "--output", out, "--epochs", "0"],
         "--views must be at least 1": ["--train", str(ok), "--output", out, "--views", "0"],
         "multiple of 32 from 64": ["--train", str(ok), "--output", out, "--train-size", "100"],
-        "--tune-blocks must be at least 0": ["--train", str(ok), "--output", out,
+        "--tune-blocks must be auto or a number": ["--train", str(ok), "--output", out,
                                              "--tune-blocks", "-1"],
         "fine-tunes the EfficientNet-Lite": ["--train", str(ok), "--output", out, "--model",
                                              "resnet18"],
@@ -209,3 +209,32 @@ def test_cell_attention_keeps_the_cam_identity(tmp_path, photos):
     again = load_model("efficientnet_lite0", checkpoint=tmp_path / "a.pt")
     assert again.module._attention is not None and again.input_size == (320, 320)
     assert float(again.module._attention.mix) == pytest.approx(0.8)
+
+
+def test_tune_blocks_auto_keeps_the_better_camera_estimate(trained):
+    """--tune-blocks auto (the default): where the held-out estimates disagree (forced here
+    with warn_gap -1), the head alone and the last block too are both trained from the same
+    cached views; the higher camera-scale estimate is kept (the head alone on a tie), and
+    the kept model is exactly what an explicit --tune-blocks N run of it gives."""
+    torch = pytest.importorskip("torch")
+    from export.train import TrainConfig, train_model
+
+    root = trained[0]
+    folder = scan_folder(root / "train")
+    images = load_images(folder)
+    kw = dict(epochs=3, views=2, patience=3, progress=False, warn_gap=-1.0)
+    zm, report = train_model("efficientnet_lite0", folder, images, TrainConfig(**kw))
+    head_alone, last_block = report.compared
+    assert report.tune_blocks == (1 if last_block > head_alone else 0)
+    assert report.camera_acc == max(head_alone, last_block)
+    assert "training the last block too" in report.seconds
+    assert "--tune-blocks" not in report.warning   # it was tried: nothing left to suggest
+    explicit, again = train_model("efficientnet_lite0", folder, images,
+                                  TrainConfig(tune_blocks=report.tune_blocks, **kw))
+    assert again.compared is None and again.camera_acc == report.camera_acc
+    ours, theirs = zm.module.state_dict(), explicit.module.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    other = 1 - report.tune_blocks   # the other figure is what that setting gives alone
+    _, alt = train_model("efficientnet_lite0", folder, images, TrainConfig(tune_blocks=other, **kw))
+    assert alt.camera_acc == (last_block if other else head_alone)

@@ -135,6 +135,7 @@ def run_set(root: Path, overrides: dict, sizes: tuple[int, ...] = ()) -> dict:
                               "by_height": by_height(big, samples)}
     return {"seconds": round(seconds, 1), "heldout": round(report.best_acc, 3),
             "epochs": len(report.history), "warning": getattr(report, "warning", None),
+            "tune_blocks": report.tune_blocks, "auto_compared": report.compared,
             **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()},
             "threshold": loc.threshold, "multi_frames": frames,
             "instances_found": f"{found}/{total}",

@@ -1,0 +1,164 @@
+"""The trainer's inner part: a Lite model cut in two, the frozen bottom's cache, the epochs.
+
+``export.train`` prepares the views and decides what to train; this module runs it. The
+bottom's features can be cached at two cuts in one pass (``cache_features``), so that
+``--tune-blocks auto`` can train the head alone and then, when the held-out estimates
+disagree, the last block with it too, without decoding or augmenting an image twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .imagefolder import DatasetError
+from .trainaug import cutmix
+
+__all__ = ["Fit", "Split", "cache_features", "fit"]
+
+log = logging.getLogger(__name__)
+
+
+class Split:
+    """A Lite model cut in two: the frozen bottom (cached) and the trainable top."""
+
+    def __init__(self, module, num_classes: int, tune_blocks: int, attention: float = 0.0):
+        import torch
+        from torch import nn
+
+        blocks = module._blocks
+        if not 0 <= tune_blocks <= len(blocks):
+            raise DatasetError(f"--tune-blocks must be between 0 and {len(blocks)}, got {tune_blocks}")
+        self.cut = len(blocks) - tune_blocks
+        self.module = module
+        fc = nn.Linear(module._fc.in_features, num_classes)
+        nn.init.normal_(fc.weight, std=0.01)
+        nn.init.zeros_(fc.bias)
+        module._fc = fc
+        att = [module.add_attention(attention)] if attention > 0 else []
+        self.top = nn.Sequential(*blocks[self.cut:], module._conv_head, module._bn1, module.act, *att)
+        self.fc, self.dropout = fc, nn.Dropout(0.2)
+        self.new = list(fc.parameters()) + [p for a in att for p in a.parameters()]
+        for p in module.parameters():
+            p.requires_grad_(False)
+        for p in list(self.top.parameters()) + self.new:
+            p.requires_grad_(True)
+        self.torch = torch
+
+    def head(self, x):
+        return self.fc(self.dropout(self.top(x).mean(dim=(2, 3))))
+
+    def train_mode(self, on: bool) -> None:
+        # BatchNorm keeps its ImageNet statistics (small batches of few classes would
+        # ruin them); only dropout switches.
+        self.module.eval()
+        self.dropout.train(on)
+
+
+def cache_features(module, cuts: list[int], batches, total: int, progress: bool
+                   ) -> dict[int, np.ndarray]:
+    """Run the frozen network on every prepared batch up to the deepest of ``cuts``
+    (a block index: the features entering that block; len(blocks): after the last);
+    float16 features [N, C, h, w] per cut."""
+    import torch
+    from tqdm import tqdm
+
+    blocks, deepest = module._blocks, max(cuts)
+    out: dict[int, list[np.ndarray]] = {c: [] for c in cuts}
+    with torch.no_grad(), tqdm(total=total, desc="caching features", unit="view",
+                               disable=None if progress else True, leave=False) as bar:
+        for x in batches:
+            y = module.act(module._bn0(module._conv_stem(torch.from_numpy(x))))
+            for i in range(deepest + 1):
+                if i in out:
+                    out[i].append(y.numpy().astype(np.float16))
+                if i < deepest:
+                    y = blocks[i](y)
+            bar.update(len(x))
+    return {c: np.concatenate(v) for c, v in out.items()}
+
+
+def _accuracy(split: Split, feats: np.ndarray, labels: np.ndarray, weight) -> tuple[float, float]:
+    torch = split.torch
+    split.train_mode(False)
+    with torch.no_grad():
+        logits = torch.cat([split.head(torch.from_numpy(feats[i:i + 64].astype(np.float32)))
+                            for i in range(0, len(feats), 64)])
+        y = torch.from_numpy(labels)
+        loss = float(torch.nn.functional.cross_entropy(logits, y, weight=weight))
+    return float((logits.argmax(1) == y).float().mean()), loss
+
+
+@dataclass
+class Fit:
+    """One training run's outcome: the held-out figures of its best epoch."""
+
+    initial_acc: float = 0.0
+    best_acc: float = 0.0
+    camera_acc: float = 0.0
+    best_epoch: int = 0
+    history: list[tuple[int, float, float]] = field(default_factory=list)  # epoch, loss, acc
+
+
+def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray, np.ndarray],
+        camera: np.ndarray, config, rng: np.random.Generator) -> Fit:
+    """Train ``split``'s top on cached features (early stopping on the mean of the plain and
+    the camera-scale held-out accuracy); the module ends with its best epoch's weights."""
+    from tqdm import tqdm
+
+    torch = split.torch
+    (train_x, train_y), (held_x, held_y) = train, held
+    k = split.fc.out_features
+    counts = np.bincount(train_y, minlength=k).astype(np.float64)
+    weight = torch.tensor(counts.sum() / (k * np.maximum(counts, 1)), dtype=torch.float32)
+    result = Fit()
+    result.initial_acc, _ = _accuracy(split, held_x, held_y, weight)
+    new = {id(p) for p in split.new}
+    opt = torch.optim.AdamW([
+        {"params": split.new, "lr": config.lr},
+        {"params": [p for p in split.top.parameters() if id(p) not in new], "lr": config.lr / 10}],
+        weight_decay=config.weight_decay)
+    best, best_state, bad = (-1.0, float("inf")), None, 0
+    epochs = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch",
+                  disable=None if config.progress else True, leave=False)
+    for epoch in epochs:
+        split.train_mode(True)
+        order = rng.permutation(len(train_x))
+        total = 0.0
+        for i in range(0, len(order), config.batch):
+            idx = order[i:i + config.batch]
+            x, y = torch.from_numpy(train_x[idx].astype(np.float32)), torch.from_numpy(train_y[idx])
+            if rng.random() < config.cutmix:
+                x, target = cutmix(x, y, k, rng)
+                loss = torch.nn.functional.cross_entropy(split.head(x), target, weight=weight)
+            else:
+                loss = torch.nn.functional.cross_entropy(split.head(x), y, weight=weight,
+                                                         label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        plain, held_loss = _accuracy(split, held_x, held_y, weight)
+        cam, camera_loss = _accuracy(split, camera, held_y, weight)
+        # early stopping on both estimates: the plain split and the same images seen smaller
+        acc, held_loss = (plain + cam) / 2, (held_loss + camera_loss) / 2
+        result.history.append((epoch, total / len(order), plain))
+        epochs.set_postfix(loss=f"{total / len(order):.3f}", heldout_acc=f"{acc:.3f}")
+        log.info("epoch %d/%d: train loss %.3f, held-out accuracy %.3f (loss %.3f)",
+                 epoch, config.epochs, total / len(order), acc, held_loss)
+        if (acc, -held_loss) > (best[0], -best[1]):
+            best, bad = (acc, held_loss), 0
+            result.best_acc, result.camera_acc, result.best_epoch = plain, cam, epoch
+            best_state = copy.deepcopy({n: p.detach().clone() for n, p in
+                                        split.module.state_dict().items()})
+        else:
+            bad += 1
+            if bad >= config.patience:
+                log.info("early stop: no better held-out accuracy for %d epochs", bad)
+                break
+    split.module.load_state_dict(best_state)
+    split.module.eval()
+    return result
