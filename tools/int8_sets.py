@@ -5,6 +5,9 @@ top-1 agreement on all frames and where FP32 is sure, CAM correlation, box IoU (
         --sets /tmp/sets/opencv /tmp/sets/wallpapers /tmp/sets/video /tmp/sets/skimage
 
 The sets come from tools/photo_sets.py; every image of a set is used (up to --max).
+``--floor`` adds, per set, how many frames FP32 itself barely decides (top-2 logit margin)
+and the agreement the variant would reach with its own logit error scaled down (x0.75,
+x0.5, x0.25): how much smaller the error must get for a given agreement (docs/EDGE.md).
 """
 
 from __future__ import annotations
@@ -17,11 +20,28 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["main", "measure"]
+__all__ = ["error_floor", "main", "measure"]
+
+SCALES = (1.0, 0.75, 0.5, 0.25)
 
 
-def measure(fp32: Path, variants: dict[str, Path], sets: list[Path], most: int = 200
-            ) -> list[str]:
+def error_floor(ref_logits: list, variant_logits: list) -> str:
+    """FP32's top-2 margins and the variant's agreement with its logit error scaled."""
+    import numpy as np
+
+    a = np.stack([x.ravel() for x in ref_logits])
+    err = np.stack([x.ravel() for x in variant_logits]) - a
+    top2 = np.sort(a, 1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    shares = " ".join(f"<{m}: {np.mean(margin < m):.2f}" for m in (0.1, 0.25, 0.5))
+    scaled = " ".join(f"x{f}: {np.mean((a + f * err).argmax(1) == a.argmax(1)):.3f}"
+                      for f in SCALES)
+    rms = float(np.sqrt(np.mean(err ** 2)))
+    return f"    FP32 top-2 margin {shares}; logit error RMS {rms:.3f}; error scaled {scaled}"
+
+
+def measure(fp32: Path, variants: dict[str, Path], sets: list[Path], most: int = 200,
+            floor: bool = False) -> list[str]:
     from export.calib import prepare_frames, read_frames
     from export.compare import compare, open_session, run_all
     from realtime.model.format import parse_metadata
@@ -40,6 +60,8 @@ def measure(fp32: Path, variants: dict[str, Path], sets: list[Path], most: int =
             lines.append(f"{folder.name:<12} {name:<14} {len(xs):>4}  {c.agreement:.3f}      "
                          f"{sure} ({c.confident:>3})    {c.cam_corr:.4f}/{c.cam_corr_min:.4f}"
                          f"   {c.box_iou:.3f}")
+            if floor:
+                lines.append(error_floor(ref[0], run_all(open_session(path), xs)[0]))
     return lines
 
 
@@ -49,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", action="append", required=True, metavar="NAME=PATH")
     p.add_argument("--sets", type=Path, nargs="+", required=True)
     p.add_argument("--max", type=int, default=200, help="images per set at most")
+    p.add_argument("--floor", action="store_true",
+                   help="also FP32's top-2 margins and agreement with the error scaled down")
     args = p.parse_args(argv)
     variants = {k: Path(v) for k, v in (a.split("=", 1) for a in args.variant)}
-    for line in measure(args.fp32, variants, args.sets, args.max):
+    for line in measure(args.fp32, variants, args.sets, args.max, args.floor):
         print(line, flush=True)
     return 0
 
