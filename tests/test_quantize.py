@@ -385,3 +385,15 @@ def test_verdict_judges_the_quantization_not_fp32s_doubt(tmp_path):
         assert needle in str(info.value), (kw, str(info.value))
     text = report(confident_frames=0, agreement_confident=None).verification()
     assert "none of them: judged on the CAMs alone" in "\n".join(text)
+
+
+def test_error_floor_scales_the_variants_own_error():
+    """tools/int8_sets.py --floor: FP32's top-2 margins, and agreement with the variant's
+    logit error scaled down (a flip at margin 0.15 by an error of 0.2 undone at x0.5)."""
+    from tools.int8_sets import error_floor
+
+    ref = [np.array([[1.0, 0.85, 0.0]]), np.array([[2.0, 0.0, 0.0]])]
+    var = [np.array([[0.9, 0.95, 0.0]]), np.array([[2.0, 0.1, 0.0]])]  # frame 0 flips
+    line = error_floor(ref, var)
+    assert "<0.1: 0.00 <0.25: 0.50" in line          # frame 0's margin is 0.15
+    assert "x1.0: 0.500" in line and "x0.5: 1.000" in line and "x0.25: 1.000" in line
