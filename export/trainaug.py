@@ -90,12 +90,12 @@ def estimate_warning(plain: float, camera: float, gap: float, tune_blocks: int =
                      ) -> str | None:
     """The warning when the two held-out estimates differ by more than ``gap`` (else None):
     the plain split then says little about what new camera frames will give. With
-    ``tune_blocks`` 0 (asked for, not auto: auto has tried 1 already) it names
-    ``--tune-blocks 1``, which raised localization on all three hard sets where this warning
-    fired (and lost on a set where it did not; docs/TRAINING.md, wave 4)."""
+    ``tune_blocks`` 0 (asked for, not auto: auto has tried deeper already) it names
+    ``--tune-blocks 2``, which raised localization on the hard sets where this warning
+    fired (1 lost on a set where it did not; docs/TRAINING.md, wave 4)."""
     if abs(plain - camera) <= gap:
         return None
-    deeper = ("; or train the last block too, --tune-blocks 1, and compare on a few labelled "
+    deeper = ("; or train the last blocks too, --tune-blocks 2, and compare on a few labelled "
               "frames (realtime.evaluate)") if tune_blocks == 0 else ""
     return (f"held-out accuracy {plain:.3f}, but {camera:.3f} with the same images at half "
             "size in other scenes: expect new camera frames to score nearer the lower figure "

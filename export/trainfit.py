@@ -3,7 +3,7 @@
 ``export.train`` prepares the views and decides what to train; this module runs it. The
 bottom's features can be cached at two cuts in one pass (``cache_features``), so that
 ``--tune-blocks auto`` can train the head alone and then, when the held-out estimates
-disagree, the last block with it too, without decoding or augmenting an image twice.
+disagree, the last blocks with it too, without decoding or augmenting an image twice.
 """
 
 from __future__ import annotations

@@ -178,8 +178,8 @@ def test_context_augmentation(photos):
         assert own == pytest.approx(kept, abs=1e-5) or kept == 1.0
     assert estimate_warning(0.95, 0.9, 0.1) is None
     assert "0.600" in estimate_warning(0.95, 0.6, 0.1)
-    assert "--tune-blocks 1" in estimate_warning(0.95, 0.6, 0.1)         # the next thing to try
-    assert "--tune-blocks" not in estimate_warning(0.95, 0.6, 0.1, tune_blocks=1)  # tried
+    assert "--tune-blocks 2" in estimate_warning(0.95, 0.6, 0.1)         # the next thing to try
+    assert "--tune-blocks" not in estimate_warning(0.95, 0.6, 0.1, tune_blocks=2)  # tried
 
 
 def test_cell_attention_keeps_the_cam_identity(tmp_path, photos):
@@ -213,21 +213,21 @@ def test_cell_attention_keeps_the_cam_identity(tmp_path, photos):
 
 def test_tune_blocks_auto_keeps_the_better_camera_estimate(trained):
     """--tune-blocks auto (the default): where the held-out estimates disagree (forced here
-    with warn_gap -1), the head alone and the last block too are both trained from the same
+    with warn_gap -1), the head alone and the last two blocks too are both trained from the same
     cached views; the higher camera-scale estimate is kept (the head alone on a tie), and
     the kept model is exactly what an explicit --tune-blocks N run of it gives."""
     torch = pytest.importorskip("torch")
-    from export.train import TrainConfig, train_model
+    from export.train import AUTO_DEEPER, TrainConfig, train_model
 
     root = trained[0]
     folder = scan_folder(root / "train")
     images = load_images(folder)
     kw = dict(epochs=3, views=2, patience=3, progress=False, warn_gap=-1.0)
     zm, report = train_model("efficientnet_lite0", folder, images, TrainConfig(**kw))
-    head_alone, last_block = report.compared
-    assert report.tune_blocks == (1 if last_block > head_alone else 0)
-    assert report.camera_acc == max(head_alone, last_block)
-    assert "training the last block too" in report.seconds
+    head_alone, deeper = report.compared
+    assert report.tune_blocks == (AUTO_DEEPER if deeper > head_alone else 0)
+    assert report.camera_acc == max(head_alone, deeper)
+    assert "training deeper too" in report.seconds
     assert "--tune-blocks" not in report.warning   # it was tried: nothing left to suggest
     explicit, again = train_model("efficientnet_lite0", folder, images,
                                   TrainConfig(tune_blocks=report.tune_blocks, **kw))
@@ -235,6 +235,6 @@ def test_tune_blocks_auto_keeps_the_better_camera_estimate(trained):
     ours, theirs = zm.module.state_dict(), explicit.module.state_dict()
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
-    other = 1 - report.tune_blocks   # the other figure is what that setting gives alone
+    other = AUTO_DEEPER - report.tune_blocks   # the other figure is what it gives alone
     _, alt = train_model("efficientnet_lite0", folder, images, TrainConfig(tune_blocks=other, **kw))
-    assert alt.camera_acc == (last_block if other else head_alone)
+    assert alt.camera_acc == (deeper if other else head_alone)
