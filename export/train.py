@@ -12,10 +12,11 @@ model's CAMs are exact, as for the zoo models.
 Held-out split (stratified, at least one image per class), accuracy after every
 epoch, class-weighted loss against imbalance, early stopping on held-out accuracy
 (the best epoch is kept), a fixed seed. ``--tune-blocks auto`` (the default) trains the
-head alone and, when the camera-scale held-out estimate falls more than 0.10 below the
-plain one, the last ``AUTO_DEEPER`` blocks too (from the same cached views,
-``export.trainfit``), keeping whichever the camera-scale estimate prefers. The trained state dict is saved next to
-the .onnx (``M.pt``, labels inside) so ``--checkpoint M.pt`` re-exports it.
+head alone and, when the camera-scale held-out estimate differs from the plain one by
+more than 0.10, the last ``AUTO_DEEPER`` blocks too (from the same cached views,
+``export.trainfit``), keeping whichever the camera-scale estimate prefers. The trained
+state dict is saved next to the .onnx (``M.pt``, labels inside) so ``--checkpoint M.pt``
+re-exports it.
 """
 
 from __future__ import annotations
@@ -165,8 +166,8 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
                 config: TrainConfig) -> tuple[ZooModel, TrainReport]:
     """Fine-tune zoo model ``model`` on ``images`` (per class, RGB); the trained ZooModel
     (best held-out epoch) and what happened. ``tune_blocks`` None (auto): the head alone,
-    then, when the two held-out estimates disagree, the last AUTO_DEEPER blocks too; the one with the
-    higher camera-scale estimate is kept (the head alone on a tie)."""
+    then, when the two held-out estimates disagree, the last AUTO_DEEPER blocks too; the
+    one with the higher camera-scale estimate is kept (the head alone on a tie)."""
     import torch
 
     t0 = time.perf_counter()
