@@ -101,7 +101,8 @@ class TrainReport:
                 f"({classes}{skipped}): held-out accuracy {self.initial_acc:.3f} -> "
                 f"{self.best_acc:.3f} (epoch {self.best_epoch} of {len(self.history)})"
                 + (f", {self.camera_acc:.3f} at camera scale" if self.camera_acc is not None else "")
-                + (f"; trained the last {self.tune_blocks} block(s) too" if self.tune_blocks else "")
+                + (f"; trained the last {self.tune_blocks} block{'s' * (self.tune_blocks > 1)} too"
+                   if self.tune_blocks else "")
                 + (f" (auto: camera-scale {self.compared[0]:.3f} with the head alone, "
                    f"{self.compared[1]:.3f} with the last {AUTO_DEEPER} blocks)"
                    if self.compared else "")
