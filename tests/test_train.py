@@ -229,6 +229,9 @@ def test_tune_blocks_auto_keeps_the_better_camera_estimate(trained):
     assert report.camera_acc == max(head_alone, deeper)
     assert "training deeper too" in report.seconds
     assert "--tune-blocks" not in report.warning   # it was tried: nothing left to suggest
+    line = report.summary()                         # what the CLI prints
+    assert f"camera-scale {head_alone:.3f} with the head alone, {deeper:.3f}" in line
+    assert (f"trained the last {AUTO_DEEPER} blocks too" in line) == bool(report.tune_blocks)
     explicit, again = train_model("efficientnet_lite0", folder, images,
                                   TrainConfig(tune_blocks=report.tune_blocks, **kw))
     assert again.compared is None and again.camera_acc == report.camera_acc
