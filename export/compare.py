@@ -83,16 +83,18 @@ class Comparison:
 
 
 def compare(fp32: Path | object, variant: Path | object, tensors: list[np.ndarray], stride: int,
-            reference: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> Comparison:
+            reference: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+            outputs: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> Comparison:
     """Top-1 agreement and CAM correlation of ``variant`` against ``fp32`` on ``tensors``.
 
     Either argument may be a path or an open session; ``reference`` (FP32 logits and
-    features) skips running the FP32 model again."""
+    features) skips running the FP32 model again, ``outputs`` (the variant's, from
+    ``run_all``) the variant."""
     s32 = open_session(fp32) if isinstance(fp32, (str, Path)) else fp32
     sq = open_session(variant) if isinstance(variant, (str, Path)) else variant
     lo32, fe32 = reference if reference is not None else run_all(s32, tensors)
     w32, _ = _weights(s32, stride)
-    loq, feq = run_all(sq, tensors)
+    loq, feq = outputs if outputs is not None else run_all(sq, tensors)
     wq, bq = _weights(sq, stride)
     top32 = [int(np.argmax(v)) for v in lo32]
     sure = [i for i, v in enumerate(lo32) if float(softmax(v).max()) >= CONFIDENT_PROB]

@@ -47,6 +47,7 @@ def measure(fp32: Path, variants: dict[str, Path], sets: list[Path], most: int =
     from realtime.model.format import parse_metadata
 
     s32 = open_session(fp32)
+    sessions = {name: open_session(path) for name, path in variants.items()}
     info = parse_metadata(s32.get_modelmeta().custom_metadata_map, fp32)
     lines = [f"{'set':<12} {'model':<14} {'n':>4}  top-1 agr.  sure-only (n)  "
              "CAM corr mean/min  box IoU"]
@@ -54,14 +55,15 @@ def measure(fp32: Path, variants: dict[str, Path], sets: list[Path], most: int =
         xs = prepare_frames(read_frames(folder, most), info.stride, info.mean, info.std,
                             info.color == "RGB", info.input_size)
         ref = run_all(s32, xs)
-        for name, path in variants.items():
-            c = compare(s32, path, xs, info.stride, reference=ref)
+        for name, sq in sessions.items():
+            out = run_all(sq, xs)
+            c = compare(s32, sq, xs, info.stride, reference=ref, outputs=out)
             sure = "-" if c.agreement_confident is None else f"{c.agreement_confident:.3f}"
             lines.append(f"{folder.name:<12} {name:<14} {len(xs):>4}  {c.agreement:.3f}      "
                          f"{sure} ({c.confident:>3})    {c.cam_corr:.4f}/{c.cam_corr_min:.4f}"
                          f"   {c.box_iou:.3f}")
             if floor:
-                lines.append(error_floor(ref[0], run_all(open_session(path), xs)[0]))
+                lines.append(error_floor(ref[0], out[0]))
     return lines
 
 
