@@ -148,11 +148,11 @@ def _train(args: argparse.Namespace):
         raise UsageError("--train starts from the pretrained weights (--weights DEFAULT)")
     if args.views < 1:
         raise UsageError(f"--views must be at least 1, got {args.views}")
-    tune = None if str(args.tune_blocks).lower() == "auto" else args.tune_blocks
-    if tune is not None and not (str(tune).isdigit()):
+    tune = str(args.tune_blocks).lower()
+    if tune != "auto" and not tune.isdigit():
         raise UsageError(f"--tune-blocks must be auto or a number at least 0, got {tune}")
     config = TrainConfig(epochs=args.epochs, seed=args.seed,
-                         tune_blocks=None if tune is None else int(tune),
+                         tune_blocks=None if tune == "auto" else int(tune),
                          views=args.views, imgsz=args.train_size,
                          attention=1.0 if args.attention else 0.0, progress=not args.quiet)
     train_report, export_report = train_and_export(args.model, args.train, args.output, config,
