@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train this many of the last blocks (slower); auto (default): 0, "
                         "or 2 when the held-out estimates disagree and it scores higher at "
                         "camera scale (docs/TRAINING.md)")
+    t.add_argument("--focus", type=int, default=2, metavar="N",
+                   help="views per object image, for the deeper training, of the part the head "
+                        "alone found, pasted into background photos (0: none; docs/TRAINING.md)")
     t.add_argument("--views", type=int, default=4,
                    help="views per training image: the whole image plus augmented ones")
     t.add_argument("--train-size", type=int, default=0, metavar="PX",
@@ -148,12 +151,14 @@ def _train(args: argparse.Namespace):
         raise UsageError("--train starts from the pretrained weights (--weights DEFAULT)")
     if args.views < 1:
         raise UsageError(f"--views must be at least 1, got {args.views}")
+    if args.focus < 0:
+        raise UsageError(f"--focus must be at least 0, got {args.focus}")
     tune = str(args.tune_blocks).lower()
     if tune != "auto" and not tune.isdigit():
         raise UsageError(f"--tune-blocks must be auto or a number at least 0, got {tune}")
     config = TrainConfig(epochs=args.epochs, seed=args.seed,
                          tune_blocks=None if tune == "auto" else int(tune),
-                         views=args.views, imgsz=args.train_size,
+                         views=args.views, focus=args.focus, imgsz=args.train_size,
                          attention=1.0 if args.attention else 0.0, progress=not args.quiet)
     train_report, export_report = train_and_export(args.model, args.train, args.output, config,
                                                    opset=args.opset)

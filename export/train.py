@@ -14,7 +14,9 @@ epoch, class-weighted loss against imbalance, early stopping on held-out accurac
 (the best epoch is kept), a fixed seed. ``--tune-blocks auto`` (the default) trains the
 head alone and, when the camera-scale held-out estimate differs from the plain one by
 more than 0.10, the last ``AUTO_DEEPER`` blocks too (from the same cached views,
-``export.trainfit``), keeping whichever the camera-scale estimate prefers. The trained
+``export.trainfit``), keeping whichever the camera-scale estimate prefers. Any deeper
+training also sees ``--focus`` views per object image: the part where the head alone
+finds the image's class, pasted into background photos (``trainaug.paste_object``). The trained
 state dict is saved next to the .onnx (``M.pt``, labels inside) so ``--checkpoint M.pt``
 re-exports it.
 """
@@ -32,8 +34,8 @@ import numpy as np
 from models.zoo import LITE_MODELS, ZooModel, load_model
 
 from .imagefolder import BACKGROUND, DatasetError, ImageFolder, load_images, scan_folder
-from .trainaug import camera_scale_views, estimate_warning, zoom_out
-from .trainfit import Fit, Split, cache_features, fit
+from .trainaug import camera_scale_views, estimate_warning, paste_object, zoom_out
+from .trainfit import Fit, Split, cache_features, fit, object_boxes
 
 __all__ = ["TrainConfig", "TrainReport", "augment", "checkpoint_labels", "split_holdout",
            "train_and_export", "train_model"]
@@ -50,6 +52,9 @@ TRAINED_THRESHOLD = 0.5
 # chosen on the hard sets' validation frames over 1 (docs/TRAINING.md).
 AUTO_DEEPER = 2
 
+# The box threshold (of the CAM's maximum) that finds the object for the focus views.
+FOCUS_THRESHOLD = 0.5
+
 
 @dataclass
 class TrainConfig:
@@ -64,9 +69,10 @@ class TrainConfig:
     patience: int = 4         # epochs without a better held-out accuracy (or loss) before stopping
     seed: int = 0
     tune_blocks: int | None = None  # trailing MBConv blocks trained with the head conv.;
-    #                                 None: auto (0, or 1 when the camera-scale estimate says so)
+    #                                 None: auto (0, or AUTO_DEEPER when the estimates disagree)
     zoom: float = 0.5         # share of augmented views zoomed out into a background photo
     cutmix: float = 0.5       # share of batches mixed by CutMix on the cached feature maps
+    focus: int = 2            # views per object image of the found part alone, for deeper training
     attention: float = 0.0    # CellAttention's mix (0: plain GAP; models/efficientnet_lite.py)
     imgsz: int = 0            # square training size, the export's (and checkpoint's) native size
     warn_gap: float = 0.10    # warn when the two held-out estimates differ by more
@@ -87,7 +93,8 @@ class TrainReport:
     camera_acc: float | None = None   # held-out images at half size in a background photo
     warning: str | None = None
     tune_blocks: int = 0              # the trailing blocks the kept model trained
-    compared: tuple[float, float] | None = None   # auto: camera-scale acc. with 0 and 1
+    focus_views: int = 0              # views of the objects alone the deeper training added
+    compared: tuple[float, float] | None = None   # auto: camera-scale acc. with 0 and AUTO_DEEPER
     best_epoch: int = 0
     history: list[tuple[int, float, float]] = field(default_factory=list)  # epoch, loss, acc
     seconds: dict[str, float] = field(default_factory=dict)
@@ -102,6 +109,7 @@ class TrainReport:
                 f"{self.best_acc:.3f} (epoch {self.best_epoch} of {len(self.history)})"
                 + (f", {self.camera_acc:.3f} at camera scale" if self.camera_acc is not None else "")
                 + (f"; trained the last {self.tune_blocks} block{'s' * (self.tune_blocks > 1)} too"
+                   + (f" with {self.focus_views} focus views" if self.focus_views else "")
                    if self.tune_blocks else "")
                 + (f" (auto: camera-scale {self.compared[0]:.3f} with the head alone, "
                    f"{self.compared[1]:.3f} with the last {AUTO_DEEPER} blocks)"
@@ -166,22 +174,25 @@ def _tensor(views: list[np.ndarray], zm: ZooModel) -> np.ndarray:
 def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
                 config: TrainConfig) -> tuple[ZooModel, TrainReport]:
     """Fine-tune zoo model ``model`` on ``images`` (per class, RGB); the trained ZooModel
-    (best held-out epoch) and what happened. ``tune_blocks`` None (auto): the head alone,
-    then, when the two held-out estimates disagree, the last AUTO_DEEPER blocks too; the
-    one with the higher camera-scale estimate is kept (the head alone on a tie)."""
+    (best held-out epoch) and what happened. The head alone is trained first. Then, when
+    ``tune_blocks`` asks for it (N > 0), or in auto (None) when the two held-out estimates
+    disagree, the last N (auto: AUTO_DEEPER) blocks too, on the same cached views plus
+    ``focus`` views per object image of the part the head alone found (``paste_object``);
+    auto keeps the one with the higher camera-scale estimate (the head alone on a tie)."""
     import torch
 
     t0 = time.perf_counter()
     auto = config.tune_blocks is None
-    first = 0 if auto else config.tune_blocks
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    zm = load_model(model)
-    size = (config.imgsz, config.imgsz) if config.imgsz else zm.input_size
+    base = load_model(model)
+    size = (config.imgsz, config.imgsz) if config.imgsz else base.input_size
     k = len(folder.labels)
-    split = Split(zm.module, k, first, config.attention)
-    deeper_cut = split.cut - AUTO_DEEPER
-    cuts = sorted({split.cut, deeper_cut} if auto and deeper_cut >= 0 else {split.cut})
+    head_cut = len(base.module._blocks)
+    deeper_cut = head_cut - (AUTO_DEEPER if auto else config.tune_blocks)
+    if deeper_cut < 0 or deeper_cut > head_cut:
+        raise DatasetError(f"--tune-blocks must be between 0 and {head_cut}, got {config.tune_blocks}")
+    cuts = sorted({head_cut, deeper_cut})
     train_idx, held_idx = split_holdout([len(c) for c in images], config.holdout, config.seed)
 
     train_y, held_y, train_views, held_views, held_imgs = [], [], [], [], []
@@ -205,44 +216,52 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
                                else augment(img, size, rng))
                 train_y.append(c)
                 if len(pending) == config.batch:
-                    yield _tensor(pending, zm)
+                    yield _tensor(pending, base)
                     pending = []
         if pending:
-            yield _tensor(pending, zm)
+            yield _tensor(pending, base)
 
-    held_x = cache_features(zm.module, cuts, (_tensor(held_views[i:i + config.batch], zm)
-                                              for i in range(0, len(held_views), config.batch)),
+    held_x = cache_features(base.module, cuts, _batches(held_views, config.batch, base),
                             len(held_views), config.progress)
-    train_x = cache_features(zm.module, cuts, train_batches(), len(train_views) * config.views,
+    train_x = cache_features(base.module, cuts, train_batches(), len(train_views) * config.views,
                              config.progress)
     train_y_arr, held_y_arr = np.array(train_y, np.int64), np.array(held_y, np.int64)
     n_held = len(held_y)
     t1 = time.perf_counter()
-
-    def run(s: Split, r: np.random.Generator) -> Fit:
-        c = s.cut
-        return fit(s, (train_x[c], train_y_arr), (held_x[c][:n_held], held_y_arr),
-                   held_x[c][n_held:], config, r)
-
+    seconds = {"caching": t1 - t0}
     after_cache = copy.deepcopy(rng)
-    result, tuned = run(split, rng), first
+
+    def run(blocks: int, extra: tuple | None = None) -> tuple[ZooModel, Split, Fit]:
+        torch.manual_seed(config.seed)   # every stage starts as a run of its own would
+        m = load_model(model)
+        s = Split(m.module, k, blocks, config.attention)
+        x, y = train_x[s.cut], train_y_arr
+        if extra is not None:
+            x, y = np.concatenate([x, extra[0][s.cut]]), np.concatenate([y, extra[1]])
+        return m, s, fit(s, (x, y), (held_x[s.cut][:n_held], held_y_arr), held_x[s.cut][n_held:],
+                         config, copy.deepcopy(after_cache))
+
+    zm, split0, result = run(0)
+    seconds["training"] = time.perf_counter() - t1
+    tuned, compared, focused = 0, None, 0
+    warned = estimate_warning(result.best_acc, result.camera_acc, config.warn_gap) is not None
+    blocks = (AUTO_DEEPER if warned else 0) if auto else config.tune_blocks
+    if blocks:
+        t2 = time.perf_counter()
+        extra = _focus_views(split0, train_x[head_cut][::config.views], train_views, bg, backgrounds,
+                             size, base, head_cut - blocks, config)
+        deeper, _, other = run(blocks, extra)
+        if auto:
+            compared = (result.camera_acc, other.camera_acc)
+            log.info("--tune-blocks auto: camera-scale held-out accuracy %.3f with the head alone, "
+                     "%.3f with the last %d blocks too", result.camera_acc, other.camera_acc, blocks)
+        if not auto or other.camera_acc > result.camera_acc:
+            zm, result, tuned = deeper, other, blocks
+            focused = 0 if extra is None else len(extra[1])
+        seconds["training deeper too" if auto else "training deeper"] = time.perf_counter() - t2
     report = TrainReport(folder.labels, [len(c) for c in images], len(train_views),
                          n_held, len(folder.skipped))
-    seconds = {"caching": t1 - t0, "training": time.perf_counter() - t1}
-    if auto and len(cuts) == 2 and estimate_warning(result.best_acc, result.camera_acc,
-                                                    config.warn_gap) is not None:
-        t2 = time.perf_counter()
-        torch.manual_seed(config.seed)   # the same start as an explicit --tune-blocks N run
-        deeper = load_model(model)
-        s1 = Split(deeper.module, k, AUTO_DEEPER, config.attention)
-        other = run(s1, after_cache)
-        report.compared = (result.camera_acc, other.camera_acc)
-        log.info("--tune-blocks auto: camera-scale held-out accuracy %.3f with the head alone, "
-                 "%.3f with the last %d blocks too", result.camera_acc, other.camera_acc, AUTO_DEEPER)
-        if other.camera_acc > result.camera_acc:
-            zm, result, tuned = deeper, other, AUTO_DEEPER
-        seconds["training deeper too"] = time.perf_counter() - t2
-    report.tune_blocks = tuned
+    report.compared, report.tune_blocks, report.focus_views = compared, tuned, focused
     report.initial_acc, report.best_acc, report.camera_acc = (result.initial_acc, result.best_acc,
                                                               result.camera_acc)
     report.best_epoch, report.history = result.best_epoch, result.history
@@ -256,6 +275,34 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
                        f"from {zm.weights}", list(folder.labels), zm.mean, zm.std, size,
                        zm.color)
     return trained, report
+
+
+def _batches(views: list[np.ndarray], batch: int, zm: ZooModel):
+    for i in range(0, len(views), batch):
+        yield _tensor(views[i:i + batch], zm)
+
+
+def _focus_views(head: Split, whole: np.ndarray, train_views: list, bg: int | None,
+                 backgrounds: list[np.ndarray], size: tuple[int, int], base: ZooModel, cut: int,
+                 config: TrainConfig) -> tuple[dict[int, np.ndarray], np.ndarray] | None:
+    """``config.focus`` views per object image (not background) for the deeper training:
+    the part of the image where the trained head alone finds the image's class (its CAM's
+    strongest region, ``object_boxes``), pasted into background photos at camera scales.
+    Their cached features at ``cut`` ({cut: array}) and labels; None when there is nothing."""
+    objects = [(img, c, i) for i, (img, c) in enumerate(train_views) if c != bg]
+    if config.focus < 1 or not objects:
+        return None
+    y = np.array([c for _, c, _ in objects], np.int64)
+    idx = [i for _, _, i in objects]
+    head.train_mode(False)
+    boxes = object_boxes(head.top, head.fc.weight.detach().numpy(), whole[idx], y,
+                         [img.shape[:2] for img, _, _ in objects], FOCUS_THRESHOLD)
+    rng = np.random.default_rng(config.seed + 104729)
+    views = [paste_object(img, box, size, backgrounds, rng)
+             for (img, _, _), box in zip(objects, boxes) for _ in range(config.focus)]
+    feats = cache_features(base.module, [cut], _batches(views, config.batch, base), len(views),
+                           config.progress)
+    return feats, np.repeat(y, config.focus)
 
 
 def checkpoint_labels(path: str | Path) -> list[str] | None:

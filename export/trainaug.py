@@ -1,7 +1,7 @@
 """Augmentation that changes an object's context, for ``export.train``.
 
 A camera frame is not a product photo: the object is smaller and the scene around it is
-new. Two cheap ways to show the classifier that, without any box:
+new. Cheap ways to show the classifier that, without any box:
 
 * ``zoom_out``: the whole training image shrunk to 35-80% of its side and pasted at a
   random place into a photo of the ``background`` class (or, without one, into a blurred
@@ -9,6 +9,9 @@ new. Two cheap ways to show the classifier that, without any box:
   context. The same transform, with held-out images and fixed scale, gives the trainer a
   second held-out estimate (``camera_scale_views``) that is warned about when it
   disagrees with the plain one.
+* ``paste_object``: only the part of the image where a first trained head finds the
+  object (its CAM's strongest region, grown by a margin) pasted into a background photo
+  at the scales a camera sees: the object without the scene it was photographed in.
 * ``cutmix``: CutMix (Yun et al., ICCV 2019) on the cached feature maps: a random
   rectangle of one example's map replaced by another's, the targets mixed by area. It
   costs nothing (no image is decoded again), draws new mixes every epoch, and is known to
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["camera_scale_views", "cutmix", "estimate_warning", "zoom_out"]
+__all__ = ["camera_scale_views", "cutmix", "estimate_warning", "paste_object", "zoom_out"]
 
 
 def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
@@ -100,3 +103,28 @@ def estimate_warning(plain: float, camera: float, gap: float, tune_blocks: int =
     return (f"held-out accuracy {plain:.3f}, but {camera:.3f} with the same images at half "
             "size in other scenes: expect new camera frames to score nearer the lower figure "
             f"(add photos of the objects as the camera sees them, and background photos{deeper})")
+
+
+def paste_object(img: np.ndarray, box, size: tuple[int, int], backgrounds: list[np.ndarray],
+                 rng: np.random.Generator, scale: tuple[float, float] = (0.2, 0.65),
+                 margin: float = 0.25) -> np.ndarray:
+    """The part of ``img`` (RGB) inside ``box`` [x1, y1, x2, y2] (where the object was found,
+    grown by ``margin`` of its side each way) pasted into a ``size`` (H, W) frame made from
+    a random background photo, its longer side ``scale`` of the frame's, at a random place,
+    mirrored half of the time: the object in a scene it was never photographed in."""
+    ih, iw = img.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = margin * (x2 - x1), margin * (y2 - y1)
+    x1, y1 = int(max(0, x1 - mx)), int(max(0, y1 - my))
+    x2, y2 = int(min(iw, np.ceil(x2 + mx))), int(min(ih, np.ceil(y2 + my)))
+    crop = img[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
+    h, w = size
+    frame = _canvas(img, size, backgrounds, rng)
+    s = rng.uniform(*scale) * max(h, w) / max(crop.shape[:2])
+    ph, pw = min(h, max(8, int(round(crop.shape[0] * s)))), min(w, max(8, int(round(crop.shape[1] * s))))
+    patch = _resize(crop, (pw, ph))
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+    frame[y:y + ph, x:x + pw] = patch
+    return frame

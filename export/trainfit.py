@@ -3,7 +3,8 @@
 ``export.train`` prepares the views and decides what to train; this module runs it. The
 bottom's features can be cached at two cuts in one pass (``cache_features``), so that
 ``--tune-blocks auto`` can train the head alone and then, when the held-out estimates
-disagree, the last blocks with it too, without decoding or augmenting an image twice.
+disagree, the last blocks with it too, without decoding or augmenting an image twice;
+``object_boxes`` says where the head alone finds each image's object (for the focus views).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from .imagefolder import DatasetError
 from .trainaug import cutmix
 
-__all__ = ["Fit", "Split", "cache_features", "fit"]
+__all__ = ["Fit", "Split", "cache_features", "fit", "object_boxes"]
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +163,27 @@ def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarr
     split.module.load_state_dict(best_state)
     split.module.eval()
     return result
+
+
+def object_boxes(top, weight: np.ndarray, feats: np.ndarray, labels: np.ndarray,
+                 shapes: list[tuple[int, int]], threshold: float = 0.5) -> list[np.ndarray]:
+    """Where a trained head finds each image's own class: the box [x1, y1, x2, y2] in image
+    pixels of the strongest region of the class's CAM (the runtime's box rule at
+    ``threshold``; the whole image when the map is empty). ``top`` maps the cached
+    ``feats`` to the head's feature maps (torch, in eval mode), ``weight`` is the
+    classifier's [K, C], ``shapes`` the images' (H, W)."""
+    import torch
+
+    from realtime.model.boxes import boxes_from_cam, scale_boxes
+    from realtime.model.cam import compute_cams, normalize_cams
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(feats), 64):
+            maps = top(torch.from_numpy(feats[i:i + 64].astype(np.float32))).numpy()
+            for f, c, (h, w) in zip(maps, labels[i:i + 64], shapes[i:i + 64]):
+                cam = normalize_cams(compute_cams(f, weight, np.array([c])))[0]
+                boxes, _ = boxes_from_cam(cam, threshold)
+                out.append(scale_boxes(boxes[:1], cam.shape, h, w)[0] if len(boxes)
+                           else np.array([0, 0, w, h]))
+    return out

@@ -145,6 +145,7 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
         "afterwards with --model M.onnx": ["--train", str(ok), "--output", out, "--fp16"],
         "--epochs must be at least 1": ["--train", str(ok), "--output", out, "--epochs", "0"],
         "--views must be at least 1": ["--train", str(ok), "--output", out, "--views", "0"],
+        "--focus must be at least 0": ["--train", str(ok), "--output", out, "--focus", "-1"],
         "multiple of 32 from 64": ["--train", str(ok), "--output", out, "--train-size", "100"],
         "--tune-blocks must be auto or a number": ["--train", str(ok), "--output", out,
                                              "--tune-blocks", "-1"],
@@ -160,7 +161,7 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
 
 
 def test_context_augmentation(photos):
-    from export.trainaug import cutmix, estimate_warning, zoom_out
+    from export.trainaug import cutmix, estimate_warning, paste_object, zoom_out
 
     rng = np.random.default_rng(0)
     cat = photos["cat"]
@@ -168,6 +169,18 @@ def test_context_augmentation(photos):
     view = zoom_out(cat, (224, 224), [grass], rng, scale=(0.5, 0.5))
     assert view.shape == (224, 224, 3)
     assert (view == 40).all(axis=2).mean() == pytest.approx(0.75, abs=0.01)  # the rest is grass
+    # a focus view: only the found part, scaled so its longer side is half the frame's
+    img = np.zeros((100, 120, 3), np.uint8)
+    img[..., 2] = 255                                   # blue scene...
+    img[30:60, 20:50] = (255, 0, 0)                     # ...with a red object where it was found
+    for margin in (0.0, 0.25):   # the box grown by margin of its side each way
+        view = paste_object(img, [20, 30, 50, 60], (224, 224), [grass], rng, (0.5, 0.5), margin)
+        red = ((view[..., 0] > 200) & (view[..., 2] < 50)).sum()
+        blue = ((view[..., 2] > 200) & (view[..., 0] < 50)).sum()
+        side = 112 / (1 + 2 * margin)
+        assert red == pytest.approx(side * side, rel=0.1)
+        assert blue == pytest.approx(112 * 112 - side * side, abs=0.06 * 112 * 112)
+        assert (view == 40).all(axis=2).sum() == pytest.approx(224 * 224 - 112 * 112, rel=0.02)
     torch = pytest.importorskip("torch")
     x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 2, 7, 7).contiguous()
     mixed, target = cutmix(x, torch.tensor([0, 1, 2, 3]), 4, np.random.default_rng(3))
@@ -228,6 +241,10 @@ def test_tune_blocks_auto_keeps_the_better_camera_estimate(trained):
     assert report.tune_blocks == (AUTO_DEEPER if deeper > head_alone else 0)
     assert report.camera_acc == max(head_alone, deeper)
     assert "training deeper too" in report.seconds
+    objects = sum(n for name, n in zip(report.labels, report.counts) if name != "background")
+    if report.tune_blocks:   # the deeper training also saw the objects it found, in other scenes
+        assert 0 < report.focus_views <= 2 * objects and report.focus_views % 2 == 0
+        assert f"with {report.focus_views} focus views" in report.summary()
     assert "--tune-blocks" not in report.warning   # it was tried: nothing left to suggest
     line = report.summary()                         # what the CLI prints
     assert f"camera-scale {head_alone:.3f} with the head alone, {deeper:.3f}" in line
@@ -241,3 +258,45 @@ def test_tune_blocks_auto_keeps_the_better_camera_estimate(trained):
     other = AUTO_DEEPER - report.tune_blocks   # the other figure is what it gives alone
     _, alt = train_model("efficientnet_lite0", folder, images, TrainConfig(tune_blocks=other, **kw))
     assert alt.camera_acc == (deeper if other else head_alone)
+
+
+def test_focus_boxes_find_the_objects(trained):
+    """The focus views show what the trained head finds: the strongest region of the image's
+    own class's CAM (object_boxes) lies on the object in new test photos."""
+    pytest.importorskip("torch")
+    import json
+
+    from torch import nn
+
+    from export.train import FOCUS_THRESHOLD, _tensor, checkpoint_labels
+    from export.trainfit import cache_features, object_boxes
+    from models.zoo import load_model
+    from realtime.model.accuracy import iou
+
+    root, out, _ = trained
+    zm = load_model("efficientnet_lite0", checkpoint=out.with_suffix(".pt"))
+    coco = json.loads((root / "test" / "labels.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    index = {name: i for i, name in enumerate(checkpoint_labels(out.with_suffix(".pt")))}
+    shown = {a["image_id"]: a for a in coco["annotations"]}
+    images, truth, ys = [], [], []
+    for im in coco["images"]:
+        if im["id"] in shown:
+            a = shown[im["id"]]
+            rgb = cv2.imread(str(root / "test" / "images" / im["file_name"]))[..., ::-1]
+            images.append(rgb)
+            x, y, w, h = a["bbox"]
+            truth.append([x, y, x + w, y + h])
+            ys.append(index[names[a["category_id"]]])
+    views = [cv2.resize(img, zm.input_size[::-1], interpolation=cv2.INTER_AREA) for img in images]
+    cut = len(zm.module._blocks)
+    feats = cache_features(zm.module, [cut], [_tensor(views, zm)], len(views), False)[cut]
+    m = zm.module
+    top = nn.Sequential(m._conv_head, m._bn1, m.act).eval()
+    boxes = object_boxes(top, m._fc.weight.detach().numpy(), feats, np.array(ys),
+                         [img.shape[:2] for img in images], FOCUS_THRESHOLD)
+    ious = np.array([iou(b, t) for b, t in zip(boxes, truth)])
+    whole = np.array([iou([0, 0, img.shape[1], img.shape[0]], t) for img, t in zip(images, truth)])
+    # far nearer the object than the whole photo (0.45 against 0.21 mean IoU here)
+    assert len(boxes) >= 8 and ious.mean() >= 1.5 * whole.mean(), (ious, whole)
+    assert np.mean(ious >= 0.3) >= 0.5, ious
