@@ -52,7 +52,12 @@ def zoom_out(img: np.ndarray, size: tuple[int, int], backgrounds: list[np.ndarra
     frame = _canvas(img, size, backgrounds, rng)
     s = rng.uniform(*scale)
     ph, pw = max(8, int(round(h * s))), max(8, int(round(w * s)))
-    patch = _resize(img, (pw, ph))
+    return _place(frame, _resize(img, (pw, ph)), rng)
+
+
+def _place(frame: np.ndarray, patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``patch`` mirrored half of the time, at a random place in ``frame`` (written in)."""
+    (h, w), (ph, pw) = frame.shape[:2], patch.shape[:2]
     if rng.random() < 0.5:
         patch = patch[:, ::-1]
     y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
@@ -122,9 +127,4 @@ def paste_object(img: np.ndarray, box, size: tuple[int, int], backgrounds: list[
     frame = _canvas(img, size, backgrounds, rng)
     s = rng.uniform(*scale) * max(h, w) / max(crop.shape[:2])
     ph, pw = min(h, max(8, int(round(crop.shape[0] * s)))), min(w, max(8, int(round(crop.shape[1] * s))))
-    patch = _resize(crop, (pw, ph))
-    if rng.random() < 0.5:
-        patch = patch[:, ::-1]
-    y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
-    frame[y:y + ph, x:x + pw] = patch
-    return frame
+    return _place(frame, _resize(crop, (pw, ph)), rng)
