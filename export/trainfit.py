@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .imagefolder import DatasetError
 from .trainaug import cutmix
 
 __all__ = ["Fit", "Split", "cache_features", "fit", "object_boxes"]
@@ -30,9 +29,7 @@ class Split:
         import torch
         from torch import nn
 
-        blocks = module._blocks
-        if not 0 <= tune_blocks <= len(blocks):
-            raise DatasetError(f"--tune-blocks must be between 0 and {len(blocks)}, got {tune_blocks}")
+        blocks = module._blocks   # tune_blocks in 0..len(blocks): export.train checks it
         self.cut = len(blocks) - tune_blocks
         self.module = module
         fc = nn.Linear(module._fc.in_features, num_classes)
