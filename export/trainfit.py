@@ -44,9 +44,11 @@ class Split:
             p.requires_grad_(False)
         for p in list(self.top.parameters()) + self.new:
             p.requires_grad_(True)
+        self.top.to(memory_format=torch.channels_last)   # 1.2-1.3x faster on a CPU (fit's end undoes it)
         self.torch = torch
 
     def head(self, x):
+        x = x.contiguous(memory_format=self.torch.channels_last)
         return self.fc(self.dropout(self.top(x).mean(dim=(2, 3))))
 
     def train_mode(self, on: bool) -> None:
@@ -66,16 +68,19 @@ def cache_features(module, cuts: list[int], batches, total: int, progress: bool
 
     blocks, deepest = module._blocks, max(cuts)
     out: dict[int, list[np.ndarray]] = {c: [] for c in cuts}
+    module.to(memory_format=torch.channels_last)   # 1.5x faster on a CPU; undone below
     with torch.no_grad(), tqdm(total=total, desc="caching features", unit="view",
                                disable=None if progress else True, leave=False) as bar:
         for x in batches:
-            y = module.act(module._bn0(module._conv_stem(torch.from_numpy(x))))
+            x = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+            y = module.act(module._bn0(module._conv_stem(x)))
             for i in range(deepest + 1):
                 if i in out:
                     out[i].append(y.numpy().astype(np.float16))
                 if i < deepest:
                     y = blocks[i](y)
             bar.update(len(x))
+    module.to(memory_format=torch.contiguous_format)
     return {c: np.concatenate(v) for c, v in out.items()}
 
 
@@ -158,6 +163,7 @@ def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarr
                 log.info("early stop: no better held-out accuracy for %d epochs", bad)
                 break
     split.module.load_state_dict(best_state)
+    split.module.to(memory_format=torch.contiguous_format)
     split.module.eval()
     return result
 
