@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seed of the split, augmentation and init")
     t.add_argument("--tune-blocks", default="auto", metavar="N|auto",
                    help="also train this many of the last blocks (slower); auto (default): 0, "
-                        "or 2 when the held-out estimates disagree and it scores higher at "
+                        "or 5 when the held-out estimates disagree and it scores higher at "
                         "camera scale (docs/TRAINING.md)")
     t.add_argument("--focus", type=int, default=2, metavar="N",
                    help="views per object image, for the deeper training, of the part the head "

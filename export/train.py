@@ -34,10 +34,10 @@ import numpy as np
 from models.zoo import LITE_MODELS, ZooModel, load_model
 
 from .imagefolder import BACKGROUND, DatasetError, ImageFolder, load_images, scan_folder
-from .trainaug import camera_scale_views, estimate_warning, paste_object, zoom_out
+from .trainaug import camera_scale_views, deeper_warning, estimate_warning, paste_object, zoom_out
 from .trainfit import Fit, Split, cache_features, fit, object_boxes
 
-__all__ = ["TrainConfig", "TrainReport", "augment", "checkpoint_labels", "split_holdout",
+__all__ = ["TrainConfig", "TrainReport", "augment", "checkpoint_labels", "final_warning", "split_holdout",
            "train_and_export", "train_model"]
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 TRAINED_THRESHOLD = 0.5
 
 # The trailing blocks ``--tune-blocks auto`` trains too when the held-out estimates disagree:
-# chosen on the hard sets' validation frames over 1 (docs/TRAINING.md).
-AUTO_DEEPER = 2
+# every block at the CAM's resolution (Lite's last 5, from the 14x14 -> 7x7 one on), chosen
+# on the hard sets' validation frames over 1 and 2 (docs/TRAINING.md).
+AUTO_DEEPER = 5
 
 # The box threshold (of the CAM's maximum) that finds the object for the focus views.
 FOCUS_THRESHOLD = 0.5
@@ -242,6 +243,7 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
                          config, copy.deepcopy(after_cache))
 
     zm, split0, result = run(0)
+    head_alone = result
     seconds["training"] = time.perf_counter() - t1
     tuned, compared, focused = 0, None, 0
     warned = estimate_warning(result.best_acc, result.camera_acc, config.warn_gap) is not None
@@ -265,8 +267,8 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     report.initial_acc, report.best_acc, report.camera_acc = (result.initial_acc, result.best_acc,
                                                               result.camera_acc)
     report.best_epoch, report.history = result.best_epoch, result.history
-    report.warning = estimate_warning(report.best_acc, report.camera_acc, config.warn_gap,
-                                      AUTO_DEEPER if auto else tuned)
+    report.warning = final_warning(result, head_alone if auto and tuned else None, config.warn_gap,
+                                   AUTO_DEEPER if auto else tuned)
     if report.warning:
         log.warning("%s", report.warning)
     report.seconds = seconds
@@ -275,6 +277,17 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
                        f"from {zm.weights}", list(folder.labels), zm.mean, zm.std, size,
                        zm.color)
     return trained, report
+
+
+def final_warning(kept: Fit, started_by: Fit | None, gap: float, tune_blocks: int) -> str | None:
+    """The command's warning about its held-out estimates: when the kept model's two
+    disagree (``estimate_warning``), or when ``started_by`` (the head alone, whose
+    disagreement made auto train deeper) is given, whether or not the deeper model's agree."""
+    plain = estimate_warning(kept.best_acc, kept.camera_acc, gap, tune_blocks)
+    if plain is None and started_by is not None:
+        return deeper_warning(kept.best_acc, kept.camera_acc, started_by.best_acc,
+                              started_by.camera_acc)
+    return plain
 
 
 def _batches(views: list[np.ndarray], batch: int, zm: ZooModel):

@@ -191,8 +191,25 @@ def test_context_augmentation(photos):
         assert own == pytest.approx(kept, abs=1e-5) or kept == 1.0
     assert estimate_warning(0.95, 0.9, 0.1) is None
     assert "0.600" in estimate_warning(0.95, 0.6, 0.1)
-    assert "--tune-blocks 2" in estimate_warning(0.95, 0.6, 0.1)         # the next thing to try
-    assert "--tune-blocks" not in estimate_warning(0.95, 0.6, 0.1, tune_blocks=2)  # tried
+    assert "--tune-blocks 5" in estimate_warning(0.95, 0.6, 0.1)         # the next thing to try
+    assert "--tune-blocks" not in estimate_warning(0.95, 0.6, 0.1, tune_blocks=5)  # tried
+
+
+def test_the_warning_stays_when_deeper_training_closed_the_gap():
+    """Auto trains deeper because the head alone's estimates disagree; when the deeper
+    model's two then agree, the folder is still unlike camera frames and the model was chosen
+    on those held-out photos: the command still warns, naming both pairs of figures."""
+    from export.train import final_warning
+    from export.trainfit import Fit
+
+    head = Fit(best_acc=0.95, camera_acc=0.70)
+    agree, disagree = Fit(best_acc=0.98, camera_acc=0.93), Fit(best_acc=0.98, camera_acc=0.80)
+    assert final_warning(agree, None, 0.1, 0) is None                  # nothing started it
+    text = final_warning(agree, head, 0.1, 5)
+    assert all(f in text for f in ("0.980", "0.930", "0.950", "0.700"))
+    assert "lower" in text and "--tune-blocks" not in text
+    assert "0.800" in final_warning(disagree, head, 0.1, 5)             # the plain warning
+    assert final_warning(disagree, None, 0.1, 5) == final_warning(disagree, head, 0.1, 5)
 
 
 def test_cell_attention_keeps_the_cam_identity(tmp_path, photos):
@@ -226,7 +243,7 @@ def test_cell_attention_keeps_the_cam_identity(tmp_path, photos):
 
 def test_tune_blocks_auto_keeps_the_better_camera_estimate(trained):
     """--tune-blocks auto (the default): where the held-out estimates disagree (forced here
-    with warn_gap -1), the head alone and the last two blocks too are both trained from the same
+    with warn_gap -1), the head alone and the last AUTO_DEEPER blocks too are both trained from the same
     cached views; the higher camera-scale estimate is kept (the head alone on a tie), and
     the kept model is exactly what an explicit --tune-blocks N run of it gives."""
     torch = pytest.importorskip("torch")
