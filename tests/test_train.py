@@ -285,7 +285,7 @@ def test_focus_boxes_find_the_objects(trained):
 
     from torch import nn
 
-    from export.train import FOCUS_THRESHOLD, _tensor, checkpoint_labels
+    from export.train import FOCUS_THRESHOLD, _tensor, _whole, checkpoint_labels
     from export.trainfit import cache_features, object_boxes
     from models.zoo import load_model
     from realtime.model.accuracy import iou
@@ -305,7 +305,7 @@ def test_focus_boxes_find_the_objects(trained):
             x, y, w, h = a["bbox"]
             truth.append([x, y, x + w, y + h])
             ys.append(index[names[a["category_id"]]])
-    views = [cv2.resize(img, zm.input_size[::-1], interpolation=cv2.INTER_AREA) for img in images]
+    views = [_whole(img, zm.input_size) for img in images]   # view 0, as the trainer makes it
     cut = len(zm.module._blocks)
     feats = cache_features(zm.module, [cut], [_tensor(views, zm)], len(views), False)[cut]
     m = zm.module
