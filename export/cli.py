@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--focus", type=int, default=2, metavar="N",
                    help="views per object image, for the deeper training, of the part the head "
                         "alone found, pasted into background photos (0: none; docs/TRAINING.md)")
+    t.add_argument("--average", default="deeper", choices=("none", "deeper", "all"),
+                   help="end a training with the mean of its weights over its epochs (from the "
+                        "second) instead of its best epoch's: deeper (default) where blocks below "
+                        "the head are trained, all, none (docs/TRAINING.md)")
     t.add_argument("--views", type=int, default=4,
                    help="views per training image: the whole image plus augmented ones")
     t.add_argument("--train-size", type=int, default=0, metavar="PX",
@@ -159,6 +163,7 @@ def _train(args: argparse.Namespace):
     config = TrainConfig(epochs=args.epochs, seed=args.seed,
                          tune_blocks=None if tune == "auto" else int(tune),
                          views=args.views, focus=args.focus, imgsz=args.train_size,
+                         average=args.average,
                          attention=1.0 if args.attention else 0.0, progress=not args.quiet)
     train_report, export_report = train_and_export(args.model, args.train, args.output, config,
                                                    opset=args.opset)

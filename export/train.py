@@ -73,6 +73,7 @@ class TrainConfig:
     #                                 None: auto (0, or AUTO_DEEPER when the estimates disagree)
     zoom: float = 0.5         # share of augmented views zoomed out into a background photo
     cutmix: float = 0.5       # share of batches mixed by CutMix on the cached feature maps
+    average: str = "deeper"   # fits ending with their epochs' mean weights: none, deeper, all
     focus: int = 2            # views per object image of the found part alone, for deeper training
     attention: float = 0.0    # CellAttention's mix (0: plain GAP; models/efficientnet_lite.py)
     imgsz: int = 0            # square training size, the export's (and checkpoint's) native size
@@ -97,6 +98,7 @@ class TrainReport:
     focus_views: int = 0              # views of the objects alone the deeper training added
     compared: tuple[float, float] | None = None   # auto: camera-scale acc. with 0 and AUTO_DEEPER
     best_epoch: int = 0
+    averaged: tuple[int, int] | None = None   # the epochs whose mean weights were kept
     history: list[tuple[int, float, float]] = field(default_factory=list)  # epoch, loss, acc
     seconds: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
@@ -107,7 +109,7 @@ class TrainReport:
         skipped = f", {self.skipped} unreadable skipped" if self.skipped else ""
         return (f"trained on {self.train_images} images, {self.heldout_images} held out "
                 f"({classes}{skipped}): held-out accuracy {self.initial_acc:.3f} -> "
-                f"{self.best_acc:.3f} (epoch {self.best_epoch} of {len(self.history)})"
+                f"{self.best_acc:.3f} ({self._epochs()})"
                 + (f", {self.camera_acc:.3f} at camera scale" if self.camera_acc is not None else "")
                 + (f"; trained the last {self.tune_blocks} block{'s' * (self.tune_blocks > 1)} too"
                    + (f" with {self.focus_views} focus views" if self.focus_views else "")
@@ -117,6 +119,12 @@ class TrainReport:
                    if self.compared else "")
                 + f"; {secs}"
                 + (f"\n  checkpoint {self.checkpoint}" if self.checkpoint else ""))
+
+    def _epochs(self) -> str:
+        n = len(self.history)
+        if self.averaged:
+            return f"mean weights of epochs {self.averaged[0]}-{self.averaged[1]} of {n}"
+        return f"epoch {self.best_epoch} of {n}"
 
 
 def split_holdout(counts: list[int], fraction: float, seed: int) -> tuple[list, list]:
@@ -267,6 +275,7 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     report.initial_acc, report.best_acc, report.camera_acc = (result.initial_acc, result.best_acc,
                                                               result.camera_acc)
     report.best_epoch, report.history = result.best_epoch, result.history
+    report.averaged = result.averaged
     report.warning = final_warning(result, head_alone if auto and tuned else None, config.warn_gap,
                                    AUTO_DEEPER if auto else tuned)
     if report.warning:

@@ -84,6 +84,30 @@ def cache_features(module, cuts: list[int], batches, total: int, progress: bool
     return {c: np.concatenate(v) for c, v in out.items()}
 
 
+AVERAGE_FROM = 2   # the first epoch whose weights enter the average (the first is far off)
+AVERAGES = ("none", "deeper", "all")
+
+
+def _averages(which: str, split: Split) -> bool:
+    """Whether this fit averages its epochs' weights: ``which`` is "all", "deeper" (only
+    where blocks below the head are trained) or "none"."""
+    if which not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, got {which!r}")
+    return which == "all" or (which == "deeper" and split.cut < len(split.module._blocks))
+
+
+def _accumulate(total: dict | None, state: dict) -> dict:
+    """The running sum of ``state``'s floating-point tensors (others: the latest)."""
+    if total is None:
+        return {n: v.detach().clone() for n, v in state.items()}
+    for n, v in state.items():
+        if v.is_floating_point():
+            total[n] += v.detach()
+        else:
+            total[n] = v.detach().clone()
+    return total
+
+
 def _accuracy(split: Split, feats: np.ndarray, labels: np.ndarray, weight) -> tuple[float, float]:
     torch = split.torch
     split.train_mode(False)
@@ -104,12 +128,16 @@ class Fit:
     camera_acc: float = 0.0
     best_epoch: int = 0
     history: list[tuple[int, float, float]] = field(default_factory=list)  # epoch, loss, acc
+    averaged: tuple[int, int] | None = None   # first and last epoch whose weights were averaged
 
 
 def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray, np.ndarray],
         camera: np.ndarray, config, rng: np.random.Generator) -> Fit:
     """Train ``split``'s top on cached features (early stopping on the mean of the plain and
-    the camera-scale held-out accuracy); the module ends with its best epoch's weights."""
+    the camera-scale held-out accuracy). The module ends with its best epoch's weights, or,
+    where ``config.average`` asks for this fit, with the mean of its weights at the end of
+    every epoch from the second to the last one run (``average_from``: the held-out figures are
+    then the mean's)."""
     from tqdm import tqdm
 
     torch = split.torch
@@ -125,6 +153,8 @@ def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarr
         {"params": [p for p in split.top.parameters() if id(p) not in new], "lr": config.lr / 10}],
         weight_decay=config.weight_decay)
     best, best_state, bad = (-1.0, float("inf")), None, 0
+    average = _averages(config.average, split)
+    total_state, averaged = None, 0
     epochs = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch",
                   disable=None if config.progress else True, leave=False)
     for epoch in epochs:
@@ -152,6 +182,9 @@ def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarr
         epochs.set_postfix(loss=f"{total / len(order):.3f}", heldout_acc=f"{acc:.3f}")
         log.info("epoch %d/%d: train loss %.3f, held-out accuracy %.3f (loss %.3f)",
                  epoch, config.epochs, total / len(order), acc, held_loss)
+        if average and epoch >= AVERAGE_FROM:
+            total_state = _accumulate(total_state, split.module.state_dict())
+            averaged += 1
         if (acc, -held_loss) > (best[0], -best[1]):
             best, bad = (acc, held_loss), 0
             result.best_acc, result.camera_acc, result.best_epoch = plain, cam, epoch
@@ -162,7 +195,14 @@ def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarr
             if bad >= config.patience:
                 log.info("early stop: no better held-out accuracy for %d epochs", bad)
                 break
-    split.module.load_state_dict(best_state)
+    if averaged:
+        split.module.load_state_dict({n: v / averaged if v.is_floating_point() else v
+                                      for n, v in total_state.items()})
+        result.best_acc, _ = _accuracy(split, held_x, held_y, weight)
+        result.camera_acc, _ = _accuracy(split, camera, held_y, weight)
+        result.averaged = (AVERAGE_FROM, len(result.history))
+    else:
+        split.module.load_state_dict(best_state)
     split.module.to(memory_format=torch.contiguous_format)
     split.module.eval()
     return result
