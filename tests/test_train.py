@@ -149,6 +149,8 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
         "--epochs must be at least 1": ["--train", str(ok), "--output", out, "--epochs", "0"],
         "--views must be at least 1": ["--train", str(ok), "--output", out, "--views", "0"],
         "--focus must be at least 0": ["--train", str(ok), "--output", out, "--focus", "-1"],
+        "argument --average: invalid choice": ["--train", str(ok), "--output", out,
+                                               "--average", "best"],
         "multiple of 32 from 64": ["--train", str(ok), "--output", out, "--train-size", "100"],
         "--tune-blocks must be auto or a number": ["--train", str(ok), "--output", out,
                                              "--tune-blocks", "-1"],
