@@ -11,6 +11,8 @@ from types import SimpleNamespace
 from realtime.commands.parser import Parser
 from realtime.errors import UsageError, report_error
 
+from .trainfit import AVERAGES
+
 __all__ = ["main"]
 
 log = logging.getLogger("export")
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--focus", type=int, default=2, metavar="N",
                    help="views per object image, for the deeper training, of the part the head "
                         "alone found, pasted into background photos (0: none; docs/TRAINING.md)")
-    t.add_argument("--average", default="deeper", choices=("none", "deeper", "all"),
+    t.add_argument("--average", default="deeper", choices=AVERAGES,
                    help="end a training with the mean of its weights over its epochs (from the "
                         "second) instead of its best epoch's: deeper (default) where blocks below "
                         "the head are trained, all, none (docs/TRAINING.md)")

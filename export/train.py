@@ -35,7 +35,7 @@ from models.zoo import LITE_MODELS, ZooModel, load_model
 
 from .imagefolder import BACKGROUND, DatasetError, ImageFolder, load_images, scan_folder
 from .trainaug import camera_scale_views, deeper_warning, estimate_warning, paste_object, zoom_out
-from .trainfit import Fit, Split, cache_features, fit, object_boxes
+from .trainfit import AVERAGES, Fit, Split, cache_features, fit, object_boxes
 
 __all__ = ["TrainConfig", "TrainReport", "augment", "checkpoint_labels", "final_warning", "split_holdout",
            "train_and_export", "train_model"]
@@ -355,6 +355,8 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
                            f"with pip): {', '.join(LITE_MODELS)}; got {model!r}")
     if config.epochs < 1:
         raise DatasetError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.average not in AVERAGES:
+        raise DatasetError(f"--average must be one of {', '.join(AVERAGES)}, got {config.average!r}")
     if config.imgsz and (config.imgsz % 32 or config.imgsz < 64):
         raise DatasetError(f"the training size must be a multiple of 32 from 64, got {config.imgsz}")
     output = Path(output)

@@ -91,8 +91,6 @@ AVERAGES = ("none", "deeper", "all")
 def _averages(which: str, split: Split) -> bool:
     """Whether this fit averages its epochs' weights: ``which`` is "all", "deeper" (only
     where blocks below the head are trained) or "none"."""
-    if which not in AVERAGES:
-        raise ValueError(f"average must be one of {AVERAGES}, got {which!r}")
     return which == "all" or (which == "deeper" and split.cut < len(split.module._blocks))
 
 
@@ -136,8 +134,8 @@ def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarr
     """Train ``split``'s top on cached features (early stopping on the mean of the plain and
     the camera-scale held-out accuracy). The module ends with its best epoch's weights, or,
     where ``config.average`` asks for this fit, with the mean of its weights at the end of
-    every epoch from the second to the last one run (``average_from``: the held-out figures are
-    then the mean's)."""
+    every epoch from ``AVERAGE_FROM`` (the second) to the last one run; the held-out figures
+    are then the mean's."""
     from tqdm import tqdm
 
     torch = split.torch
