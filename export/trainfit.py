@@ -9,7 +9,6 @@ disagree, the last blocks with it too, without decoding or augmenting an image t
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 
@@ -186,8 +185,8 @@ def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarr
         if (acc, -held_loss) > (best[0], -best[1]):
             best, bad = (acc, held_loss), 0
             result.best_acc, result.camera_acc, result.best_epoch = plain, cam, epoch
-            best_state = copy.deepcopy({n: p.detach().clone() for n, p in
-                                        split.module.state_dict().items()})
+            if not average:   # the mean replaces the best epoch's weights: no copy needed
+                best_state = {n: p.detach().clone() for n, p in split.module.state_dict().items()}
         else:
             bad += 1
             if bad >= config.patience:
