@@ -268,13 +268,15 @@ def _onnx():
     return onnx
 
 
-def store_threshold(model: str | Path, threshold: float) -> None:
+def store_threshold(model: str | Path, threshold: float, tile_blur: float | None = None) -> None:
     """Store ``threshold`` as the model's box threshold (:data:`realtime.model.format.KEY_THRESHOLD`)
-    in the model file, atomically (the runtime only reads metadata; writing needs ``onnx``)."""
+    in the model file, atomically (the runtime only reads metadata; writing needs ``onnx``);
+    and ``tile_blur``, unless None, as its tiled-map blur (``KEY_TILE_BLUR``)."""
     onnx = _onnx()
     model = Path(model)
     proto = onnx.load(str(model))
-    meta = with_threshold({p.key: p.value for p in proto.metadata_props}, round(threshold, 2))
+    meta = with_threshold({p.key: p.value for p in proto.metadata_props}, round(threshold, 2),
+                          tile_blur)
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)

@@ -158,3 +158,35 @@ def test_the_cli_passes_tile_blur_and_refuses_a_bad_one(lite0_onnx, photos, tmp_
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and f"argument --tile-blur: {message}" in err
     assert parser.TILE_BLUR == tiling.BLUR
+
+
+def test_a_model_with_its_own_tile_blur(lite0_onnx, photos, tmp_path):
+    """A model may store its tiled-map blur (``camloc.tile_blur``: export --train stores 0,
+    its maps are sharp); the tiled Localizer and the CLI then use it unless told otherwise."""
+    import shutil
+
+    from media import read_jsonl
+    from test_cli import camloc
+
+    from realtime.evaluate import store_threshold
+
+    model = tmp_path / "sharp.onnx"
+    shutil.copyfile(lite0_onnx, model)
+    store_threshold(model, 0.1, tile_blur=0.0)
+    frame = cv2.cvtColor(photos["astronaut"], cv2.COLOR_RGB2BGR)
+    loc = Localizer(model, device="cpu", tiles=2)
+    assert (loc.threshold, loc.tile_blur) == (0.1, 0.0)
+    assert Localizer(model, device="cpu", tiles=2, tile_blur=3.5).tile_blur == 3.5   # asked for
+    assert Localizer(lite0_onnx, device="cpu", tiles=2).tile_blur == tiling.BLUR     # none stored
+    want = Localizer(lite0_onnx, device="cpu", tiles=2, tile_blur=0.0, threshold=0.1)(frame)
+    blurred = Localizer(lite0_onnx, device="cpu", tiles=2, threshold=0.1)(frame)
+    assert loc(frame).boxes == want.boxes != blurred.boxes
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), frame)
+    r = camloc("--source", str(image), "--model", str(model), "--device", "cpu", "--tiles", "2",
+               "--save-json", "o.jsonl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = read_jsonl(tmp_path / "o.jsonl")[0]["detections"]
+    assert [d["box"] for d in got] == [d["box"] for d in Localizer(
+        model, device="cpu", tiles=2)(cv2.imread(str(image))).detections()]
+    assert [d["box"] for d in got] != [d["box"] for d in blurred.detections()]

@@ -86,13 +86,13 @@ class Parser(argparse.ArgumentParser):
                                "(default: %(default)s; docs/TRAINING.md, \"Tiles\")")
 
     def add_tile_blur(self) -> None:
-        self.add_argument("--tile-blur", type=number_at_least(0.0), default=TILE_BLUR,
+        self.add_argument("--tile-blur", type=number_at_least(0.0), default=None,
                           metavar="CELLS",
                           help="with --tiles: the merged map's blur taken off its boxes' sides "
                                "below threshold 0.5, in the map's cells; 0 = off, for a model "
-                               "with sharp maps (--attention) used at a low threshold "
-                               "(default: %(default)s; docs/TRAINING.md, \"Small objects' "
-                               "boxes\")")
+                               f"with sharp maps (default: the model's stored one, else {TILE_BLUR}; "
+                               "models trained by export --train store 0; docs/TRAINING.md, "
+                               "\"Small objects' boxes\")")
 
     def add_topk(self) -> None:
         self.add_argument("--topk", type=int_at_least(1), default=1, metavar="K",

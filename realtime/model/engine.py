@@ -182,7 +182,8 @@ class Localizer:
     ``normalize="minmax"`` or a ``topk`` above the graph's, numpy computes them).
     ``cuda_graphs``: replay CUDA graphs on CUDA (in-graph CAMs only). ``tiles``: N > 1 also
     runs an N x N grid of overlapping tiles in the frame's batch and merges their CAMs
-    (``tile_merge``) and class scores (``tile_decision``), its boxes less ``tile_blur``.
+    (``tile_merge``) and class scores (``tile_decision``), its boxes less ``tile_blur`` (None:
+    the model's stored blur, else ``tiling.BLUR``).
     """
 
     def __init__(self, model: str | os.PathLike[str] = DEFAULT_MODEL, device: str = "auto",
@@ -191,7 +192,7 @@ class Localizer:
                  box_rule: str = DEFAULT_RULE, min_area: float = DEFAULT_MIN_AREA,
                  max_boxes: int = 3, normalize: str = "max", incam: bool = True,
                  cuda_graphs: bool = True, tiles: int = 1, tile_merge: str = tiling.DEFAULT_MERGE,
-                 tile_decision: str = tiling.DEFAULT_DECISION, tile_blur: float = tiling.BLUR):
+                 tile_decision: str = tiling.DEFAULT_DECISION, tile_blur: float | None = None):
         prov.parse_device(device)  # unknown names fail before any loading
         if threshold is not None and not 0.0 <= float(threshold) < 1.0:
             raise OptionError(f"threshold must be in [0, 1), got {threshold!r}")
@@ -203,9 +204,9 @@ class Localizer:
                                   or not 1 <= imgsz <= MAX_INPUT_SIDE):
             raise OptionError(f"imgsz must be an integer in [1, {MAX_INPUT_SIDE}] or None, "
                               f"got {imgsz!r}")
-        tiling.check_tile_options(tiles, tile_merge, tile_decision, tile_blur)
+        tiling.check_tile_options(tiles, tile_merge, tile_decision,
+                                  tiling.BLUR if tile_blur is None else tile_blur)
         self.tiles, self.tile_merge, self.tile_decision = tiles, tile_merge, tile_decision
-        self.tile_blur = float(tile_blur)
         self.smoother = CamSmoother(smooth)
         self.imgsz, self.box_rule, self.min_area = imgsz, box_rule, float(min_area)
         self.max_boxes, self.normalize, self.device = int(max_boxes), normalize, device
@@ -221,6 +222,8 @@ class Localizer:
         self.threshold = float(threshold if threshold is not None else
                                self.info.threshold if self.info.threshold is not None
                                else DEFAULT_THRESHOLD)
+        self.tile_blur = float(tile_blur if tile_blur is not None else self.info.tile_blur
+                               if self.info.tile_blur is not None else tiling.BLUR)
         self.weight, self.bias = self._fetch_weights()
         num = self.info.num_classes
         if not isinstance(topk, int) or not 1 <= topk <= num:

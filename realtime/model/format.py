@@ -23,7 +23,7 @@ from realtime.errors import ModelError
 __all__ = ["BACKGROUND_LABEL", "CAMS", "CAM_BIAS", "CAM_WEIGHT", "DEFAULT_TOPK_MAX", "FEATURES",
            "FORMAT", "FRAME_OUTPUTS", "INCAM_OUTPUTS", "INPUT", "KEY_ARCH", "KEY_BACKGROUND",
            "KEY_COLOR", "KEY_FORMAT", "KEY_INPUT_SIZE", "KEY_LABELS", "KEY_MEAN", "KEY_PRECISION",
-           "KEY_STD", "KEY_STRIDE", "KEY_THRESHOLD", "KEY_TOPK_MAX", "KEY_WEIGHTS",
+           "KEY_STD", "KEY_STRIDE", "KEY_THRESHOLD", "KEY_TILE_BLUR", "KEY_TOPK_MAX", "KEY_WEIGHTS",
            "MAX_INPUT_SIDE", "MAX_STRIDE", "METADATA_KEYS", "OUTPUTS", "PRODUCER",
            "REQUIRED_OUTPUTS", "TOPK_IDS", "TOPK_SCORES", "WEIGHT_OUTPUTS", "ModelInfo",
            "check_outputs", "parse_metadata", "reexport_hint", "to_metadata", "with_precision",
@@ -60,12 +60,16 @@ KEY_PRECISION = "camloc.precision"
 KEY_TOPK_MAX = "camloc.topk_max"  # classes the in-graph CAMs cover; absent: none (old models)
 # Optional keys (older models lack them): camloc.background names the class of frames with
 # none of the objects (no detections for them); camloc.threshold is the box threshold chosen
-# on labelled data by ``python -m realtime.evaluate --store-threshold``.
+# on labelled data by ``python -m realtime.evaluate --store-threshold``; camloc.tile_blur is
+# the blur (CAM cells) the tiled path takes off this model's boxes, where its maps are not
+# as blurred as the runtime's default assumes (a model trained with the box loss: 0).
 KEY_BACKGROUND = "camloc.background"
 KEY_THRESHOLD = "camloc.threshold"
+KEY_TILE_BLUR = "camloc.tile_blur"
 METADATA_KEYS = (KEY_FORMAT, KEY_ARCH, KEY_WEIGHTS, KEY_LABELS, KEY_COLOR, KEY_MEAN, KEY_STD,
                  KEY_INPUT_SIZE, KEY_STRIDE, KEY_PRECISION, KEY_TOPK_MAX, KEY_BACKGROUND,
-                 KEY_THRESHOLD)
+                 KEY_THRESHOLD, KEY_TILE_BLUR)
+MAX_TILE_BLUR = 16.0   # cells: a map blurred wider than that has no box left to correct
 BACKGROUND_LABEL = "background"  # the training folder's class that export marks as background
 _REQUIRED_KEYS = (KEY_LABELS, KEY_MEAN, KEY_STD, KEY_STRIDE)
 # bounds on what a model file may claim: a stride beyond 512 or a native side beyond 4096 is
@@ -93,6 +97,7 @@ class ModelInfo:
     topk_max: int = 0                # classes the graph's in-graph CAMs cover (0: none)
     background: int | None = None    # class id of the background class, if the model has one
     threshold: float | None = None   # stored box threshold (None: the runtime's default)
+    tile_blur: float | None = None   # stored tiled-map blur (None: the runtime's default)
 
     @property
     def num_classes(self) -> int:
@@ -157,6 +162,8 @@ def to_metadata(info: ModelInfo) -> dict[str, str]:
         meta[KEY_BACKGROUND] = info.labels[info.background]
     if info.threshold is not None:
         meta[KEY_THRESHOLD] = repr(float(info.threshold))
+    if info.tile_blur is not None:
+        meta[KEY_TILE_BLUR] = repr(float(info.tile_blur))
     return meta
 
 
@@ -165,11 +172,31 @@ def with_precision(meta: dict[str, str], precision: str) -> dict[str, str]:
     return dict(meta, **{KEY_PRECISION: precision})
 
 
-def with_threshold(meta: dict[str, str], threshold: float) -> dict[str, str]:
-    """``meta`` with the stored box threshold (``camloc.threshold``) set to ``threshold``."""
+def with_threshold(meta: dict[str, str], threshold: float, tile_blur: float | None = None
+                   ) -> dict[str, str]:
+    """``meta`` with the stored box threshold (``camloc.threshold``) set to ``threshold``,
+    and the tiled-map blur (``camloc.tile_blur``) to ``tile_blur`` unless it is None."""
     if not 0.0 <= float(threshold) < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
-    return dict(meta, **{KEY_THRESHOLD: repr(float(threshold))})
+    if tile_blur is not None and not 0.0 <= float(tile_blur) <= MAX_TILE_BLUR:
+        raise ValueError(f"tile blur must be in [0, {MAX_TILE_BLUR:g}], got {tile_blur!r}")
+    extra = {} if tile_blur is None else {KEY_TILE_BLUR: repr(float(tile_blur))}
+    return dict(meta, **{KEY_THRESHOLD: repr(float(threshold))}, **extra)
+
+
+def _stored(meta: dict[str, str], key: str, path: str, top: float, closed: bool) -> float | None:
+    """The number under ``key`` (None when absent), in [0, ``top``) or, ``closed``, [0, ``top``]."""
+    value = meta.get(key)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not (0.0 <= number <= top if closed else 0.0 <= number < top):
+        raise ModelError(f"{path}: metadata {key} must be a number in [0, {top:g}{']' if closed else ')'}, "
+                         f"got {value!r}")
+    return number
 
 
 def _optional(meta: dict[str, str], labels: list[str], path: str) -> tuple[int | None,
@@ -179,15 +206,7 @@ def _optional(meta: dict[str, str], labels: list[str], path: str) -> tuple[int |
     if background is not None and background not in labels:
         raise ModelError(f"{path}: metadata {KEY_BACKGROUND} {background!r} is not one of the "
                          "labels")
-    threshold = meta.get(KEY_THRESHOLD)
-    if threshold is not None:
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            threshold = -1.0
-        if not 0.0 <= threshold < 1.0:
-            raise ModelError(f"{path}: metadata {KEY_THRESHOLD} must be a number in [0, 1), "
-                             f"got {meta[KEY_THRESHOLD]!r}")
+    threshold = _stored(meta, KEY_THRESHOLD, path, 1.0, closed=False)
     return (None if background is None else labels.index(background)), threshold
 
 
@@ -232,6 +251,7 @@ def parse_metadata(meta: dict[str, str], path: str | Path = "<model>") -> ModelI
         precision=meta.get(KEY_PRECISION, "fp32"), format=fmt,
         topk_max=topk_max,
         background=background, threshold=threshold,
+        tile_blur=_stored(meta, KEY_TILE_BLUR, path, MAX_TILE_BLUR, closed=True),
     )
 
 
