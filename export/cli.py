@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from realtime.commands.parser import Parser
 from realtime.errors import UsageError, report_error
 
-from .trainfit import AVERAGES
+from .trainfit import AVERAGES, BOX_LOSS
 
 __all__ = ["main"]
 
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end a training with the mean of its weights over its epochs (from the "
                         "second) instead of its best epoch's: deeper (default) where blocks below "
                         "the head are trained, all, none (docs/TRAINING.md)")
+    t.add_argument("--box-loss", type=float, default=BOX_LOSS, metavar="W",
+                   help="weight of the loss on the share of a class's CAM outside the pasted "
+                        "object in views pasted into background photos (0: off; docs/TRAINING.md)")
     t.add_argument("--views", type=int, default=4,
                    help="views per training image: the whole image plus augmented ones")
     t.add_argument("--train-size", type=int, default=0, metavar="PX",
@@ -159,13 +162,15 @@ def _train(args: argparse.Namespace):
         raise UsageError(f"--views must be at least 1, got {args.views}")
     if args.focus < 0:
         raise UsageError(f"--focus must be at least 0, got {args.focus}")
+    if not 0 <= args.box_loss < float("inf"):
+        raise UsageError(f"--box-loss must be a number at least 0, got {args.box_loss}")
     tune = str(args.tune_blocks).lower()
     if tune != "auto" and not tune.isdigit():
         raise UsageError(f"--tune-blocks must be auto or a number at least 0, got {tune}")
     config = TrainConfig(epochs=args.epochs, seed=args.seed,
                          tune_blocks=None if tune == "auto" else int(tune),
                          views=args.views, focus=args.focus, imgsz=args.train_size,
-                         average=args.average,
+                         average=args.average, box_loss=args.box_loss,
                          attention=1.0 if args.attention else 0.0, progress=not args.quiet)
     train_report, export_report = train_and_export(args.model, args.train, args.output, config,
                                                    opset=args.opset)

@@ -34,8 +34,15 @@ import numpy as np
 from models.zoo import LITE_MODELS, ZooModel, load_model
 
 from .imagefolder import BACKGROUND, DatasetError, ImageFolder, load_images, scan_folder
-from .trainaug import camera_scale_views, deeper_warning, estimate_warning, paste_object, zoom_out
-from .trainfit import AVERAGES, Fit, Split, cache_features, fit, object_boxes
+from .trainaug import (
+    camera_scale_views,
+    deeper_warning,
+    estimate_warning,
+    inside_masks,
+    paste_object,
+    zoom_out,
+)
+from .trainfit import AVERAGES, BOX_LOSS, Fit, Split, cache_features, fit, object_boxes
 
 __all__ = ["TrainConfig", "TrainReport", "augment", "checkpoint_labels", "final_warning", "split_holdout",
            "train_and_export", "train_model"]
@@ -44,9 +51,14 @@ log = logging.getLogger(__name__)
 
 # The box threshold a trained model carries (camloc.threshold) until ``realtime.evaluate
 # --store-threshold`` replaces it: the best top-1 localization threshold on the training
-# frames of the three sets of tools/make_hard_sets.py (0.50, 0.55, 0.45; docs/TRAINING.md),
-# never on their test halves. The ImageNet models' default (0.3) is too low for them.
-TRAINED_THRESHOLD = 0.5
+# frames of the three sets of tools/make_hard_sets.py with the box loss (0.30 on the mean of
+# the three; docs/TRAINING.md), never on their test halves.
+TRAINED_THRESHOLD = 0.3
+
+# The tiled-map blur a model trained with the box loss carries (camloc.tile_blur): its maps
+# are sharp, and the runtime's default (realtime.model.tiling.BLUR, fitted to the blurrier
+# maps of the zoo models and of training without it) shrinks its boxes below the object.
+TRAINED_TILE_BLUR = 0.0
 
 # The trailing blocks ``--tune-blocks auto`` trains too when the held-out estimates disagree:
 # every block at the CAM's resolution (Lite's last 5, from the 14x14 -> 7x7 one on), chosen
@@ -75,6 +87,7 @@ class TrainConfig:
     cutmix: float = 0.5       # share of batches mixed by CutMix on the cached feature maps
     average: str = "deeper"   # fits ending with their epochs' mean weights: none, deeper, all
     focus: int = 2            # views per object image of the found part alone, for deeper training
+    box_loss: float = BOX_LOSS  # weight of the CAM's share outside a pasted view's box (0: off)
     attention: float = 0.0    # CellAttention's mix (0: plain GAP; models/efficientnet_lite.py)
     imgsz: int = 0            # square training size, the export's (and checkpoint's) native size
     warn_gap: float = 0.10    # warn when the two held-out estimates differ by more
@@ -204,7 +217,7 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     cuts = sorted({head_cut, deeper_cut})
     train_idx, held_idx = split_holdout([len(c) for c in images], config.holdout, config.seed)
 
-    train_y, held_y, train_views, held_views, held_imgs = [], [], [], [], []
+    train_y, train_box, held_y, train_views, held_views, held_imgs = [], [], [], [], [], []
     for c, imgs in enumerate(images):
         for i in train_idx[c]:
             train_views.append((imgs[i], c))
@@ -220,10 +233,12 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
         pending = []
         for img, c in train_views:
             for v in range(config.views):
-                pending.append(_whole(img, size) if v == 0 else
-                               zoom_out(img, size, backgrounds, rng) if rng.random() < config.zoom
-                               else augment(img, size, rng))
+                view, box = ((_whole(img, size), None) if v == 0 else
+                             zoom_out(img, size, backgrounds, rng) if rng.random() < config.zoom
+                             else (augment(img, size, rng), None))
+                pending.append(view)
                 train_y.append(c)
+                train_box.append(None if c == bg else box)
                 if len(pending) == config.batch:
                     yield _tensor(pending, base)
                     pending = []
@@ -235,6 +250,8 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     train_x = cache_features(base.module, cuts, train_batches(), len(train_views) * config.views,
                              config.progress)
     train_y_arr, held_y_arr = np.array(train_y, np.int64), np.array(held_y, np.int64)
+    grid = (size[0] // 32, size[1] // 32)
+    train_in = inside_masks(train_box, size, grid)
     n_held = len(held_y)
     t1 = time.perf_counter()
     seconds = {"caching": t1 - t0}
@@ -244,10 +261,11 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
         torch.manual_seed(config.seed)   # every stage starts as a run of its own would
         m = load_model(model)
         s = Split(m.module, k, blocks, config.attention)
-        x, y = train_x[s.cut], train_y_arr
+        x, y, inside = train_x[s.cut], train_y_arr, train_in
         if extra is not None:
             x, y = np.concatenate([x, extra[0][s.cut]]), np.concatenate([y, extra[1]])
-        return m, s, fit(s, (x, y), (held_x[s.cut][:n_held], held_y_arr), held_x[s.cut][n_held:],
+            inside = np.concatenate([inside, inside_masks(extra[2], size, grid)])
+        return m, s, fit(s, (x, y, inside), (held_x[s.cut][:n_held], held_y_arr), held_x[s.cut][n_held:],
                          config, copy.deepcopy(after_cache))
 
     zm, split0, result = run(0)
@@ -320,11 +338,11 @@ def _focus_views(head: Split, whole: np.ndarray, train_views: list, bg: int | No
     boxes = object_boxes(head.top, head.fc.weight.detach().numpy(), whole[idx], y,
                          [img.shape[:2] for img, _, _ in objects], FOCUS_THRESHOLD)
     rng = np.random.default_rng(config.seed + 104729)
-    views = [paste_object(img, box, size, backgrounds, rng)
-             for (img, _, _), box in zip(objects, boxes) for _ in range(config.focus)]
-    feats = cache_features(base.module, [cut], _batches(views, config.batch, base), len(views),
-                           config.progress)
-    return feats, np.repeat(y, config.focus)
+    pasted = [paste_object(img, box, size, backgrounds, rng)
+              for (img, _, _), box in zip(objects, boxes) for _ in range(config.focus)]
+    feats = cache_features(base.module, [cut], _batches([v for v, _ in pasted], config.batch, base),
+                           len(pasted), config.progress)
+    return feats, np.repeat(y, config.focus), [b for _, b in pasted]
 
 
 def checkpoint_labels(path: str | Path) -> list[str] | None:
@@ -357,6 +375,8 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
         raise DatasetError(f"--epochs must be at least 1, got {config.epochs}")
     if config.average not in AVERAGES:
         raise DatasetError(f"--average must be one of {', '.join(AVERAGES)}, got {config.average!r}")
+    if not 0 <= config.box_loss < float("inf"):
+        raise DatasetError(f"--box-loss must be a number at least 0, got {config.box_loss}")
     if config.imgsz and (config.imgsz % 32 or config.imgsz < 64):
         raise DatasetError(f"the training size must be a multiple of 32 from 64, got {config.imgsz}")
     output = Path(output)
@@ -373,5 +393,6 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
     exported = write_onnx(zm, output, opset=opset)
     from realtime.evaluate import store_threshold
 
-    store_threshold(output, TRAINED_THRESHOLD)  # until realtime.evaluate stores a measured one
+    # until realtime.evaluate stores a measured one
+    store_threshold(output, TRAINED_THRESHOLD, TRAINED_TILE_BLUR if config.box_loss > 0 else None)
     return report, exported

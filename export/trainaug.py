@@ -12,6 +12,9 @@ new. Cheap ways to show the classifier that, without any box:
 * ``paste_object``: only the part of the image where a first trained head finds the
   object (its CAM's strongest region, grown by a margin) pasted into a background photo
   at the scales a camera sees: the object without the scene it was photographed in.
+* Both return the box the image (or its part) was pasted in: the trainer made the
+  composite, so it knows where the object can be, and ``inside_masks`` turns the boxes into
+  each head-map cell's fraction inside, for the box loss (``trainfit._outside``).
 * ``cutmix``: CutMix (Yun et al., ICCV 2019) on the cached feature maps: a random
   rectangle of one example's map replaced by another's, the targets mixed by area. It
   costs nothing (no image is decoded again), draws new mixes every epoch, and is known to
@@ -23,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["camera_scale_views", "cutmix", "deeper_warning", "estimate_warning", "paste_object",
-           "zoom_out"]
+__all__ = ["camera_scale_views", "cutmix", "deeper_warning", "estimate_warning", "inside_masks",
+           "paste_object", "zoom_out"]
 
 
 def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
@@ -46,9 +49,11 @@ def _canvas(img: np.ndarray, size: tuple[int, int], backgrounds: list[np.ndarray
 
 
 def zoom_out(img: np.ndarray, size: tuple[int, int], backgrounds: list[np.ndarray],
-             rng: np.random.Generator, scale: tuple[float, float] = (0.35, 0.8)) -> np.ndarray:
+             rng: np.random.Generator, scale: tuple[float, float] = (0.35, 0.8)
+             ) -> tuple[np.ndarray, np.ndarray]:
     """``img`` (RGB) shrunk to ``scale`` of the side of a ``size`` (H, W) frame made from a
-    random background photo, at a random place, mirrored half of the time."""
+    random background photo, at a random place, mirrored half of the time: (frame, the
+    image's box in it)."""
     h, w = size
     frame = _canvas(img, size, backgrounds, rng)
     s = rng.uniform(*scale)
@@ -56,14 +61,16 @@ def zoom_out(img: np.ndarray, size: tuple[int, int], backgrounds: list[np.ndarra
     return _place(frame, _resize(img, (pw, ph)), rng)
 
 
-def _place(frame: np.ndarray, patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``patch`` mirrored half of the time, at a random place in ``frame`` (written in)."""
+def _place(frame: np.ndarray, patch: np.ndarray, rng: np.random.Generator
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """``patch`` mirrored half of the time, at a random place in ``frame`` (written in):
+    (frame, the patch's box [x1, y1, x2, y2] in frame pixels)."""
     (h, w), (ph, pw) = frame.shape[:2], patch.shape[:2]
     if rng.random() < 0.5:
         patch = patch[:, ::-1]
     y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
     frame[y:y + ph, x:x + pw] = patch
-    return frame
+    return frame, np.array([x, y, x + pw, y + ph], np.float64)
 
 
 def camera_scale_views(images: list[np.ndarray], size: tuple[int, int],
@@ -72,7 +79,7 @@ def camera_scale_views(images: list[np.ndarray], size: tuple[int, int],
     """Each image at ``scale`` of the side in a background photo (the second held-out
     estimate: the same images, seen as a camera would, smaller and in another scene)."""
     rng = np.random.default_rng(seed + 7919)
-    return [zoom_out(img, size, backgrounds, rng, (scale, scale)) for img in images]
+    return [zoom_out(img, size, backgrounds, rng, (scale, scale))[0] for img in images]
 
 
 def cutmix(x, y, num_classes: int, rng: np.random.Generator, smoothing: float = 0.1):
@@ -114,11 +121,12 @@ def estimate_warning(plain: float, camera: float, gap: float, tune_blocks: int =
 
 def paste_object(img: np.ndarray, box, size: tuple[int, int], backgrounds: list[np.ndarray],
                  rng: np.random.Generator, scale: tuple[float, float] = (0.2, 0.65),
-                 margin: float = 0.25) -> np.ndarray:
+                 margin: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """The part of ``img`` (RGB) inside ``box`` [x1, y1, x2, y2] (where the object was found,
     grown by ``margin`` of its side each way) pasted into a ``size`` (H, W) frame made from
     a random background photo, its longer side ``scale`` of the frame's, at a random place,
-    mirrored half of the time: the object in a scene it was never photographed in."""
+    mirrored half of the time: the object in a scene it was never photographed in.
+    (frame, the pasted part's box in it)."""
     ih, iw = img.shape[:2]
     x1, y1, x2, y2 = (float(v) for v in box)
     mx, my = margin * (x2 - x1), margin * (y2 - y1)
@@ -130,6 +138,22 @@ def paste_object(img: np.ndarray, box, size: tuple[int, int], backgrounds: list[
     s = rng.uniform(*scale) * max(h, w) / max(crop.shape[:2])
     ph, pw = min(h, max(8, int(round(crop.shape[0] * s)))), min(w, max(8, int(round(crop.shape[1] * s))))
     return _place(frame, _resize(crop, (pw, ph)), rng)
+
+
+def inside_masks(boxes: list, size: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
+    """[N, gh, gw] float32: the fraction of each cell of a ``grid`` over a ``size`` (H, W)
+    view that lies inside the view's box ([x1, y1, x2, y2] pixels); NaN everywhere for a
+    view without one (None: where its object is, nothing says)."""
+    (h, w), (gh, gw) = size, grid
+    out = np.full((len(boxes), gh, gw), np.nan, np.float32)
+    ys, xs = np.arange(gh + 1) * h / gh, np.arange(gw + 1) * w / gw
+    for i, b in enumerate(boxes):
+        if b is None:
+            continue
+        fy = np.clip(np.minimum(ys[1:], b[3]) - np.maximum(ys[:-1], b[1]), 0, None) * gh / h
+        fx = np.clip(np.minimum(xs[1:], b[2]) - np.maximum(xs[:-1], b[0]), 0, None) * gw / w
+        out[i] = np.outer(fy, fx)
+    return out
 
 
 def deeper_warning(plain: float, camera: float, head_plain: float, head_camera: float) -> str:

@@ -5,6 +5,9 @@ bottom's features can be cached at two cuts in one pass (``cache_features``), so
 ``--tune-blocks auto`` can train the head alone and then, when the held-out estimates
 disagree, the last blocks with it too, without decoding or augmenting an image twice;
 ``object_boxes`` says where the head alone finds each image's object (for the focus views).
+Views pasted into a background photo carry their box; the loss then adds the share of their
+class's CAM outside it (``_outside``, weighted by ``config.box_loss``), which keeps the maps
+on the object.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 
 from .trainaug import cutmix
 
-__all__ = ["Fit", "Split", "cache_features", "fit", "object_boxes"]
+__all__ = ["AVERAGES", "BOX_LOSS", "Fit", "Split", "cache_features", "fit", "object_boxes"]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,14 @@ class Split:
         self.torch = torch
 
     def head(self, x):
-        x = x.contiguous(memory_format=self.torch.channels_last)
-        return self.fc(self.dropout(self.top(x).mean(dim=(2, 3))))
+        return self.classify(self.maps(x))
+
+    def maps(self, x):
+        """The head's feature maps [B, C, h, w] of cached features ``x``."""
+        return self.top(x.contiguous(memory_format=self.torch.channels_last))
+
+    def classify(self, f):
+        return self.fc(self.dropout(f.mean(dim=(2, 3))))
 
     def train_mode(self, on: bool) -> None:
         # BatchNorm keeps its ImageNet statistics (small batches of few classes would
@@ -85,6 +94,9 @@ def cache_features(module, cuts: list[int], batches, total: int, progress: bool
 
 AVERAGE_FROM = 2   # the first epoch whose weights enter the average (the first is far off)
 AVERAGES = ("none", "deeper", "all")
+# The weight of the share of a view's CAM outside the box it was pasted in (``_outside``),
+# chosen on the hard sets' validation frames (docs/TRAINING.md).
+BOX_LOSS = 1.0
 
 
 def _averages(which: str, split: Split) -> bool:
@@ -103,6 +115,19 @@ def _accumulate(total: dict | None, state: dict) -> dict:
         else:
             total[n] = v.detach().clone()
     return total
+
+
+def _outside(split: Split, f, y, inside: np.ndarray):
+    """The mean over the batch's views with a box (``inside``: each cell's fraction inside
+    it, NaN without one) of the share of their class's positive CAM outside the box."""
+    torch = split.torch
+    has = ~np.isnan(inside[:, 0, 0])
+    if not has.any():
+        return f.sum() * 0.0
+    rows = torch.from_numpy(np.flatnonzero(has))
+    cam = torch.relu(torch.einsum("bchw,bc->bhw", f[rows], split.fc.weight[y[rows]]))
+    out = 1.0 - torch.from_numpy(inside[has].astype(np.float32))
+    return ((cam * out).sum(dim=(1, 2)) / (cam.sum(dim=(1, 2)) + 1e-6)).sum() / len(y)
 
 
 def _accuracy(split: Split, feats: np.ndarray, labels: np.ndarray, weight) -> tuple[float, float]:
@@ -138,7 +163,7 @@ def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarr
     from tqdm import tqdm
 
     torch = split.torch
-    (train_x, train_y), (held_x, held_y) = train, held
+    (train_x, train_y, train_in), (held_x, held_y) = train, held
     k = split.fc.out_features
     counts = np.bincount(train_y, minlength=k).astype(np.float64)
     weight = torch.tensor(counts.sum() / (k * np.maximum(counts, 1)), dtype=torch.float32)
@@ -165,8 +190,11 @@ def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarr
                 x, target = cutmix(x, y, k, rng)
                 loss = torch.nn.functional.cross_entropy(split.head(x), target, weight=weight)
             else:
-                loss = torch.nn.functional.cross_entropy(split.head(x), y, weight=weight,
+                f = split.maps(x)
+                loss = torch.nn.functional.cross_entropy(split.classify(f), y, weight=weight,
                                                          label_smoothing=0.1)
+                if config.box_loss > 0:
+                    loss = loss + config.box_loss * _outside(split, f, y, train_in[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

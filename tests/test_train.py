@@ -51,6 +51,7 @@ def test_training_improves_heldout_accuracy(trained):
     info = Localizer(model, device="cpu").info
     assert info.labels == tuple(report.labels)
     assert info.background == 0
+    assert (info.threshold, info.tile_blur) == (0.3, 0.0)   # sharp maps: no blur off tiled boxes
 
 
 def test_background_frames_yield_no_detections(trained):
@@ -149,6 +150,8 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
         "--epochs must be at least 1": ["--train", str(ok), "--output", out, "--epochs", "0"],
         "--views must be at least 1": ["--train", str(ok), "--output", out, "--views", "0"],
         "--focus must be at least 0": ["--train", str(ok), "--output", out, "--focus", "-1"],
+        "--box-loss must be a number at least 0": ["--train", str(ok), "--output", out,
+                                                   "--box-loss", "nan"],
         "argument --average: invalid choice": ["--train", str(ok), "--output", out,
                                                "--average", "best"],
         "multiple of 32 from 64": ["--train", str(ok), "--output", out, "--train-size", "100"],
@@ -171,15 +174,19 @@ def test_context_augmentation(photos):
     rng = np.random.default_rng(0)
     cat = photos["cat"]
     grass = np.full((100, 100, 3), 40, np.uint8)
-    view = zoom_out(cat, (224, 224), [grass], rng, scale=(0.5, 0.5))
+    view, box = zoom_out(cat, (224, 224), [grass], rng, scale=(0.5, 0.5))
     assert view.shape == (224, 224, 3)
     assert (view == 40).all(axis=2).mean() == pytest.approx(0.75, abs=0.01)  # the rest is grass
+    x1, y1, x2, y2 = box.astype(int)   # the box is where the photo went: no grass inside
+    assert (x2 - x1, y2 - y1) == (112, 112) and not (view[y1:y2, x1:x2] == 40).all(axis=2).any()
     # a focus view: only the found part, scaled so its longer side is half the frame's
     img = np.zeros((100, 120, 3), np.uint8)
     img[..., 2] = 255                                   # blue scene...
     img[30:60, 20:50] = (255, 0, 0)                     # ...with a red object where it was found
     for margin in (0.0, 0.25):   # the box grown by margin of its side each way
-        view = paste_object(img, [20, 30, 50, 60], (224, 224), [grass], rng, (0.5, 0.5), margin)
+        view, box = paste_object(img, [20, 30, 50, 60], (224, 224), [grass], rng, (0.5, 0.5), margin)
+        x1, y1, x2, y2 = box.astype(int)
+        assert (view[y1:y2, x1:x2] != 40).any(axis=2).all() and (x2 - x1, y2 - y1) == (112, 112)
         red = ((view[..., 0] > 200) & (view[..., 2] < 50)).sum()
         blue = ((view[..., 2] > 200) & (view[..., 0] < 50)).sum()
         side = 112 / (1 + 2 * margin)
@@ -365,3 +372,4 @@ def test_deeper_training_keeps_the_mean_of_its_epochs(trained, monkeypatch):
                            TrainConfig(tune_blocks=0, average="none", **kw))
     assert (plain.best_acc, plain.camera_acc, plain.history) == (alone.best_acc, alone.camera_acc,
                                                                  alone.history)
+
