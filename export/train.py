@@ -250,7 +250,7 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     train_x = cache_features(base.module, cuts, train_batches(), len(train_views) * config.views,
                              config.progress)
     train_y_arr, held_y_arr = np.array(train_y, np.int64), np.array(held_y, np.int64)
-    grid = (size[0] // 32, size[1] // 32)
+    grid = train_x[head_cut].shape[2:]   # the head's map (8x8 for Lite1's 240, not 240 // 32)
     train_in = inside_masks(train_box, size, grid)
     n_held = len(held_y)
     t1 = time.perf_counter()

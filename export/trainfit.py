@@ -118,8 +118,9 @@ def _accumulate(total: dict | None, state: dict) -> dict:
 
 
 def _outside(split: Split, f, y, inside: np.ndarray):
-    """The mean over the batch's views with a box (``inside``: each cell's fraction inside
-    it, NaN without one) of the share of their class's positive CAM outside the box."""
+    """The share of each boxed view's class's positive CAM outside its box (``inside``: each
+    cell's fraction inside it, NaN for a view without one), summed over the batch's views
+    with a box and divided by the batch's size (a view without one adds 0)."""
     torch = split.torch
     has = ~np.isnan(inside[:, 0, 0])
     if not has.any():
@@ -213,7 +214,7 @@ def fit(split: Split, train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarr
         if (acc, -held_loss) > (best[0], -best[1]):
             best, bad = (acc, held_loss), 0
             result.best_acc, result.camera_acc, result.best_epoch = plain, cam, epoch
-            if not average:   # the mean replaces the best epoch's weights: no copy needed
+            if not average or epoch < AVERAGE_FROM:   # the mean (if any epoch enters it)
                 best_state = {n: p.detach().clone() for n, p in split.module.state_dict().items()}
         else:
             bad += 1

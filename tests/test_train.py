@@ -365,6 +365,9 @@ def test_deeper_training_keeps_the_mean_of_its_epochs(trained, monkeypatch):
             torch.testing.assert_close(value, mean, rtol=1e-5, atol=1e-6)
     assert not torch.equal(kept["_fc.weight"], epochs[-1]["_fc.weight"])
 
+    _, one = train_model("efficientnet_lite0", folder, images,   # no epoch to average: the best
+                         TrainConfig(tune_blocks=1, **dict(kw, epochs=1)))
+    assert one.averaged is None and one.best_epoch == 1 and "epoch 1 of 1" in one.summary()
     seen.clear()
     _, alone = train_model("efficientnet_lite0", folder, images, TrainConfig(tune_blocks=0, **kw))
     assert alone.averaged is None and f"epoch {alone.best_epoch} of" in alone.summary()
