@@ -162,8 +162,6 @@ def _train(args: argparse.Namespace):
         raise UsageError(f"--views must be at least 1, got {args.views}")
     if args.focus < 0:
         raise UsageError(f"--focus must be at least 0, got {args.focus}")
-    if not 0 <= args.box_loss < float("inf"):
-        raise UsageError(f"--box-loss must be a number at least 0, got {args.box_loss}")
     tune = str(args.tune_blocks).lower()
     if tune != "auto" and not tune.isdigit():
         raise UsageError(f"--tune-blocks must be auto or a number at least 0, got {tune}")

@@ -45,6 +45,7 @@ def test_box_loss_keeps_the_cam_inside_pasted_views(trainset, monkeypatch):
     import export.train as train_module
     from export.train import TrainConfig, _tensor, train_model
     from export.trainaug import inside_masks, zoom_out
+    from export.trainfit import cache_features
 
     root = trainset
     folder = scan_folder(root / "train")
@@ -82,9 +83,10 @@ def test_box_loss_keeps_the_cam_inside_pasted_views(trainset, monkeypatch):
 
     def share(zm) -> float:
         m = zm.module.eval()
-        top = nn.Sequential(m._conv_stem, m._bn0, m.act, *m._blocks, m._conv_head, m._bn1, m.act)
+        cut = len(m._blocks)
+        feats = cache_features(m, [cut], [_tensor(views, zm)], len(views), False)[cut]
         with torch.no_grad():
-            f = top(torch.from_numpy(_tensor(views, zm))).numpy()
+            f = nn.Sequential(m._conv_head, m._bn1, m.act)(torch.from_numpy(feats.astype(np.float32))).numpy()
         cam = np.maximum(np.einsum("bchw,bc->bhw", f, m._fc.weight.detach().numpy()[ys]), 0)
         return float(np.mean((cam * outside).sum(axis=(1, 2)) / (cam.sum(axis=(1, 2)) + 1e-6)))
 
