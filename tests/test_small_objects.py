@@ -162,7 +162,8 @@ def test_the_cli_passes_tile_blur_and_refuses_a_bad_one(lite0_onnx, photos, tmp_
 
 def test_a_model_with_its_own_tile_blur(lite0_onnx, photos, tmp_path):
     """A model may store its tiled-map blur (``camloc.tile_blur``: export --train stores 0,
-    its maps are sharp); the tiled Localizer and the CLI then use it unless told otherwise."""
+    its maps are sharp); the tiled Localizer and the CLI, on one source and on several, then
+    use it unless told otherwise."""
     import shutil
 
     from media import read_jsonl
@@ -190,3 +191,14 @@ def test_a_model_with_its_own_tile_blur(lite0_onnx, photos, tmp_path):
     assert [d["box"] for d in got] == [d["box"] for d in Localizer(
         model, device="cpu", tiles=2)(cv2.imread(str(image))).detections()]
     assert [d["box"] for d in got] != [d["box"] for d in blurred.detections()]
+    other = tmp_path / "b.png"  # several sources: one run, the stored blur on each of them
+    cv2.imwrite(str(other), cv2.flip(frame, 1))
+    r = camloc("--source", str(image), str(other), "--model", str(model), "--device", "cpu",
+               "--tiles", "2", "--save-json", "many/", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for path in (image, other):
+        got = read_jsonl(tmp_path / "many" / f"{path.stem}.jsonl")[0]["detections"]
+        assert [d["box"] for d in got] == [d["box"] for d in Localizer(
+            model, device="cpu", tiles=2)(cv2.imread(str(path))).detections()]
+        assert [d["box"] for d in got] != [d["box"] for d in Localizer(
+            lite0_onnx, device="cpu", tiles=2, threshold=0.1)(cv2.imread(str(path))).detections()]
