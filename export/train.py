@@ -33,7 +33,7 @@ import numpy as np
 
 from models.zoo import LITE_MODELS, ZooModel, load_model
 
-from .imagefolder import BACKGROUND, DatasetError, ImageFolder, load_images, scan_folder
+from .imagefolder import BACKGROUND, MAX_SIDE, DatasetError, ImageFolder, load_images, scan_folder
 from .trainaug import (
     camera_scale_views,
     deeper_warning,
@@ -382,7 +382,7 @@ def train_and_export(model: str, train_dir: str | Path, output: str | Path,
     output = Path(output)
     check_writable(output)
     folder = scan_folder(train_dir)
-    images = load_images(folder)
+    images = load_images(folder, max_side=max(MAX_SIDE, 3 * config.imgsz))  # views' crops stay sharp
     log.info("training %s on %s: %s", model, folder.root, ", ".join(
         f"{name} ({len(imgs)})" for name, imgs in zip(folder.labels, images)))
     zm, report = train_model(model, folder, images, config)

@@ -1,0 +1,92 @@
+"""A training folder as a user's camera fills it: 12-megapixel JPEGs kept at MAX_SIDE (not
+36 MB each in memory), decoded upright by their EXIF orientation, progressive JPEGs, large
+PNGs, grey, 16-bit and transparent PNGs, and files that only look like JPEGs."""
+
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+
+from export.imagefolder import MAX_SIDE, jpeg_size, load_images, read_rgb, scan_folder
+
+
+def _camera_photo(photo: np.ndarray) -> np.ndarray:
+    """A 4000x3000 BGR frame from a real photo, with sensor-like noise (JPEG-sized like a phone's)."""
+    big = cv2.resize(photo[:, :, ::-1], (4000, 3000), interpolation=cv2.INTER_CUBIC)
+    noise = np.random.default_rng(0).integers(-6, 7, big.shape, dtype=np.int16)
+    return np.clip(big.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def _with_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """``jpeg`` with an EXIF APP1 segment holding only the orientation tag (0x0112)."""
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + b"\0" * 4
+    app1 = b"Exif\0\0" + b"II*\0" + struct.pack("<I", 8) + ifd
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def _encode(img: np.ndarray, ext: str, *params: int) -> bytes:
+    ok, buf = cv2.imencode(ext, img, list(params))
+    assert ok
+    return buf.tobytes()
+
+
+def test_camera_jpegs_are_kept_small_and_upright(tmp_path, photos):
+    frame = _camera_photo(photos["astronaut"])
+    want = cv2.resize(frame, (MAX_SIDE, MAX_SIDE * 3 // 4), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+    plain = _encode(frame, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 92)
+    files = {"plain.jpg": plain,
+             "portrait.jpg": _with_orientation(plain, 6),   # held upright: rotate 90 clockwise
+             "progressive.jpg": _encode(frame, ".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+             "big.png": _encode(frame, ".png", cv2.IMWRITE_PNG_COMPRESSION, 1)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    assert jpeg_size(plain) == jpeg_size(files["portrait.jpg"]) == (3000, 4000)
+    assert jpeg_size(files["progressive.jpg"]) == (3000, 4000)
+    assert jpeg_size(files["big.png"]) is None
+    for name in files:
+        img = read_rgb(tmp_path / name)
+        upright = np.rot90(want, -1) if name == "portrait.jpg" else want
+        assert img.dtype == np.uint8 and img.shape == upright.shape, name
+        # the same picture as a full decode shrunk at once (JPEG's scaled decoding differs a little)
+        assert np.abs(img.astype(np.int16) - upright).mean() < 4.0, name
+    small = read_rgb(tmp_path / "plain.jpg", max_side=300)
+    assert small.shape == (225, 300, 3)
+    large = read_rgb(tmp_path / "plain.jpg", max_side=5000)   # nothing to shrink: full size
+    assert large.shape == (3000, 4000, 3)
+
+
+def test_grey_16_bit_and_transparent_pngs_are_rgb(tmp_path, photos):
+    rgb = photos["astronaut"][:200, :300]
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    (tmp_path / "grey.png").write_bytes(_encode(grey, ".png"))
+    (tmp_path / "deep.png").write_bytes(_encode(rgb[:, :, ::-1].astype(np.uint16) * 257, ".png"))
+    rgba = np.dstack([rgb[:, :, ::-1], np.full(rgb.shape[:2], 255, np.uint8)])
+    (tmp_path / "alpha.png").write_bytes(_encode(rgba, ".png"))
+    assert np.array_equal(read_rgb(tmp_path / "grey.png"), np.dstack([grey] * 3))
+    assert np.array_equal(read_rgb(tmp_path / "deep.png"), rgb)
+    assert np.array_equal(read_rgb(tmp_path / "alpha.png"), rgb)
+
+
+def test_files_that_only_look_like_jpegs(tmp_path, photos):
+    """A JPEG header cut short, a JPEG without a frame header and a renamed PNG: no size
+    from the header, no crash, and the readable one still read."""
+    jpeg = _encode(photos["astronaut"][:, :, ::-1], ".jpg")
+    assert jpeg_size(jpeg[:40]) is None
+    assert jpeg_size(b"\xff\xd8\xff\xda\x00\x02") is None
+    assert jpeg_size(b"\xff\xd8garbage") is None
+    (tmp_path / "cut.jpg").write_bytes(jpeg[:40])
+    assert read_rgb(tmp_path / "cut.jpg") is None
+    (tmp_path / "renamed.jpg").write_bytes(_encode(photos["astronaut"][:, :, ::-1], ".png"))
+    assert read_rgb(tmp_path / "renamed.jpg").shape == (512, 512, 3)
+
+
+def test_a_folder_of_camera_photos_loads_at_max_side(tmp_path, photos):
+    frame = _camera_photo(photos["espresso"])
+    for c in ("mug", "background"):
+        (tmp_path / c).mkdir()
+        for i in range(4):
+            (tmp_path / c / f"IMG_{i:04d}.JPG").write_bytes(_encode(np.roll(frame, 97 * i, axis=1), ".jpg"))
+    images = load_images(scan_folder(tmp_path))
+    assert [[im.shape for im in c] for c in images] == [[(768, 1024, 3)] * 4] * 2
