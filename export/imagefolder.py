@@ -10,6 +10,8 @@ scale directly, which is also faster. The camera's EXIF orientation is applied.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from realtime.model.format import BACKGROUND_LABEL as BACKGROUND
 from realtime.sources import IMAGE_SUFFIXES
 
 __all__ = ["BACKGROUND", "MAX_SIDE", "MIN_IMAGES_PER_CLASS", "DatasetError", "ImageFolder",
-           "jpeg_size", "load_images", "read_rgb", "scan_folder"]
+           "SYSTEM_FOLDERS", "decode_rgb", "jpeg_size", "load_images", "read_rgb", "scan_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ MIN_IMAGES_PER_CLASS = 4    # at least 3 to train on and 1 held out
 # area of a 1024 px image still has 600 px on its side (export.train asks for more when
 # --train-size is larger).
 MAX_SIDE = 1024
+# Folders that copying, unzipping or a NAS adds to a photo folder: never classes, never images
+# (macOS zip metadata, Synology and QNAP thumbnails, recycle bins). Hidden names are skipped too.
+SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", "#recycle", "@Recycle", "$RECYCLE.BIN",
+                            "System Volume Information", "Thumbs"})
 
 
 class DatasetError(CamlocError, ValueError):
@@ -44,6 +50,9 @@ class ImageFolder:
     labels: list[str]
     paths: list[list[Path]]
     skipped: list[Path] = field(default_factory=list)  # unreadable, filled by load_images
+    duplicates: list[Path] = field(default_factory=list)  # a second copy within its class
+    conflicts: list[Path] = field(default_factory=list)   # the same file in two classes
+    ignored: int = 0                                      # files in hidden or system folders
 
     @property
     def counts(self) -> list[int]:
@@ -55,18 +64,29 @@ def scan_folder(root: str | Path, min_per_class: int = MIN_IMAGES_PER_CLASS) -> 
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"training folder {root} does not exist or is not a folder")
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not _system(p.name))
     if len(classes) < 2:
         found = ", ".join(c.name for c in classes) or "none"
         raise DatasetError(f"{root} needs at least two class sub-folders (one per class, "
                            f"e.g. {root}/widget, {root}/{BACKGROUND}); found {len(classes)}: {found}")
-    paths = [sorted(p for p in c.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-             for c in classes]
+    paths, ignored = [], 0
+    for c in classes:
+        files = [p for p in c.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        kept = sorted(p for p in files if not any(map(_system, p.relative_to(c).parts)))
+        ignored += len(files) - len(kept)
+        paths.append(kept)
     few = [f"{c.name} ({len(p)})" for c, p in zip(classes, paths) if len(p) < min_per_class]
     if few:
         raise DatasetError(f"every class needs at least {min_per_class} images (some to train on, "
                            f"one or more held out); too few in: {', '.join(few)}")
-    return ImageFolder(root, [c.name for c in classes], paths)
+    if ignored:
+        log.info("ignored %d image file(s) in hidden or system folders (%s)", ignored,
+                 ", ".join(sorted(SYSTEM_FOLDERS)))
+    return ImageFolder(root, [c.name for c in classes], paths, ignored=ignored)
+
+
+def _system(name: str) -> bool:
+    return name.startswith(".") or name in SYSTEM_FOLDERS
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -98,12 +118,22 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 def read_rgb(path: Path, max_side: int = MAX_SIDE) -> np.ndarray | None:
     """An image file as RGB uint8, upright (EXIF orientation applied), its longer side at
-    most ``max_side``; None when it cannot be decoded."""
+    most ``max_side``; RGBA for a PNG or WebP that is transparent somewhere (a cutout:
+    export.trainaug.flatten puts it into scenes); None when it cannot be decoded or is
+    transparent everywhere."""
+    return decode_rgb(path.read_bytes(), max_side)
+
+
+def decode_rgb(data: bytes, max_side: int = MAX_SIDE) -> np.ndarray | None:
+    """``read_rgb`` of a file's bytes."""
     import cv2
 
-    data = path.read_bytes()
     if not data:
         return None
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        cutout = _cutout(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+        if cutout is not None:
+            return _fit(cutout, max_side) if cutout is not False else None
     size, factor = jpeg_size(data), 1
     while size and factor < 8 and max(size) // (2 * factor) >= max_side:
         factor *= 2   # libjpeg's scaled decoding: a quarter of the pixels per step
@@ -112,40 +142,86 @@ def read_rgb(path: Path, max_side: int = MAX_SIDE) -> np.ndarray | None:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if img is None or img.ndim != 3 or min(img.shape[:2]) < 8:
         return None
+    return _fit(np.ascontiguousarray(img[:, :, ::-1]), max_side)
+
+
+def _cutout(img: np.ndarray | None) -> np.ndarray | bool | None:
+    """An image decoded with its alpha as RGBA uint8 when it is transparent somewhere (a
+    cutout); False when it is transparent everywhere or too small (nothing to train on);
+    None for anything else (read it as a colour image)."""
+    if img is None or img.ndim != 3 or img.shape[2] != 4:
+        return None
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    alpha = img[:, :, 3]
+    if alpha.min() == 255:
+        return None
+    if alpha.max() == 0 or min(img.shape[:2]) < 8:
+        return False
+    return np.ascontiguousarray(img[:, :, [2, 1, 0, 3]])
+
+
+def _fit(img: np.ndarray, max_side: int) -> np.ndarray:
+    import cv2
+
     h, w = img.shape[:2]
-    if max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
-                         interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(img[:, :, ::-1])
+    if max(h, w) <= max_side:
+        return img
+    scale = max_side / max(h, w)
+    return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
+                      interpolation=cv2.INTER_AREA)
 
 
 def load_images(folder: ImageFolder, min_per_class: int = MIN_IMAGES_PER_CLASS,
                 max_side: int = MAX_SIDE) -> list[list[np.ndarray]]:
-    """Decode every image (RGB uint8, longer side at most ``max_side``), per class.
-    Unreadable files are skipped, counted in ``folder.skipped`` and warned about; a class
-    left with too few images is an error."""
+    """Decode every image (``read_rgb``: RGB uint8, RGBA for a cutout), per class.
+    Unreadable files are skipped (``folder.skipped``); a file whose bytes repeat one of
+    its class is used once (``folder.duplicates``: a copy would sit on both sides of the
+    held-out split); one whose bytes are in two classes is used in neither
+    (``folder.conflicts``: it has no one label). Each is warned about; a class left with
+    too few images is an error."""
+    digests: dict[bytes, set[int]] = {}
+    for c, paths in enumerate(folder.paths):
+        for path in paths:
+            with contextlib.suppress(OSError):
+                digests.setdefault(_digest(path), set()).add(c)
     images: list[list[np.ndarray]] = []
     for paths in folder.paths:
-        kept = []
+        kept, seen = [], set()
         for path in paths:
             try:
-                img = read_rgb(path, max_side)
+                data = path.read_bytes()
             except OSError:
-                img = None
+                data = b""
+            key = hashlib.sha256(data).digest()
+            if data and len(digests.get(key, ())) > 1:
+                folder.conflicts.append(path)
+                continue
+            if data and key in seen:
+                folder.duplicates.append(path)
+                continue
+            seen.add(key)
+            img = decode_rgb(data, max_side)
             if img is None:
                 folder.skipped.append(path)
             else:
                 kept.append(img)
         images.append(kept)
-    few = [f"{label} ({len(imgs)} readable, {len(paths) - len(imgs)} unreadable)"
+    few = [f"{label} ({len(imgs)} usable of {len(paths)}: unreadable, duplicate or in two classes)"
            for label, imgs, paths in zip(folder.labels, images, folder.paths)
            if len(imgs) < min_per_class]
     if few:
         raise DatasetError(f"every class needs at least {min_per_class} readable images; too few "
                            f"in: {', '.join(few)}")
-    if folder.skipped:
-        names = ", ".join(str(p.relative_to(folder.root)) for p in folder.skipped[:3])
-        more = f" and {len(folder.skipped) - 3} more" if len(folder.skipped) > 3 else ""
-        log.warning("skipped %d unreadable image(s): %s%s", len(folder.skipped), names, more)
+    for paths, what in ((folder.skipped, "skipped {} unreadable image(s)"),
+                        (folder.duplicates, "used once: {} image(s) that repeat another of their class"),
+                        (folder.conflicts, "left out: {} image(s) whose same file is in two classes")):
+        if paths:
+            names = ", ".join(str(p.relative_to(folder.root)) for p in paths[:3])
+            more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+            log.warning("%s: %s%s", what.format(len(paths)), names, more)
     return images
+
+
+def _digest(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest()

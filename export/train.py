@@ -35,16 +35,19 @@ from models.zoo import LITE_MODELS, ZooModel, load_model
 
 from .imagefolder import BACKGROUND, MAX_SIDE, DatasetError, ImageFolder, load_images, scan_folder
 from .trainaug import (
+    augment,
     camera_scale_views,
     deeper_warning,
     estimate_warning,
+    flatten,
     inside_masks,
     paste_object,
+    whole_view,
     zoom_out,
 )
 from .trainfit import AVERAGES, BOX_LOSS, Fit, Split, cache_features, fit, object_boxes
 
-__all__ = ["TrainConfig", "TrainReport", "augment", "checkpoint_labels", "final_warning", "split_holdout",
+__all__ = ["TrainConfig", "TrainReport", "checkpoint_labels", "final_warning", "split_holdout",
            "train_and_export", "train_model"]
 
 log = logging.getLogger(__name__)
@@ -152,39 +155,6 @@ def split_holdout(counts: list[int], fraction: float, seed: int) -> tuple[list, 
     return train, held
 
 
-def augment(img: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """One random view of an RGB image at ``size`` (H, W): a crop of 35-100% of the area
-    (aspect 3:4..4:3), a mirror half of the time, brightness, contrast and saturation
-    each within +-25%."""
-    import cv2
-
-    h, w = img.shape[:2]
-    for _ in range(10):
-        area = rng.uniform(0.35, 1.0) * h * w
-        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-        cw, ch = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
-        if 0 < cw <= w and 0 < ch <= h:
-            break
-    else:
-        cw, ch = w, h
-    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    view = cv2.resize(img[y:y + ch, x:x + cw], (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    if rng.random() < 0.5:
-        view = view[:, ::-1]
-    v = view.astype(np.float32)
-    gray = v.mean(axis=2, keepdims=True)
-    v = gray + (v - gray) * rng.uniform(0.75, 1.25)               # saturation
-    v = (v - v.mean()) * rng.uniform(0.75, 1.25) + v.mean()       # contrast
-    v = v * rng.uniform(0.75, 1.25)                                # brightness
-    return np.clip(v, 0, 255).astype(np.uint8)
-
-
-def _whole(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-
-
 def _tensor(views: list[np.ndarray], zm: ZooModel) -> np.ndarray:
     x = np.stack(views).astype(np.float32)
     if zm.color == "BGR":
@@ -217,25 +187,30 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     cuts = sorted({head_cut, deeper_cut})
     train_idx, held_idx = split_holdout([len(c) for c in images], config.holdout, config.seed)
 
+    bg = folder.labels.index(BACKGROUND) if BACKGROUND in folder.labels else None
+    fixed = np.random.default_rng(config.seed + 31)   # cutouts' scenes for the fixed views
+    backgrounds = [] if bg is None else [flatten(images[bg][i], [], fixed)[0] for i in train_idx[bg]]
     train_y, train_box, held_y, train_views, held_views, held_imgs = [], [], [], [], [], []
     for c, imgs in enumerate(images):
         for i in train_idx[c]:
             train_views.append((imgs[i], c))
         for i in held_idx[c]:
-            held_views.append(_whole(imgs[i], size))
-            held_imgs.append(imgs[i])
+            held_imgs.append(flatten(imgs[i], backgrounds, fixed)[0])
+            held_views.append(whole_view(held_imgs[-1], size))
             held_y.append(c)
-    bg = folder.labels.index(BACKGROUND) if BACKGROUND in folder.labels else None
-    backgrounds = [] if bg is None else [images[bg][i] for i in train_idx[bg]]
     held_views += camera_scale_views(held_imgs, size, backgrounds, config.seed)
+    firsts: list = []   # each training image as its view 0 saw it (a cutout: in its first scene)
 
     def train_batches():
         pending = []
         for img, c in train_views:
             for v in range(config.views):
-                view, box = ((_whole(img, size), None) if v == 0 else
-                             zoom_out(img, size, backgrounds, rng) if rng.random() < config.zoom
-                             else (augment(img, size, rng), None))
+                flat, inner = flatten(img, backgrounds, rng)   # a cutout: a new scene per view
+                if v == 0:
+                    firsts.append((flat, c, inner))
+                view, box = ((whole_view(flat, size), _scaled(inner, flat, size)) if v == 0 else
+                             zoom_out(flat, size, backgrounds, rng, inner=inner)
+                             if rng.random() < config.zoom else (augment(flat, size, rng), None))
                 pending.append(view)
                 train_y.append(c)
                 train_box.append(None if c == bg else box)
@@ -276,7 +251,7 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     blocks = (AUTO_DEEPER if warned else 0) if auto else config.tune_blocks
     if blocks:
         t2 = time.perf_counter()
-        extra = _focus_views(split0, train_x[head_cut][::config.views], train_views, bg, backgrounds,
+        extra = _focus_views(split0, train_x[head_cut][::config.views], firsts, bg, backgrounds,
                              size, base, head_cut - blocks, config)
         deeper, _, other = run(blocks, extra)
         if auto:
@@ -322,27 +297,37 @@ def _batches(views: list[np.ndarray], batch: int, zm: ZooModel):
         yield _tensor(views[i:i + batch], zm)
 
 
-def _focus_views(head: Split, whole: np.ndarray, train_views: list, bg: int | None,
+def _focus_views(head: Split, whole: np.ndarray, firsts: list, bg: int | None,
                  backgrounds: list[np.ndarray], size: tuple[int, int], base: ZooModel, cut: int,
                  config: TrainConfig) -> tuple[dict[int, np.ndarray], np.ndarray] | None:
     """``config.focus`` views per object image (not background) for the deeper training:
     the part of the image where the trained head alone finds the image's class (its CAM's
-    strongest region, ``object_boxes``), pasted into background photos at camera scales.
+    strongest region, ``object_boxes``; a cutout's own opaque part), pasted into background
+    photos at camera scales. ``firsts``: (image as view 0 saw it, class, cutout box or None).
     Their cached features at ``cut`` ({cut: array}) and labels; None when there is nothing."""
-    objects = [(img, c, i) for i, (img, c) in enumerate(train_views) if c != bg]
+    objects = [(img, c, i, inner) for i, (img, c, inner) in enumerate(firsts) if c != bg]
     if config.focus < 1 or not objects:
         return None
-    y = np.array([c for _, c, _ in objects], np.int64)
-    idx = [i for _, _, i in objects]
+    y = np.array([o[1] for o in objects], np.int64)
+    idx = [o[2] for o in objects]
     head.train_mode(False)
-    boxes = object_boxes(head.top, head.fc.weight.detach().numpy(), whole[idx], y,
-                         [img.shape[:2] for img, _, _ in objects], FOCUS_THRESHOLD)
+    found = object_boxes(head.top, head.fc.weight.detach().numpy(), whole[idx], y,
+                         [o[0].shape[:2] for o in objects], FOCUS_THRESHOLD)
+    boxes = [b if o[3] is None else o[3] for o, b in zip(objects, found)]
     rng = np.random.default_rng(config.seed + 104729)
-    pasted = [paste_object(img, box, size, backgrounds, rng)
-              for (img, _, _), box in zip(objects, boxes) for _ in range(config.focus)]
+    pasted = [paste_object(o[0], box, size, backgrounds, rng)
+              for o, box in zip(objects, boxes) for _ in range(config.focus)]
     feats = cache_features(base.module, [cut], _batches([v for v, _ in pasted], config.batch, base),
                            len(pasted), config.progress)
     return feats, np.repeat(y, config.focus), [b for _, b in pasted]
+
+
+def _scaled(box: np.ndarray | None, img: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+    """A box in ``img``'s pixels in the pixels of ``img`` resized to ``size`` (H, W)."""
+    if box is None:
+        return None
+    h, w = size
+    return box * np.array([w, h, w, h], np.float64) / np.array([img.shape[1], img.shape[0]] * 2)
 
 
 def checkpoint_labels(path: str | Path) -> list[str] | None:

@@ -12,6 +12,9 @@ new. Cheap ways to show the classifier that, without any box:
 * ``paste_object``: only the part of the image where a first trained head finds the
   object (its CAM's strongest region, grown by a margin) pasted into a background photo
   at the scales a camera sees: the object without the scene it was photographed in.
+* ``flatten``: a cutout (an RGBA image with transparency, as product photos often come)
+  composed onto a background photo, a new one for every view, so the trainer never sees
+  the object on the flat colour under its transparency; its alpha gives the object's box.
 * Both return the box the image (or its part) was pasted in: the trainer made the
   composite, so it knows where the object can be, and ``inside_masks`` turns the boxes into
   each head-map cell's fraction inside, for the box loss (``trainfit._outside``).
@@ -26,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["camera_scale_views", "cutmix", "deeper_warning", "estimate_warning", "inside_masks",
-           "paste_object", "zoom_out"]
+__all__ = ["augment", "camera_scale_views", "cutmix", "deeper_warning", "estimate_warning", "flatten",
+           "inside_masks", "paste_object", "whole_view", "zoom_out"]
 
 
 def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
@@ -49,28 +52,86 @@ def _canvas(img: np.ndarray, size: tuple[int, int], backgrounds: list[np.ndarray
 
 
 def zoom_out(img: np.ndarray, size: tuple[int, int], backgrounds: list[np.ndarray],
-             rng: np.random.Generator, scale: tuple[float, float] = (0.35, 0.8)
-             ) -> tuple[np.ndarray, np.ndarray]:
+             rng: np.random.Generator, scale: tuple[float, float] = (0.35, 0.8),
+             inner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``img`` (RGB) shrunk to ``scale`` of the side of a ``size`` (H, W) frame made from a
     random background photo, at a random place, mirrored half of the time: (frame, the
-    image's box in it)."""
+    image's box in it; or, given ``inner``, a box in ``img``'s pixels, that box's)."""
     h, w = size
     frame = _canvas(img, size, backgrounds, rng)
     s = rng.uniform(*scale)
     ph, pw = max(8, int(round(h * s))), max(8, int(round(w * s)))
-    return _place(frame, _resize(img, (pw, ph)), rng)
+    if inner is not None:
+        inner = inner * np.array([pw, ph, pw, ph], np.float64) / np.array(
+            [img.shape[1], img.shape[0]] * 2, np.float64)
+    return _place(frame, _resize(img, (pw, ph)), rng, inner)
 
 
-def _place(frame: np.ndarray, patch: np.ndarray, rng: np.random.Generator
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _place(frame: np.ndarray, patch: np.ndarray, rng: np.random.Generator,
+           inner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``patch`` mirrored half of the time, at a random place in ``frame`` (written in):
-    (frame, the patch's box [x1, y1, x2, y2] in frame pixels)."""
+    (frame, the patch's box [x1, y1, x2, y2] in frame pixels, or ``inner``'s, a box in the
+    patch's pixels, when given)."""
     (h, w), (ph, pw) = frame.shape[:2], patch.shape[:2]
+    box = np.array([0, 0, pw, ph], np.float64) if inner is None else np.asarray(inner, np.float64)
     if rng.random() < 0.5:
-        patch = patch[:, ::-1]
+        patch, box = patch[:, ::-1], np.array([pw - box[2], box[1], pw - box[0], box[3]])
     y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
     frame[y:y + ph, x:x + pw] = patch
-    return frame, np.array([x, y, x + pw, y + ph], np.float64)
+    return frame, box + np.array([x, y, x, y], np.float64)
+
+
+def flatten(img: np.ndarray, backgrounds: list[np.ndarray], rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """An RGB image as it is (and None); a cutout (RGBA) composed onto a random background
+    photo (without one, a random colour with noise), with the box [x1, y1, x2, y2] of its
+    opaque part (alpha >= 128): what every view of a cutout starts from."""
+    if img.shape[2] == 3:
+        return img, None
+    h, w = img.shape[:2]
+    if backgrounds:
+        canvas = _canvas(img, (h, w), backgrounds, rng).astype(np.float32)
+    else:
+        canvas = rng.uniform(0, 255, 3) + rng.normal(0, 12, (h, w, 3))
+    alpha = img[:, :, 3:].astype(np.float32) / 255
+    rgb = np.clip(alpha * img[:, :, :3] + (1 - alpha) * canvas + 0.5, 0, 255).astype(np.uint8)
+    ys, xs = np.nonzero(img[:, :, 3] >= 128)
+    box = (np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+           if len(xs) else None)
+    return rgb, box
+
+
+def augment(img: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """One random view of an RGB image at ``size`` (H, W): a crop of 35-100% of the area
+    (aspect 3:4..4:3), a mirror half of the time, brightness, contrast and saturation
+    each within +-25%."""
+    import cv2
+
+    h, w = img.shape[:2]
+    for _ in range(10):
+        area = rng.uniform(0.35, 1.0) * h * w
+        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        cw, ch = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
+        if 0 < cw <= w and 0 < ch <= h:
+            break
+    else:
+        cw, ch = w, h
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    view = cv2.resize(img[y:y + ch, x:x + cw], (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        view = view[:, ::-1]
+    v = view.astype(np.float32)
+    gray = v.mean(axis=2, keepdims=True)
+    v = gray + (v - gray) * rng.uniform(0.75, 1.25)               # saturation
+    v = (v - v.mean()) * rng.uniform(0.75, 1.25) + v.mean()       # contrast
+    v = v * rng.uniform(0.75, 1.25)                                # brightness
+    return np.clip(v, 0, 255).astype(np.uint8)
+
+
+def whole_view(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
 def camera_scale_views(images: list[np.ndarray], size: tuple[int, int],

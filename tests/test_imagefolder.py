@@ -84,9 +84,81 @@ def test_files_that_only_look_like_jpegs(tmp_path, photos):
 
 def test_a_folder_of_camera_photos_loads_at_max_side(tmp_path, photos):
     frame = _camera_photo(photos["espresso"])
-    for c in ("mug", "background"):
+    for k, c in enumerate(("mug", "background")):
         (tmp_path / c).mkdir()
         for i in range(4):
-            (tmp_path / c / f"IMG_{i:04d}.JPG").write_bytes(_encode(np.roll(frame, 97 * i, axis=1), ".jpg"))
+            view = np.roll(frame, 97 * i + 701 * k, axis=1)
+            (tmp_path / c / f"IMG_{i:04d}.JPG").write_bytes(_encode(view, ".jpg"))
     images = load_images(scan_folder(tmp_path))
     assert [[im.shape for im in c] for c in images] == [[(768, 1024, 3)] * 4] * 2
+
+
+def _photo_files(folder, photo: np.ndarray, n: int, start: int = 0) -> list[bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(start, start + n):
+        data = _encode(np.ascontiguousarray(np.roll(photo[:, :, ::-1], 13 * i, axis=1)), ".jpg")
+        (folder / f"{i}.jpg").write_bytes(data)
+        files.append(data)
+    return files
+
+
+def test_unzipped_and_nas_folders_add_no_classes_or_images(tmp_path, photos, caplog):
+    """A folder unzipped on a Mac (__MACOSX/ with ._ files), copied from a Synology NAS
+    (@eaDir/ thumbnails of every photo) or browsed by a file manager (.thumbnails/):
+    the two real classes, their own photos only."""
+    import logging
+
+    cat = _photo_files(tmp_path / "cat", photos["cat"], 5)
+    _photo_files(tmp_path / "cup", photos["espresso"], 4)
+    for sub in ("__MACOSX/cat", "__MACOSX/cup"):
+        (tmp_path / sub).mkdir(parents=True)
+        (tmp_path / sub / "._0.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
+    (tmp_path / "cat" / "._1.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
+    for i, data in enumerate(cat):
+        thumb = tmp_path / "cat" / "@eaDir" / f"{i}.jpg" / "SYNOPHOTO_THUMB_M.jpg"
+        thumb.parent.mkdir(parents=True)
+        thumb.write_bytes(data)   # the same bytes: would also be duplicates
+    (tmp_path / "cup" / ".thumbnails").mkdir()
+    (tmp_path / "cup" / ".thumbnails" / "t.png").write_bytes(_encode(photos["cat"], ".png"))
+    with caplog.at_level(logging.INFO):
+        folder = scan_folder(tmp_path)
+        images = load_images(folder)
+    assert folder.labels == ["cat", "cup"] and folder.counts == [5, 4] and folder.ignored == 7
+    assert [len(c) for c in images] == [5, 4]
+    assert not folder.skipped and not folder.duplicates and not folder.conflicts
+    assert "ignored 7 image file(s) in hidden or system folders" in caplog.text
+
+
+def test_copies_are_used_once_and_files_in_two_classes_in_neither(tmp_path, photos, caplog):
+    """A photo saved twice in its class would sit on both sides of the held-out split; one
+    in two classes has no one label: used once, left out, and said so."""
+    import logging
+    import shutil
+
+    import pytest
+
+    from export.imagefolder import DatasetError
+
+    cat = _photo_files(tmp_path / "cat", photos["cat"], 6)
+    _photo_files(tmp_path / "cup", photos["espresso"], 5)
+    (tmp_path / "cat" / "0 (copy).jpg").write_bytes(cat[0])
+    (tmp_path / "cat" / "sub").mkdir()
+    (tmp_path / "cat" / "sub" / "again.jpg").write_bytes(cat[0])
+    shutil.copyfile(tmp_path / "cat" / "5.jpg", tmp_path / "cup" / "looks_like_a_cup.jpg")
+    folder = scan_folder(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        images = load_images(folder)
+    assert [len(c) for c in images] == [5, 5]   # cat: 0-4 once each; cup: its own 5
+    assert sorted(p.name for p in folder.duplicates) == ["0.jpg", "again.jpg"]  # "0 (copy)" sorts first
+    assert sorted(p.name for p in folder.conflicts) == ["5.jpg", "looks_like_a_cup.jpg"]
+    assert "used once: 2 image(s) that repeat another of their class" in caplog.text
+    assert "left out: 2 image(s) whose same file is in two classes" in caplog.text
+    assert np.array_equal(images[0][0], read_rgb(tmp_path / "cat" / "0 (copy).jpg"))
+    few = tmp_path / "few"
+    _photo_files(few / "cat", photos["cat"], 2)
+    for i in range(3):
+        shutil.copyfile(few / "cat" / "0.jpg", few / "cat" / f"copy{i}.jpg")
+    _photo_files(few / "cup", photos["espresso"], 4)
+    with pytest.raises(DatasetError, match=r"too few in: cat \(2 usable of 5: unreadable, duplicate"):
+        load_images(scan_folder(few))

@@ -113,10 +113,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def _folder(root: Path, counts: dict[str, int], photo: np.ndarray) -> Path:
-    for name, n in counts.items():
+    """Distinct files (the photo shifted): identical ones would be used once (imagefolder)."""
+    for c, (name, n) in enumerate(counts.items()):
         (root / name).mkdir(parents=True)
         for i in range(n):
-            cv2.imwrite(str(root / name / f"{i}.jpg"), np.ascontiguousarray(photo[:, :, ::-1]))
+            view = np.roll(photo[:, :, ::-1], 11 * i + 97 * c, axis=1)
+            cv2.imwrite(str(root / name / f"{i}.jpg"), np.ascontiguousarray(view))
     return root
 
 
@@ -297,7 +299,8 @@ def test_focus_boxes_find_the_objects(trained):
 
     from torch import nn
 
-    from export.train import FOCUS_THRESHOLD, _tensor, _whole, checkpoint_labels
+    from export.train import FOCUS_THRESHOLD, _tensor, checkpoint_labels
+    from export.trainaug import whole_view
     from export.trainfit import cache_features, object_boxes
     from models.zoo import load_model
     from realtime.model.accuracy import iou
@@ -317,7 +320,7 @@ def test_focus_boxes_find_the_objects(trained):
             x, y, w, h = a["bbox"]
             truth.append([x, y, x + w, y + h])
             ys.append(index[names[a["category_id"]]])
-    views = [_whole(img, zm.input_size) for img in images]   # view 0, as the trainer makes it
+    views = [whole_view(img, zm.input_size) for img in images]   # view 0, as the trainer makes it
     cut = len(zm.module._blocks)
     feats = cache_features(zm.module, [cut], [_tensor(views, zm)], len(views), False)[cut]
     m = zm.module

@@ -21,6 +21,9 @@ background photo or a distractor source.
 
 writes DIR/<set>/train/<class>/*.jpg (``python -m export --train``) and
 DIR/<set>/test/images/*.jpg with DIR/<set>/test/labels.json (COCO, ``realtime.evaluate``).
+``--cutouts N`` (after the set exists) also writes DIR/<set>/cutouts/: N transparent PNGs per
+class of the training instances alone, as product cutouts come, with the set's training
+background frames: a training folder of cutouts for the same test half (glyph and shape).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from tools.make_training_set import (  # noqa: E402
     instances,
 )
 
-__all__ = ["SETS", "build_set", "build_val", "main"]
+__all__ = ["SETS", "build_cutouts", "build_set", "build_val", "main"]
 
 SETS = {"photo": ("coin", "face", "text"), "glyph": ("ampersand", "at", "question", "percent"),
         "shape": ("arrow", "ring", "star")}
@@ -257,6 +260,32 @@ def build_val(kind: str, out: Path, per_class: int = 10, seed: int = 1) -> int:
     return len(_write_split(maker, classes, out / "val", per_class)["images"])
 
 
+def build_cutouts(kind: str, out: Path, per_class: int = 60, seed: int = 5) -> int:
+    """Write ``out``/cutouts/<class>/*.png: ``per_class`` training instances each as RGBA
+    (transparent around the object, 5-30% of its side each way, black under the
+    transparency, as many tools save it) and ``out``/cutouts/background/ (a copy of the
+    set's training background frames)."""
+    import shutil
+
+    if kind == "photo":
+        raise ValueError("--cutouts: the photo set's instances are rectangular photos; glyph or shape")
+    rng = np.random.default_rng(seed)
+    maker, n = _Maker(kind, "train", rng), 0
+    for name in SETS[kind]:
+        (out / "cutouts" / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            rgb, mask = maker.obj(name)
+            (h, w), m = mask.shape, [int(rng.uniform(0.05, 0.3) * s) for s in (*mask.shape, *mask.shape)]
+            rgba = np.zeros((h + m[0] + m[2], w + m[1] + m[3], 4), np.uint8)
+            rgba[m[0]:m[0] + h, m[1]:m[1] + w, :3] = rgb[:, :, ::-1]
+            rgba[m[0]:m[0] + h, m[1]:m[1] + w, 3] = mask
+            rgba[rgba[:, :, 3] == 0, :3] = 0
+            cv2.imwrite(str(out / "cutouts" / name / f"{name}_{i:03d}.png"), rgba)
+            n += 1
+    shutil.copytree(out / "train" / "background", out / "cutouts" / "background", dirs_exist_ok=True)
+    return n
+
+
 def _write_split(maker: _Maker, classes: tuple[str, ...], folder: Path, per_class: int) -> dict:
     """``per_class`` frames of each class and of the background from ``maker`` into
     ``folder``/images with their COCO ``folder``/labels.json; returns the COCO dict."""
@@ -294,8 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-only", type=int, default=0, metavar="N",
                    help="only write <set>/val: N frames per class from the training material "
                         "at test scales (tools/eval_tiles.py chooses its rule on them)")
+    p.add_argument("--cutouts", type=int, default=0, metavar="N",
+                   help="only write <set>/cutouts: N transparent PNGs per class of training "
+                        "instances and the training backgrounds (glyph, shape)")
     args = p.parse_args(argv)
     for kind in args.sets:
+        if args.cutouts:
+            n = build_cutouts(kind, args.out / kind, args.cutouts, args.seed + 5)
+            print(f"{kind}: {n} cutouts in {args.out / kind / 'cutouts'}")
+            continue
         if args.val_only:
             n = build_val(kind, args.out / kind, args.val_only, args.seed + 1)
             print(f"{kind}: {n} validation frames in {args.out / kind / 'val'}")
