@@ -36,6 +36,9 @@ MAX_SIDE = 1024
 # (macOS zip metadata, Synology and QNAP thumbnails, recycle bins). Hidden names are skipped too.
 SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", "#recycle", "@Recycle", "$RECYCLE.BIN",
                             "System Volume Information", "Thumbs"})
+# Names of a dataset's splits: a --train folder whose only "classes" are these, sharing their
+# sub-folders, is a folder of splits, not of classes.
+SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation"})
 
 
 class DatasetError(CamlocError, ValueError):
@@ -69,6 +72,7 @@ def scan_folder(root: str | Path, min_per_class: int = MIN_IMAGES_PER_CLASS) -> 
         found = ", ".join(c.name for c in classes) or "none"
         raise DatasetError(f"{root} needs at least two class sub-folders (one per class, "
                            f"e.g. {root}/widget, {root}/{BACKGROUND}); found {len(classes)}: {found}")
+    _refuse_split_root(root, classes)
     paths, ignored = [], 0
     for c in classes:
         files = [p for p in c.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
@@ -83,6 +87,20 @@ def scan_folder(root: str | Path, min_per_class: int = MIN_IMAGES_PER_CLASS) -> 
         log.info("ignored %d image file(s) in hidden or system folders (%s)", ignored,
                  ", ".join(sorted(SYSTEM_FOLDERS)))
     return ImageFolder(root, [c.name for c in classes], paths, ignored=ignored)
+
+
+def _refuse_split_root(root: Path, classes: list[Path]) -> None:
+    """A folder of splits (train/, test/, each with the class folders) given instead of one
+    split: its "classes" would be the splits, every image under each. Refused, naming both."""
+    if not {c.name.lower() for c in classes} <= SPLIT_NAMES:
+        return
+    subs = [{d.name for d in c.iterdir() if d.is_dir() and not _system(d.name)} for c in classes]
+    shared = sorted(set.intersection(*subs))
+    if shared:
+        names = ", ".join(c.name for c in classes)
+        one = next((c for c in classes if c.name.lower() in ("train", "training")), classes[0])
+        raise DatasetError(f"{root} holds splits ({names}), each with the same class folders "
+                           f"({', '.join(shared[:4])}): give one split, e.g. --train {one}")
 
 
 def _system(name: str) -> bool:

@@ -140,6 +140,9 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
     for p in (broken / "cup").iterdir():
         p.write_bytes(b"garbage")
     ok = _folder(tmp_path / "ok", {"cat": 4, "cup": 4}, photos["cat"])
+    splits = tmp_path / "splits"   # the set's root, not its train/ split
+    _folder(splits / "train", {"cat": 4, "cup": 4}, photos["cat"])
+    _folder(splits / "test", {"cat": 4, "cup": 4}, photos["espresso"])
     out = str(tmp_path / "m.onnx")
     cases = {
         "at least two class sub-folders": ["--train", str(one), "--output", out],
@@ -147,6 +150,8 @@ def test_bad_training_input_one_line_exit_2(tmp_path, photos):
         "cup (2)": ["--train", str(few), "--output", out],
         "readable images": ["--train", str(broken), "--output", out],
         "does not exist": ["--train", str(tmp_path / "nope"), "--output", out],
+        "holds splits (test, train), each with the same class folders (cat, cup): give one "
+        f"split, e.g. --train {splits / 'train'}": ["--train", str(splits), "--output", out],
         "needs --output": ["--train", str(ok)],
         "afterwards with --model M.onnx": ["--train", str(ok), "--output", out, "--fp16"],
         "--epochs must be at least 1": ["--train", str(ok), "--output", out, "--epochs", "0"],
