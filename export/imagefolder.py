@@ -22,6 +22,8 @@ from realtime.errors import CamlocError
 from realtime.model.format import BACKGROUND_LABEL as BACKGROUND
 from realtime.sources import IMAGE_SUFFIXES
 
+from .matte import backdrop_alpha
+
 __all__ = ["BACKGROUND", "MAX_SIDE", "MIN_IMAGES_PER_CLASS", "DatasetError", "ImageFolder",
            "SYSTEM_FOLDERS", "decode_rgb", "jpeg_size", "load_images", "read_rgb", "scan_folder"]
 
@@ -56,6 +58,7 @@ class ImageFolder:
     duplicates: list[Path] = field(default_factory=list)  # a second copy within its class
     conflicts: list[Path] = field(default_factory=list)   # the same file in two classes
     ignored: int = 0                                      # files in hidden or system folders
+    matted: int = 0                # photos on a plain backdrop, cut out (export/matte.py)
 
     @property
     def counts(self) -> list[int]:
@@ -204,7 +207,7 @@ def load_images(folder: ImageFolder, min_per_class: int = MIN_IMAGES_PER_CLASS,
             with contextlib.suppress(OSError):
                 digests.setdefault(_digest(path), set()).add(c)
     images: list[list[np.ndarray]] = []
-    for paths in folder.paths:
+    for label, paths in zip(folder.labels, folder.paths):
         kept, seen = [], set()
         for path in paths:
             try:
@@ -222,8 +225,12 @@ def load_images(folder: ImageFolder, min_per_class: int = MIN_IMAGES_PER_CLASS,
             img = decode_rgb(data, max_side)
             if img is None:
                 folder.skipped.append(path)
-            else:
-                kept.append(img)
+                continue
+            alpha = backdrop_alpha(img) if img.shape[2] == 3 and label != BACKGROUND else None
+            if alpha is not None:   # a product photo on a plain backdrop: trained on as a cutout
+                img = np.dstack([img, alpha])
+                folder.matted += 1
+            kept.append(img)
         images.append(kept)
     few = [f"{label} ({len(imgs)} usable of {len(paths)}: unreadable, duplicate or in two classes)"
            for label, imgs, paths in zip(folder.labels, images, folder.paths)
@@ -231,6 +238,9 @@ def load_images(folder: ImageFolder, min_per_class: int = MIN_IMAGES_PER_CLASS,
     if few:
         raise DatasetError(f"every class needs at least {min_per_class} readable images; too few "
                            f"in: {', '.join(few)}")
+    if folder.matted:
+        log.info("%d photo(s) on a plain backdrop: cut out, trained on in background photos",
+                 folder.matted)
     for paths, what in ((folder.skipped, "skipped {} unreadable image(s)"),
                         (folder.duplicates, "used once: {} image(s) that repeat another of their class"),
                         (folder.conflicts, "left out: {} image(s) whose same file is in two classes")):

@@ -3,7 +3,8 @@ background-removal tools give them): read with their alpha, and every view of on
 from the object composed onto a background photo, a new scene each time, with the box its
 alpha gives (for the box loss and the focus views). Read without their alpha, the object
 sits on the flat colour under the transparency, which no camera frame has: a model trained
-so names the flat colour, not the object (docs/TRAINING.md, "Cutouts")."""
+so names the flat colour, not the object (docs/TRAINING.md, "Cutouts"). Product photos
+on a plain backdrop are cut out first (export/matte.py) and then trained on the same way."""
 
 from __future__ import annotations
 
@@ -95,11 +96,12 @@ def test_a_cutouts_box_follows_it_through_zoom_out(photos):
     assert (whole[2] - whole[0], whole[3] - whole[1]) == (112, 112)   # without inner: the image's
 
 
-@pytest.fixture(scope="module")
-def cutout_folder(tmp_path_factory, photos):
+@pytest.fixture(scope="module", params=["png", "backdrop"])
+def cutout_folder(request, tmp_path_factory, photos):
     """Two classes given only as cutouts (cat, espresso; 8 each, different crops and
-    sizes), and background photos: what a user with product cutouts has."""
-    root = tmp_path_factory.mktemp("cutouts")
+    sizes), and background photos: what a user with product cutouts has. "png": transparent
+    PNGs; "backdrop": the same objects on a white shop backdrop, as JPEGs (export/matte.py)."""
+    root = tmp_path_factory.mktemp(f"cutouts_{request.param}")
     rng = np.random.default_rng(0)
     for name in ("cat", "espresso"):
         (root / name).mkdir()
@@ -109,7 +111,13 @@ def cutout_folder(tmp_path_factory, photos):
             y, x = int(rng.integers(0, h // 6)), int(rng.integers(0, w // 6))
             crop = photo[y:y + h * 5 // 6, x:x + w * 5 // 6]
             rgba = _cutout(crop, int(rng.integers(120, 200)))
-            cv2.imwrite(str(root / name / f"{i}.png"), rgba[:, :, [2, 1, 0, 3]])
+            if request.param == "png":
+                cv2.imwrite(str(root / name / f"{i}.png"), rgba[:, :, [2, 1, 0, 3]])
+            else:
+                a = rgba[:, :, 3:] / 255.0
+                white = (a * rgba[:, :, :3] + (1 - a) * 255).astype(np.uint8)
+                cv2.imwrite(str(root / name / f"{i}.jpg"), white[:, :, ::-1],
+                            [cv2.IMWRITE_JPEG_QUALITY, 90])
     (root / "background").mkdir()
     for name in ("rocket", "astronaut", "motorcycle"):
         photo = photos[name]
@@ -121,16 +129,24 @@ def cutout_folder(tmp_path_factory, photos):
     return root
 
 
-def test_a_model_trained_on_cutouts_finds_them_in_camera_frames(cutout_folder, photos, tmp_path):
+def test_a_model_trained_on_cutouts_finds_them_in_camera_frames(cutout_folder, photos, tmp_path,
+                                                                caplog):
     """Frames as a camera sees them: the object (not its cutout's flat surround) at a third
     of the frame's height in a scene the folder never showed. The model names the object and
-    boxes it."""
+    boxes it. (What composing into scenes gains over reading the cutouts as they are is
+    measured on the glyph and shape sets in docs/TRAINING.md; with these two ImageNet-like
+    objects the difference is within what 20 frames can show.)"""
+    import logging
+
     from export.train import TrainConfig, train_and_export
     from realtime.model.engine import Localizer
 
     out = tmp_path / "m.onnx"
-    train_and_export("efficientnet_lite0", cutout_folder, out,
-                     TrainConfig(epochs=6, views=3, patience=6, tune_blocks=0, progress=False))
+    with caplog.at_level(logging.INFO, logger="export.imagefolder"):
+        train_and_export("efficientnet_lite0", cutout_folder, out,
+                         TrainConfig(epochs=6, views=3, patience=6, tune_blocks=0, progress=False))
+    if cutout_folder.name.startswith("cutouts_backdrop"):
+        assert "16 photo(s) on a plain backdrop: cut out" in caplog.text
     loc = Localizer(out, device="cpu")
     rng = np.random.default_rng(5)
     from skimage import data
@@ -138,7 +154,7 @@ def test_a_model_trained_on_cutouts_finds_them_in_camera_frames(cutout_folder, p
     scene = data.hubble_deep_field()   # no photo of the folder's
     named = boxed = trials = 0
     for name in ("cat", "espresso"):
-        for _ in range(4):
+        for _ in range(10):
             frame = cv2.resize(scene, (480, 360)).copy()
             obj = _cutout(photos[name], 120)
             y, x = int(rng.integers(0, 240)), int(rng.integers(0, 360))
@@ -150,7 +166,7 @@ def test_a_model_trained_on_cutouts_finds_them_in_camera_frames(cutout_folder, p
             ys, xs = np.nonzero(obj[:, :, 3] >= 128)
             truth = [x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1]
             boxed += r.labels[0] == name and any(_iou(b, truth) >= 0.3 for b in r.boxes[0])
-    assert named >= 7 and boxed >= 5, (named, boxed, trials)
+    assert named >= 17 and boxed >= 9, (named, boxed, trials)   # 20 / 11 and 20 / 13 here
 
 
 def _iou(a, b) -> float:
@@ -158,3 +174,51 @@ def _iou(a, b) -> float:
     h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = w * h
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_backdrop_alpha_cuts_out_shop_photos_and_nothing_else(photos):
+    from skimage import data
+
+    from export.matte import backdrop_alpha
+
+    rgba = _cutout(photos["cat"], 200)
+    a = rgba[:, :, 3:] / 255.0
+    for colour, noise in ((255, 0.0), (235, 1.5)):   # white, and a light grey sweep
+        shop = a * rgba[:, :, :3] + (1 - a) * colour
+        shop = shop + np.random.default_rng(0).normal(0, noise, shop.shape)
+        ok, buf = cv2.imencode(".jpg", np.clip(shop, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        got = backdrop_alpha(cv2.imdecode(buf, cv2.IMREAD_COLOR))
+        truth = rgba[:, :, 3] >= 128
+        iou = ((got >= 128) & truth).sum() / ((got >= 128) | truth).sum()
+        assert iou >= 0.95, (colour, iou)
+    mug = np.full((160, 160, 3), 255, np.uint8)         # a white mug: its white body stays
+    cv2.circle(mug, (80, 80), 50, (40, 40, 40), 3)
+    got = backdrop_alpha(mug)
+    assert got is not None and got[80, 80] == 255 and got[5, 5] == 0
+    assert backdrop_alpha(photos["astronaut"]) is None    # a scene
+    moon = np.dstack([data.moon()] * 3)                    # a grey textured scene, plain-ish
+    moon[200:300, 200:300] = photos["cat"][:100, :100]
+    assert backdrop_alpha(moon) is None
+    page = np.full((200, 300, 3), 250, np.uint8)           # text: many letters on paper
+    for row in range(4):
+        cv2.putText(page, "camloc finds it", (10, 40 + 45 * row), cv2.FONT_HERSHEY_SIMPLEX, 1.0,
+                    (20, 20, 20), 2)
+    assert backdrop_alpha(page) is None
+    blank = np.full((100, 100, 3), 255, np.uint8)           # nothing on it
+    assert backdrop_alpha(blank) is None
+
+
+def test_background_photos_are_never_cut_out(tmp_path):
+    from export.imagefolder import load_images, scan_folder
+
+    for name in ("wall", "background"):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            frame = np.full((120, 160, 3), 250, np.uint8)
+            colour = (0, 0, 200) if name == "wall" else (90, 60, 30)
+            cv2.rectangle(frame, (30 + 5 * i, 30), (90, 90), colour, -1)
+            cv2.imwrite(str(tmp_path / name / f"{i}.png"), frame)
+    folder = scan_folder(tmp_path)
+    images = load_images(folder)
+    assert folder.labels == ["background", "wall"] and folder.matted == 4
+    assert [im.shape[2] for im in images[0]] == [3] * 4 and [im.shape[2] for im in images[1]] == [4] * 4
