@@ -191,10 +191,16 @@ def test_backdrop_alpha_cuts_out_shop_photos_and_nothing_else(photos):
         truth = rgba[:, :, 3] >= 128
         iou = ((got >= 128) & truth).sum() / ((got >= 128) | truth).sum()
         assert iou >= 0.95, (colour, iou)
-    mug = np.full((160, 160, 3), 255, np.uint8)         # a white mug: its white body stays
-    cv2.circle(mug, (80, 80), 50, (40, 40, 40), 3)
+    mug = np.full((160, 200, 3), 255, np.uint8)   # a white mug, shaded, and its handle's hole
+    shade = np.linspace(225, 250, 90)[None, :, None]
+    mug[30:130, 30:120] = np.clip(shade + np.random.default_rng(1).normal(0, 3, (100, 90, 3)), 0, 255)
+    cv2.rectangle(mug, (30, 30), (120, 130), (40, 40, 40), 2)
+    cv2.ellipse(mug, (140, 80), (30, 35), 0, 0, 360, (40, 40, 40), 8)   # the handle's ring
     got = backdrop_alpha(mug)
-    assert got is not None and got[80, 80] == 255 and got[5, 5] == 0
+    assert got is not None and got[5, 5] == 0
+    assert got[80, 75] == 255          # the body stays: not plain
+    assert got[80, 145] == 0           # the handle's hole shows the backdrop: cut away
+    assert got[80, 170 - 2] == 255     # the handle itself stays
     assert backdrop_alpha(photos["astronaut"]) is None    # a scene
     moon = np.dstack([data.moon()] * 3)                    # a grey textured scene, plain-ish
     moon[200:300, 200:300] = photos["cat"][:100, :100]
