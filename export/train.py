@@ -37,6 +37,8 @@ from .imagefolder import BACKGROUND, MAX_SIDE, DatasetError, ImageFolder, load_i
 from .trainaug import (
     augment,
     camera_scale_views,
+    cutout_warning,
+    cutouts,
     deeper_warning,
     estimate_warning,
     flatten,
@@ -247,7 +249,12 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     head_alone = result
     seconds["training"] = time.perf_counter() - t1
     tuned, compared, focused = 0, None, 0
-    warned = estimate_warning(result.best_acc, result.camera_acc, config.warn_gap) is not None
+    # mostly cutouts: their held-out views are scenes the trainer composed and cannot show how
+    # unlike camera frames the folder is, so auto trains deeper and keeps it (docs: "Cutouts")
+    cut = cutouts(images, bg)
+    many_cut = cut[0] * 2 >= cut[1] > 0
+    disagreed = estimate_warning(result.best_acc, result.camera_acc, config.warn_gap) is not None
+    warned = disagreed or many_cut
     blocks = (AUTO_DEEPER if warned else 0) if auto else config.tune_blocks
     if blocks:
         t2 = time.perf_counter()
@@ -258,7 +265,7 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
             compared = (result.camera_acc, other.camera_acc)
             log.info("--tune-blocks auto: camera-scale held-out accuracy %.3f with the head alone, "
                      "%.3f with the last %d blocks too", result.camera_acc, other.camera_acc, blocks)
-        if not auto or other.camera_acc > result.camera_acc:
+        if not auto or many_cut or other.camera_acc > result.camera_acc:
             zm, result, tuned = deeper, other, blocks
             focused = 0 if extra is None else len(extra[1])
         seconds["training deeper too" if auto else "training deeper"] = time.perf_counter() - t2
@@ -269,8 +276,10 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
                                                               result.camera_acc)
     report.best_epoch, report.history = result.best_epoch, result.history
     report.averaged = result.averaged
-    report.warning = final_warning(result, head_alone if auto and tuned else None, config.warn_gap,
-                                   AUTO_DEEPER if auto else tuned)
+    report.warning = final_warning(result, head_alone if auto and tuned and disagreed else None,
+                                   config.warn_gap, AUTO_DEEPER if auto else tuned)
+    if report.warning is None and many_cut:
+        report.warning = cutout_warning(*cut)
     if report.warning:
         log.warning("%s", report.warning)
     report.seconds = seconds

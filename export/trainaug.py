@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["augment", "camera_scale_views", "cutmix", "deeper_warning", "estimate_warning", "flatten",
-           "inside_masks", "paste_object", "whole_view", "zoom_out"]
+__all__ = ["augment", "camera_scale_views", "cutmix", "cutout_warning", "cutouts", "deeper_warning",
+           "estimate_warning", "flatten", "inside_masks", "paste_object", "whole_view", "zoom_out"]
 
 
 def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
@@ -228,3 +228,20 @@ def deeper_warning(plain: float, camera: float, head_plain: float, head_camera: 
             "at camera scale: these photos are unlike camera frames and chose the model, so expect "
             "new camera frames to score lower (add photos of the objects as the camera sees them, "
             "and background photos; check on a few labelled frames with realtime.evaluate)")
+
+
+def cutouts(images: list[list[np.ndarray]], bg: int | None) -> tuple[int, int]:
+    """(cutouts, all images) of the object classes (not ``bg``): RGBA images, transparent
+    files and product photos cut off their backdrop alike."""
+    objects = [img for c, imgs in enumerate(images) if c != bg for img in imgs]
+    return sum(img.shape[2] == 4 for img in objects), len(objects)
+
+
+def cutout_warning(n: int, total: int) -> str:
+    """The warning for a folder of mostly cutouts: every held-out view of them is a scene the
+    trainer composed, so its figures cannot say what camera frames will give (on the glyph
+    cutouts 0.97 held out, 0.41 on new camera frames; docs/TRAINING.md, "Cutouts")."""
+    return (f"{n} of the {total} object images are cutouts (transparent, or cut off a plain "
+            "backdrop): the held-out figures come from scenes the trainer composed, not from a "
+            "camera, so expect camera frames to score lower (add photos of the objects as the "
+            "camera sees them; check on a few labelled frames with realtime.evaluate)")
