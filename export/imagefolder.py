@@ -1,11 +1,15 @@
 """An ImageFolder training set: one sub-folder per class, the folder names are the labels.
 
 Scanning checks what a user gets wrong (fewer than two classes, a class with too
-few images) before any network work, and reading skips unreadable files, counting
-them, so one broken JPEG does not stop a training run. Images are kept at most
-``MAX_SIDE`` on their longer side (a folder of 12-megapixel phone photos would
-otherwise hold 36 MB per photo in memory); large JPEGs are decoded at a reduced
-scale directly, which is also faster. The camera's EXIF orientation is applied.
+few images, a set's root with train/ and test/ instead of one split) before any network
+work, and leaves out what copying, unzipping or a NAS adds (``SYSTEM_FOLDERS``, hidden
+names). Reading skips unreadable files, counting them, so one broken JPEG does not stop a
+training run; uses a file repeated within its class once and one in two classes in
+neither. Images are kept at most ``MAX_SIDE`` on their longer side (a folder of
+12-megapixel phone photos would otherwise hold 36 MB per photo in memory); large JPEGs
+are decoded at a reduced scale directly, which is also faster. The camera's EXIF
+orientation is applied. Cutouts (transparency) stay RGBA, and product photos on a plain
+backdrop become cutouts (export/matte.py): export.trainaug.flatten puts them into scenes.
 """
 
 from __future__ import annotations
