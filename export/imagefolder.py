@@ -63,7 +63,6 @@ class ImageFolder:
     conflicts: list[Path] = field(default_factory=list)   # the same file in two classes
     ignored: int = 0                                      # files in hidden or system folders
     matted: int = 0                # photos on a plain backdrop, cut out (export/matte.py)
-    used: list[list[Path]] = field(default_factory=list)  # per class, the images load_images kept
 
     @property
     def counts(self) -> list[int]:
@@ -212,10 +211,8 @@ def load_images(folder: ImageFolder, min_per_class: int = MIN_IMAGES_PER_CLASS,
             with contextlib.suppress(OSError):
                 digests.setdefault(_digest(path), set()).add(c)
     images: list[list[np.ndarray]] = []
-    folder.used = []
     for label, paths in zip(folder.labels, folder.paths):
         kept, seen = [], set()
-        folder.used.append([])
         for path in paths:
             try:
                 data = path.read_bytes()
@@ -238,7 +235,6 @@ def load_images(folder: ImageFolder, min_per_class: int = MIN_IMAGES_PER_CLASS,
                 img = np.dstack([img, alpha])
                 folder.matted += 1
             kept.append(img)
-            folder.used[-1].append(path)
         images.append(kept)
     few = [f"{label} ({len(imgs)} usable of {len(paths)}: unreadable, duplicate or in two classes)"
            for label, imgs, paths in zip(folder.labels, images, folder.paths)

@@ -33,7 +33,6 @@ import numpy as np
 
 from models.zoo import LITE_MODELS, ZooModel, load_model
 
-from .holdout import origins, split_holdout
 from .imagefolder import BACKGROUND, MAX_SIDE, DatasetError, ImageFolder, load_images, scan_folder
 from .trainaug import (
     augment,
@@ -50,7 +49,7 @@ from .trainaug import (
 )
 from .trainfit import AVERAGES, BOX_LOSS, Fit, Split, cache_features, fit, object_boxes
 
-__all__ = ["TrainConfig", "TrainReport", "checkpoint_labels", "final_warning",
+__all__ = ["TrainConfig", "TrainReport", "checkpoint_labels", "final_warning", "split_holdout",
            "train_and_export", "train_model"]
 
 log = logging.getLogger(__name__)
@@ -146,6 +145,18 @@ class TrainReport:
         return f"epoch {self.best_epoch} of {n}"
 
 
+def split_holdout(counts: list[int], fraction: float, seed: int) -> tuple[list, list]:
+    """Stratified split: per class, (train indices, held-out indices) into its images."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for n in counts:
+        order = rng.permutation(n)
+        k = min(n - 1, max(1, int(round(fraction * n))))
+        held.append(sorted(order[:k].tolist()))
+        train.append(sorted(order[k:].tolist()))
+    return train, held
+
+
 def _tensor(views: list[np.ndarray], zm: ZooModel) -> np.ndarray:
     x = np.stack(views).astype(np.float32)
     if zm.color == "BGR":
@@ -176,9 +187,7 @@ def train_model(model: str, folder: ImageFolder, images: list[list[np.ndarray]],
     if deeper_cut < 0 or deeper_cut > head_cut:
         raise DatasetError(f"--tune-blocks must be between 0 and {head_cut}, got {config.tune_blocks}")
     cuts = sorted({head_cut, deeper_cut})
-    groups = [origins(used, folder.root / label) for used, label in zip(folder.used, folder.labels)]
-    train_idx, held_idx = split_holdout([len(c) for c in images], config.holdout, config.seed,
-                                        groups if folder.used else None, folder.labels)
+    train_idx, held_idx = split_holdout([len(c) for c in images], config.holdout, config.seed)
 
     bg = folder.labels.index(BACKGROUND) if BACKGROUND in folder.labels else None
     fixed = np.random.default_rng(config.seed + 31)   # cutouts' scenes for the fixed views
