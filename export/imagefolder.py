@@ -28,8 +28,9 @@ from realtime.sources import IMAGE_SUFFIXES
 
 from .matte import backdrop_alpha
 
-__all__ = ["BACKGROUND", "MAX_SIDE", "MIN_IMAGES_PER_CLASS", "DatasetError", "ImageFolder",
-           "SYSTEM_FOLDERS", "decode_rgb", "jpeg_size", "load_images", "read_rgb", "scan_folder"]
+__all__ = ["BACKGROUND", "MAX_SIDE", "MIN_IMAGES_PER_CLASS", "PHOTO_SUFFIXES", "SYSTEM_FOLDERS",
+           "UNDECODABLE", "DatasetError", "ImageFolder", "decode_rgb", "jpeg_size", "load_images",
+           "read_rgb", "scan_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,13 @@ MAX_SIDE = 1024
 # (macOS zip metadata, Synology and QNAP thumbnails, recycle bins). Hidden names are skipped too.
 SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", "#recycle", "@Recycle", "$RECYCLE.BIN",
                             "System Volume Information", "Thumbs"})
+# What training reads: the runtime's still-image suffixes, and AVIF and GIF (first frame),
+# which OpenCV decodes too. Camera formats it cannot decode are named, never silently lost.
+PHOTO_SUFFIXES = IMAGE_SUFFIXES | {".avif", ".gif"}
+UNDECODABLE = frozenset({".heic", ".heif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf",
+                         ".rw2", ".raf"})
+CONVERT_HINT = ("convert them to JPEG (an iPhone's Settings > Camera > Formats > Most Compatible "
+                "saves JPEG; heif-convert or your raw converter converts existing ones)")
 # Names of a dataset's splits: a --train folder whose only "classes" are these, sharing their
 # sub-folders, is a folder of splits, not of classes.
 SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation"})
@@ -80,16 +88,24 @@ def scan_folder(root: str | Path, min_per_class: int = MIN_IMAGES_PER_CLASS) -> 
         raise DatasetError(f"{root} needs at least two class sub-folders (one per class, "
                            f"e.g. {root}/widget, {root}/{BACKGROUND}); found {len(classes)}: {found}")
     _refuse_split_root(root, classes)
-    paths, ignored = [], 0
+    paths, ignored, undecodable = [], 0, []
     for c in classes:
-        files = [p for p in c.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        files = [p for p in c.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES | UNDECODABLE
+                 and p.is_file()]
         kept = sorted(p for p in files if not any(map(_system, p.relative_to(c).parts)))
         ignored += len(files) - len(kept)
-        paths.append(kept)
-    few = [f"{c.name} ({len(p)})" for c, p in zip(classes, paths) if len(p) < min_per_class]
+        undecodable.append([p for p in kept if p.suffix.lower() in UNDECODABLE])
+        paths.append([p for p in kept if p.suffix.lower() in PHOTO_SUFFIXES])
+    lost = sum(map(len, undecodable))
+    kinds = _kinds([p for u in undecodable for p in u])
+    few = [f"{c.name} ({len(p)}{f' and {len(u)} {_kinds(u)}' if u else ''})"
+           for c, p, u in zip(classes, paths, undecodable) if len(p) < min_per_class]
     if few:
+        hint = f"; {kinds} files cannot be read here: {CONVERT_HINT}" if lost else ""
         raise DatasetError(f"every class needs at least {min_per_class} images (some to train on, "
-                           f"one or more held out); too few in: {', '.join(few)}")
+                           f"one or more held out); too few in: {', '.join(few)}{hint}")
+    if lost:
+        log.warning("left out %d %s file(s), which cannot be read here: %s", lost, kinds, CONVERT_HINT)
     if ignored:
         log.info("ignored %d image file(s) in hidden or system folders (%s)", ignored,
                  ", ".join(sorted(SYSTEM_FOLDERS)))
@@ -108,6 +124,10 @@ def _refuse_split_root(root: Path, classes: list[Path]) -> None:
         one = next((c for c in classes if c.name.lower() in ("train", "training")), classes[0])
         raise DatasetError(f"{root} holds splits ({names}), each with the same class folders "
                            f"({', '.join(shared[:4])}): give one split, e.g. --train {one}")
+
+
+def _kinds(paths: list[Path]) -> str:
+    return ", ".join(sorted({p.suffix.lower() for p in paths}))
 
 
 def _system(name: str) -> bool:

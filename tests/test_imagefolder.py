@@ -162,3 +162,37 @@ def test_copies_are_used_once_and_files_in_two_classes_in_neither(tmp_path, phot
     _photo_files(few / "cup", photos["espresso"], 4)
     with pytest.raises(DatasetError, match=r"too few in: cat \(2 usable of 5: unreadable, duplicate"):
         load_images(scan_folder(few))
+
+
+def test_avif_and_gif_are_read_and_iphone_or_raw_files_are_named(tmp_path, photos, caplog):
+    """AVIF and GIF decode here and are trained on; HEIC (an iPhone's default) and camera
+    raw files do not: they are named, with how to convert them, never silently missing."""
+    import logging
+
+    import pytest
+
+    from export.imagefolder import DatasetError
+
+    heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64)
+    for c, name in enumerate(("cat", "cup")):
+        folder = tmp_path / "ok" / name
+        folder.mkdir(parents=True)
+        for i, ext in enumerate((".jpg", ".avif", ".gif", ".png")):
+            view = np.ascontiguousarray(np.roll(photos["cat" if c == 0 else "espresso"], 50 * i, axis=1))
+            (folder / f"{i}{ext}").write_bytes(_encode(view[:, :, ::-1], ext))
+        (folder / "IMG_0001.HEIC").write_bytes(heic)
+    with caplog.at_level(logging.WARNING):
+        folder = scan_folder(tmp_path / "ok")
+        images = load_images(folder)
+    assert folder.counts == [4, 4] and [len(c) for c in images] == [4, 4] and not folder.skipped
+    assert "left out 2 .heic file(s), which cannot be read here: convert them to JPEG" in caplog.text
+    phone = tmp_path / "phone"
+    for name in ("cat", "cup"):
+        (phone / name).mkdir(parents=True)
+        for i in range(6):
+            (phone / name / f"IMG_{i:04d}.HEIC").write_bytes(heic)
+    (phone / "cup" / "raw.DNG").write_bytes(b"II*\0" + bytes(32))
+    with pytest.raises(DatasetError, match=r"too few in: cat \(0 and 6 \.heic\), cup \(0 and 7 "
+                                           r"\.dng, \.heic\); \.dng, \.heic files cannot be read here: "
+                                           "convert them to JPEG"):
+        scan_folder(phone)
