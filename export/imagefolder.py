@@ -14,7 +14,6 @@ backdrop become cutouts (export/matte.py): export.trainaug.flatten puts them int
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -225,37 +224,37 @@ def load_images(folder: ImageFolder, min_per_class: int = MIN_IMAGES_PER_CLASS,
     held-out split); one whose bytes are in two classes is used in neither
     (``folder.conflicts``: it has no one label). Each is warned about; a class left with
     too few images is an error."""
-    digests: dict[bytes, set[int]] = {}
-    for c, paths in enumerate(folder.paths):
-        for path in paths:
-            with contextlib.suppress(OSError):
-                digests.setdefault(_digest(path), set()).add(c)
-    images: list[list[np.ndarray]] = []
-    for label, paths in zip(folder.labels, folder.paths):
-        kept, seen = [], set()
+    owners: dict[bytes, set[int]] = {}   # each file's bytes -> the classes holding them
+    decoded: list[list[tuple[bytes, Path, np.ndarray, bool]]] = []
+    for c, (label, paths) in enumerate(zip(folder.labels, folder.paths)):   # one read per file
+        decoded.append([])
         for path in paths:
             try:
                 data = path.read_bytes()
             except OSError:
                 data = b""
             key = hashlib.sha256(data).digest()
-            if data and len(digests.get(key, ())) > 1:
-                folder.conflicts.append(path)
-                continue
-            if data and key in seen:
+            if data and c in owners.get(key, ()):
                 folder.duplicates.append(path)
                 continue
-            seen.add(key)
             img = decode_rgb(data, max_side)
             if img is None:
                 folder.skipped.append(path)
                 continue
+            owners.setdefault(key, set()).add(c)
             alpha = backdrop_alpha(img) if img.shape[2] == 3 and label != BACKGROUND else None
             if alpha is not None:   # a product photo on a plain backdrop: trained on as a cutout
                 img = np.dstack([img, alpha])
-                folder.matted += 1
-            kept.append(img)
-        images.append(kept)
+            decoded[-1].append((key, path, img, alpha is not None))
+    images: list[list[np.ndarray]] = []
+    for entries in decoded:
+        images.append([])
+        for key, path, img, matted in entries:
+            if len(owners[key]) > 1:
+                folder.conflicts.append(path)
+            else:
+                images[-1].append(img)
+                folder.matted += matted
     few = [f"{label} ({len(imgs)} usable of {len(paths)}: unreadable, duplicate or in two classes)"
            for label, imgs, paths in zip(folder.labels, images, folder.paths)
            if len(imgs) < min_per_class]
@@ -274,6 +273,3 @@ def load_images(folder: ImageFolder, min_per_class: int = MIN_IMAGES_PER_CLASS,
             log.warning("%s: %s%s", what.format(len(paths)), names, more)
     return images
 
-
-def _digest(path: Path) -> bytes:
-    return hashlib.sha256(path.read_bytes()).digest()
