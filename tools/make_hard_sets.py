@@ -23,7 +23,8 @@ writes DIR/<set>/train/<class>/*.jpg (``python -m export --train``) and
 DIR/<set>/test/images/*.jpg with DIR/<set>/test/labels.json (COCO, ``realtime.evaluate``).
 ``--cutouts N`` (after the set exists) also writes DIR/<set>/cutouts/: N transparent PNGs per
 class of the training instances alone, as product cutouts come, with the set's training
-background frames: a training folder of cutouts for the same test half (glyph and shape).
+background frames: a training folder of cutouts for the same test half (glyph and shape);
+and DIR/<set>/backdrop/: the same objects on white as JPEGs, as shop photos come.
 """
 
 from __future__ import annotations
@@ -264,7 +265,9 @@ def build_cutouts(kind: str, out: Path, per_class: int = 60, seed: int = 5) -> i
     """Write ``out``/cutouts/<class>/*.png: ``per_class`` training instances each as RGBA
     (transparent around the object, 5-30% of its side each way, black under the
     transparency, as many tools save it) and ``out``/cutouts/background/ (a copy of the
-    set's training background frames)."""
+    set's training background frames); and ``out``/backdrop/: the same objects composed
+    onto white and saved as JPEG (quality 90), as a shop photographs them, with the same
+    backgrounds."""
     import shutil
 
     if kind == "photo":
@@ -281,8 +284,13 @@ def build_cutouts(kind: str, out: Path, per_class: int = 60, seed: int = 5) -> i
             rgba[m[0]:m[0] + h, m[1]:m[1] + w, 3] = mask
             rgba[rgba[:, :, 3] == 0, :3] = 0
             cv2.imwrite(str(out / "cutouts" / name / f"{name}_{i:03d}.png"), rgba)
+            a = rgba[:, :, 3:] / 255.0
+            (out / "backdrop" / name).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out / "backdrop" / name / f"{name}_{i:03d}.jpg"),
+                        (a * rgba[:, :, :3] + (1 - a) * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
             n += 1
-    shutil.copytree(out / "train" / "background", out / "cutouts" / "background", dirs_exist_ok=True)
+    for folder in ("cutouts", "backdrop"):
+        shutil.copytree(out / "train" / "background", out / folder / "background", dirs_exist_ok=True)
     return n
 
 
@@ -330,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.sets:
         if args.cutouts:
             n = build_cutouts(kind, args.out / kind, args.cutouts, args.seed + 5)
-            print(f"{kind}: {n} cutouts in {args.out / kind / 'cutouts'}")
+            print(f"{kind}: {n} cutouts in {args.out / kind / 'cutouts'} and on white in "
+                  f"{args.out / kind / 'backdrop'}")
             continue
         if args.val_only:
             n = build_val(kind, args.out / kind, args.val_only, args.seed + 1)
