@@ -174,7 +174,7 @@ def decode_rgb(data: bytes, max_side: int = MAX_SIDE) -> np.ndarray | None:
 
     if not data:
         return None
-    if data[:8] == b"\x89PNG\r\n\x1a\n" or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+    if _may_be_transparent(data):   # decoded with its alpha only then: not every PNG twice
         cutout = _cutout(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
         if cutout is not None:
             return _fit(cutout, max_side) if cutout is not False else None
@@ -187,6 +187,26 @@ def decode_rgb(data: bytes, max_side: int = MAX_SIDE) -> np.ndarray | None:
     if img is None or img.ndim != 3 or min(img.shape[:2]) < 8:
         return None
     return _fit(np.ascontiguousarray(img[:, :, ::-1]), max_side)
+
+
+def _may_be_transparent(data: bytes) -> bool:
+    """Whether a file can hold transparency: a WebP, or a PNG whose header says it has an
+    alpha channel (colour types 4 and 6) or a transparency chunk (tRNS) before its data."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return True
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    if len(data) < 26 or data[25] in (4, 6):
+        return True
+    i = 8
+    while i + 8 <= len(data):
+        kind = data[i + 4:i + 8]
+        if kind == b"tRNS":
+            return True
+        if kind == b"IDAT":
+            return False
+        i += 12 + int.from_bytes(data[i:i + 4], "big")
+    return False
 
 
 def _cutout(img: np.ndarray | None) -> np.ndarray | bool | None:
